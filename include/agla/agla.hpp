@@ -1,0 +1,7 @@
+#pragma once
+/// \file
+/// Umbrella header: the whole public API of agla, layer by layer in data-flow order
+/// (io -> models -> ipm -> decode; see DESIGN in the README).
+
+#include "agla/error.hpp"
+#include "agla/io.hpp"
