@@ -3,3 +3,5 @@
 /// The io layer: array, weight, config and image files.
 
 #include "agla/io/npy.hpp"
+#include "agla/io/safetensors.hpp"
+#include "agla/io/state_dict.hpp"
