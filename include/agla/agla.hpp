@@ -5,3 +5,4 @@
 
 #include "agla/error.hpp"
 #include "agla/io.hpp"
+#include "agla/ipm.hpp"
