@@ -1,0 +1,205 @@
+#pragma once
+/// \file
+/// LLaVA-1.5 configuration as Hugging Face writes it (`config.json` of a `llava-hf` checkpoint),
+/// with the defaults of transformers v4.37.2 filled in for the keys `save_pretrained` omits
+/// (`LlavaConfig`, `LlamaConfig`, `CLIPVisionConfig`; see tests/data/llava/README.md).
+
+#include "agla/error.hpp"
+
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <fstream>
+#include <string>
+
+namespace agla::llava {
+
+/// CLIP vision tower settings (`vision_config`, class `CLIPVisionConfig`).
+struct ClipVisionConfig {
+  int64_t hidden_size = 768;           ///< width of the patch embeddings
+  int64_t intermediate_size = 3072;    ///< MLP width
+  int64_t num_hidden_layers = 12;      ///< encoder layers
+  int64_t num_attention_heads = 12;    ///< heads; head dim = hidden_size / heads
+  int64_t num_channels = 3;            ///< image channels
+  int64_t image_size = 224;            ///< square input side in pixels
+  int64_t patch_size = 32;             ///< square patch side in pixels
+  std::string hidden_act = "quick_gelu";  ///< MLP activation: "quick_gelu" or "gelu"
+  double layer_norm_eps = 1e-5;        ///< LayerNorm epsilon
+
+  /// Patches per image, (image_size / patch_size)^2.
+  int64_t num_patches() const { return (image_size / patch_size) * (image_size / patch_size); }
+};
+
+/// LLaMA language model settings (`text_config`, class `LlamaConfig`).
+struct LlamaConfig {
+  int64_t vocab_size = 32000;               ///< rows of embed_tokens and lm_head
+  int64_t hidden_size = 4096;               ///< model width
+  int64_t intermediate_size = 11008;        ///< SwiGLU width
+  int64_t num_hidden_layers = 32;           ///< decoder layers
+  int64_t num_attention_heads = 32;         ///< query heads
+  int64_t num_key_value_heads = 32;         ///< key/value heads (< query heads: grouped-query attention)
+  std::string hidden_act = "silu";          ///< MLP gate activation (only "silu" is supported)
+  int64_t max_position_embeddings = 2048;   ///< context length the model was trained for
+  double rms_norm_eps = 1e-6;               ///< RMSNorm epsilon (Vicuna-based LLaVA-1.5: 1e-5)
+  double rope_theta = 10000.0;              ///< RoPE base
+  bool attention_bias = false;              ///< q/k/v/o projections carry biases
+  bool tie_word_embeddings = false;         ///< lm_head shares embed_tokens' weight
+  int64_t bos_token_id = 1;                 ///< beginning-of-sequence id
+  int64_t eos_token_id = 2;                 ///< end-of-sequence id
+
+  /// Dimension of one attention head, hidden_size / num_attention_heads.
+  int64_t head_dim() const { return hidden_size / num_attention_heads; }
+};
+
+/// Top-level LLaVA settings (`LlavaConfig`) with both sub-configs.
+struct LlavaConfig {
+  ClipVisionConfig vision;                       ///< `vision_config`
+  LlamaConfig text;                              ///< `text_config`
+  int64_t image_token_index = 32000;             ///< id of the `<image>` placeholder in input_ids
+  int64_t pad_token_id = -1;                     ///< top-level pad id (-1 when null)
+  std::string projector_hidden_act = "gelu";     ///< activation between the two projector layers
+  int64_t vision_feature_layer = -2;             ///< index into CLIP's hidden_states (0 = after pre_layrnorm)
+  std::string vision_feature_select_strategy = "default";  ///< "default" drops CLS, "full" keeps it
+
+  /// Number of CLIP encoder layers whose output the projector sees (hidden_states index, >= 0).
+  int64_t vision_layers_used() const {
+    return vision_feature_layer < 0 ? vision.num_hidden_layers + 1 + vision_feature_layer
+                                    : vision_feature_layer;
+  }
+  /// Feature rows one image contributes to the merged sequence.
+  int64_t image_tokens() const {
+    return vision.num_patches() + (vision_feature_select_strategy == "full" ? 1 : 0);
+  }
+};
+
+namespace detail {
+
+/// `object[key]` as T when present and not null, else `fallback`.
+template <typename T>
+T json_or(const nlohmann::json& object, const char* key, T fallback) {
+  auto it = object.find(key);
+  if (it == object.end() || it->is_null()) return fallback;
+  try {
+    return it->get<T>();
+  } catch (const nlohmann::json::exception& e) {
+    throw FormatError(agla::detail::concat("agla::llava::parse_config: key \"", key, "\" has the wrong type (",
+                                     it->type_name(), "): ", e.what()));
+  }
+}
+
+}  // namespace detail
+
+/// Parses a `LlavaConfig` from the JSON of a llava-hf `config.json` (full or sparse), validating
+/// sizes and the options this implementation supports; throws `agla::FormatError` otherwise.
+inline LlavaConfig parse_config(const nlohmann::json& json) {
+  using detail::json_or;
+  const char* fn = "agla::llava::parse_config: ";
+  check<FormatError>(json.is_object(), fn, "config must be a JSON object; got ", json.type_name());
+  LlavaConfig c;
+  c.image_token_index = json_or<int64_t>(json, "image_token_index", c.image_token_index);
+  c.pad_token_id = json_or<int64_t>(json, "pad_token_id", c.pad_token_id);
+  c.projector_hidden_act = json_or<std::string>(json, "projector_hidden_act", c.projector_hidden_act);
+  c.vision_feature_layer = json_or<int64_t>(json, "vision_feature_layer", c.vision_feature_layer);
+  c.vision_feature_select_strategy =
+      json_or<std::string>(json, "vision_feature_select_strategy", c.vision_feature_select_strategy);
+
+  const nlohmann::json empty = nlohmann::json::object();
+  const auto& v = json.contains("vision_config") && json["vision_config"].is_object() ? json["vision_config"] : empty;
+  auto& vc = c.vision;
+  vc.hidden_size = json_or<int64_t>(v, "hidden_size", vc.hidden_size);
+  vc.intermediate_size = json_or<int64_t>(v, "intermediate_size", vc.intermediate_size);
+  vc.num_hidden_layers = json_or<int64_t>(v, "num_hidden_layers", vc.num_hidden_layers);
+  vc.num_attention_heads = json_or<int64_t>(v, "num_attention_heads", vc.num_attention_heads);
+  vc.num_channels = json_or<int64_t>(v, "num_channels", vc.num_channels);
+  vc.image_size = json_or<int64_t>(v, "image_size", vc.image_size);
+  vc.patch_size = json_or<int64_t>(v, "patch_size", vc.patch_size);
+  vc.hidden_act = json_or<std::string>(v, "hidden_act", vc.hidden_act);
+  vc.layer_norm_eps = json_or<double>(v, "layer_norm_eps", vc.layer_norm_eps);
+
+  const auto& t = json.contains("text_config") && json["text_config"].is_object() ? json["text_config"] : empty;
+  auto& tc = c.text;
+  tc.vocab_size = json_or<int64_t>(t, "vocab_size", tc.vocab_size);
+  tc.hidden_size = json_or<int64_t>(t, "hidden_size", tc.hidden_size);
+  tc.intermediate_size = json_or<int64_t>(t, "intermediate_size", tc.intermediate_size);
+  tc.num_hidden_layers = json_or<int64_t>(t, "num_hidden_layers", tc.num_hidden_layers);
+  tc.num_attention_heads = json_or<int64_t>(t, "num_attention_heads", tc.num_attention_heads);
+  tc.num_key_value_heads = json_or<int64_t>(t, "num_key_value_heads", tc.num_attention_heads);
+  tc.hidden_act = json_or<std::string>(t, "hidden_act", tc.hidden_act);
+  tc.max_position_embeddings = json_or<int64_t>(t, "max_position_embeddings", tc.max_position_embeddings);
+  tc.rms_norm_eps = json_or<double>(t, "rms_norm_eps", tc.rms_norm_eps);
+  tc.rope_theta = json_or<double>(t, "rope_theta", tc.rope_theta);
+  tc.attention_bias = json_or<bool>(t, "attention_bias", tc.attention_bias);
+  tc.tie_word_embeddings = json_or<bool>(t, "tie_word_embeddings", tc.tie_word_embeddings);
+  tc.bos_token_id = json_or<int64_t>(t, "bos_token_id", tc.bos_token_id);
+  tc.eos_token_id = json_or<int64_t>(t, "eos_token_id", tc.eos_token_id);
+
+  auto positive = [&](int64_t value, const char* name) {
+    check<FormatError>(value > 0, fn, name, " must be positive; got ", value);
+  };
+  positive(vc.hidden_size, "vision_config.hidden_size");
+  positive(vc.intermediate_size, "vision_config.intermediate_size");
+  positive(vc.num_hidden_layers, "vision_config.num_hidden_layers");
+  positive(vc.num_attention_heads, "vision_config.num_attention_heads");
+  positive(vc.num_channels, "vision_config.num_channels");
+  positive(vc.image_size, "vision_config.image_size");
+  positive(vc.patch_size, "vision_config.patch_size");
+  positive(tc.vocab_size, "text_config.vocab_size");
+  positive(tc.hidden_size, "text_config.hidden_size");
+  positive(tc.intermediate_size, "text_config.intermediate_size");
+  positive(tc.num_hidden_layers, "text_config.num_hidden_layers");
+  positive(tc.num_attention_heads, "text_config.num_attention_heads");
+  positive(tc.num_key_value_heads, "text_config.num_key_value_heads");
+  check<FormatError>(vc.hidden_size % vc.num_attention_heads == 0, fn,
+                     "vision_config.hidden_size must be divisible by num_attention_heads; got ", vc.hidden_size,
+                     " and ", vc.num_attention_heads);
+  check<FormatError>(vc.image_size % vc.patch_size == 0, fn,
+                     "vision_config.image_size must be a multiple of patch_size; got ", vc.image_size, " and ",
+                     vc.patch_size);
+  check<FormatError>(tc.hidden_size % tc.num_attention_heads == 0, fn,
+                     "text_config.hidden_size must be divisible by num_attention_heads; got ", tc.hidden_size,
+                     " and ", tc.num_attention_heads);
+  check<FormatError>(tc.head_dim() % 2 == 0, fn, "text head dim must be even for RoPE; got ", tc.head_dim());
+  check<FormatError>(tc.num_attention_heads % tc.num_key_value_heads == 0, fn,
+                     "text_config.num_attention_heads must be a multiple of num_key_value_heads; got ",
+                     tc.num_attention_heads, " and ", tc.num_key_value_heads);
+  check<FormatError>(vc.hidden_act == "quick_gelu" || vc.hidden_act == "gelu", fn,
+                     "vision_config.hidden_act must be \"quick_gelu\" or \"gelu\"; got \"", vc.hidden_act, "\"");
+  check<FormatError>(tc.hidden_act == "silu", fn, "text_config.hidden_act must be \"silu\"; got \"", tc.hidden_act,
+                     "\"");
+  check<FormatError>(c.projector_hidden_act == "gelu", fn, "projector_hidden_act must be \"gelu\"; got \"",
+                     c.projector_hidden_act, "\"");
+  check<FormatError>(c.vision_feature_select_strategy == "default" || c.vision_feature_select_strategy == "full",
+                     fn, "vision_feature_select_strategy must be \"default\" or \"full\"; got \"",
+                     c.vision_feature_select_strategy, "\"");
+  const int64_t used = c.vision_layers_used();
+  check<FormatError>(used >= 0 && used <= vc.num_hidden_layers, fn, "vision_feature_layer ", c.vision_feature_layer,
+                     " is outside [-", vc.num_hidden_layers + 1, ", ", vc.num_hidden_layers, "]");
+  const auto scaling = t.find("rope_scaling");
+  check<FormatError>(scaling == t.end() || scaling->is_null(), fn,
+                     "text_config.rope_scaling is not supported (LLaVA-1.5 has none); got ",
+                     scaling == t.end() ? std::string() : scaling->dump());
+  const int64_t tp = json_or<int64_t>(t, "pretraining_tp", 1);
+  check<FormatError>(tp >= 1, fn, "text_config.pretraining_tp must be >= 1; got ", tp);
+  check<FormatError>(c.image_token_index >= 0 && c.image_token_index < tc.vocab_size, fn, "image_token_index ",
+                     c.image_token_index, " is outside the text vocabulary [0, ", tc.vocab_size, ")");
+  return c;
+}
+
+/// Reads and parses `path` (a llava-hf `config.json`); throws `agla::FormatError` naming the file.
+inline LlavaConfig read_config(const std::string& path) {
+  std::ifstream in(path);
+  check<FormatError>(static_cast<bool>(in), "agla::llava::read_config: cannot open \"", path, "\"");
+  nlohmann::json json;
+  try {
+    in >> json;
+  } catch (const nlohmann::json::exception& e) {
+    throw FormatError(agla::detail::concat("agla::llava::read_config: \"", path, "\" is not valid JSON: ", e.what()));
+  }
+  try {
+    return parse_config(json);
+  } catch (const FormatError& e) {
+    throw FormatError(agla::detail::concat(e.what(), " (in \"", path, "\")"));
+  }
+}
+
+}  // namespace agla::llava
