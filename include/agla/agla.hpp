@@ -5,4 +5,5 @@
 
 #include "agla/error.hpp"
 #include "agla/io.hpp"
+#include "agla/models/llava.hpp"
 #include "agla/ipm.hpp"
