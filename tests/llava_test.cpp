@@ -1,9 +1,11 @@
 // Parity of the LLaVA-1.5 implementation with Hugging Face transformers v4.37.2 on the fixtures in
 // tests/data/llava (tolerances from its README), plus loader, prompt and padding behaviour.
 
+#include "agla/decode.hpp"
 #include "agla/io/safetensors.hpp"
 #include "agla/models/llava.hpp"
 
+#include <cmath>
 #include <fstream>
 #include <string>
 #include <vector>
@@ -319,4 +321,63 @@ TEST(LlavaPromptTest, TemplateAndImageTokenLayout) {
   EXPECT_EQ(pieces, (std::vector<std::string>{"AB", "\nC"}));
   EXPECT_EQ(llava::prompt_ids("<image>", encode, 1, 95), (std::vector<int64_t>{1, 95}));
   EXPECT_EQ(llava::prompt_ids("x", encode, -1, 95), (std::vector<int64_t>{'x'}));
+}
+
+TEST(LlavaPreprocessTest, MatchesFixturePixelValuesAndHandlesAspect) {
+  const auto ref = agla::io::SafetensorsFile::open(fixture_dir("tiny_t") + "/reference.safetensors");
+  const auto image = ref.tensor("image_uint8");
+  EXPECT_TRUE(at::equal(llava::preprocess_image(image, 28), ref.tensor("pixel_values")[0]));
+  EXPECT_TRUE(at::equal(llava::preprocess_image(ref.tensor("image_halfzero_uint8"), 28),
+                        ref.tensor("batch2_pixel_values")[1]));
+  // 28 x 40: the shortest side is already 28, so the centre crop keeps columns 6..33.
+  const auto wide = at::cat({image, image.narrow(1, 0, 12)}, 1).contiguous();
+  const auto cropped = llava::preprocess_image(wide, 28);
+  EXPECT_TRUE(at::equal(cropped, llava::preprocess_image(wide.narrow(1, 6, 28).contiguous(), 28)));
+  // Pad-to-square: 6 rows of mean colour on top, so the top output row is exactly that colour.
+  const auto padded = llava::preprocess_image(wide, 28, llava::AspectMode::PadToSquare);
+  ASSERT_EQ(padded.sizes(), (std::vector<int64_t>{3, 28, 28}));
+  const auto fill = llava::clip_mean_fill();
+  EXPECT_EQ(fill, (std::array<uint8_t, 3>{122, 116, 104}));
+  for (int64_t c = 0; c < 3; ++c) {
+    const double expected = (fill[c] / 255.0 - agla::io::kClipMean[c]) / agla::io::kClipStd[c];
+    EXPECT_NEAR(padded[c][0][0].item<float>(), expected, 1e-5) << "channel " << c;
+  }
+}
+
+TEST(LlavaLvlmTest, DrivesAglaGenerate) {
+  for (const auto& name : kConfigs) {
+    auto f = load_fixture(name);
+    const auto ids = image_ids(f);
+    const auto original = f.get("batch2_pixel_values").narrow(0, 0, 1);
+    const auto augmented = f.get("batch2_pixel_values").narrow(0, 1, 1);
+    agla::GenerateOptions limits;
+    limits.max_new_tokens = 8;
+
+    // Regular greedy decoding reproduces the fixture's greedy tokens.
+    agla::DecodeOptions regular;
+    regular.method = agla::FusionMethod::Plain;
+    regular.greedy = true;
+    llava::LlavaLvlm lvlm(f.model);
+    lvlm.begin(ids, original, augmented);
+    const auto plain = agla::generate(lvlm, ids, regular, limits);
+    EXPECT_TRUE(at::equal(plain.tokens[0], f.get("greedy_tokens"))) << name << ": " << plain.tokens;
+    EXPECT_EQ(lvlm.cached_length(agla::View::Augmented), 0);  // regular decoding never runs the augmented view
+
+    // AGLA (Eq. 3 with the plausibility cutoff of Eqs. 4-5), greedy, against a cache-free recomputation.
+    agla::DecodeOptions agla_options;
+    agla_options.greedy = true;
+    lvlm.begin(ids, original, augmented);
+    const auto fused = agla::generate(lvlm, ids, agla_options, limits);
+    auto seq = ids;
+    for (int64_t k = 0; k < 8; ++k) {
+      const auto l = f.model->forward(seq, original)[0][-1];
+      const auto l_aug = f.model->forward(seq, augmented)[0][-1];
+      const auto cutoff = std::log(agla_options.beta) + l.max().item<double>();
+      const auto scores = (l + agla_options.alpha * l_aug).masked_fill(l < cutoff, -INFINITY);
+      const auto token = scores.argmax();
+      ASSERT_EQ(fused.tokens[0][k].item<int64_t>(), token.item<int64_t>()) << name << " step " << k;
+      seq = at::cat({seq, token.view({1, 1})}, 1);
+    }
+    EXPECT_EQ(lvlm.cached_length(agla::View::Augmented), 15 + 7);
+  }
 }
