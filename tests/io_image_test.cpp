@@ -1,0 +1,197 @@
+// Image I/O: stb decoding, Pillow-exact bicubic resize (fixtures of tests/data/augment and
+// tests/data/blip, references of tests/data/image_resize), BLIP normalisation, PNG writing, bad files.
+
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <fstream>
+#include <iterator>
+#include <string>
+#include <vector>
+
+#include "agla/io/image.hpp"
+#include "agla/io/npy.hpp"
+#include "agla/io/safetensors.hpp"
+
+namespace {
+
+const std::string kData = AGLA_TEST_DATA_DIR;
+
+std::vector<uint8_t> file_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  EXPECT_TRUE(in.good()) << path;
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+void expect_equal_images(const at::Tensor& got, const at::Tensor& want, const std::string& what) {
+  ASSERT_EQ(got.sizes(), want.sizes()) << what;
+  ASSERT_EQ(got.scalar_type(), at::kByte) << what;
+  const int64_t differing = got.ne(want).sum().item<int64_t>();
+  EXPECT_EQ(differing, 0) << what << ": max abs diff "
+                          << (got.to(at::kInt) - want.to(at::kInt)).abs().max().item<int>();
+}
+
+/// PNG signature + IHDR chunk (CRC not checked by stb) for the given dimensions, RGB 8-bit.
+std::vector<uint8_t> png_header(uint32_t width, uint32_t height) {
+  std::vector<uint8_t> b = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n', 0, 0, 0, 13, 'I', 'H', 'D', 'R'};
+  for (uint32_t v : {width, height})
+    for (int shift = 24; shift >= 0; shift -= 8) b.push_back(static_cast<uint8_t>(v >> shift));
+  for (uint8_t v : {8, 2, 0, 0, 0, 0, 0, 0, 0}) b.push_back(v);
+  return b;
+}
+
+std::string temp_path(const std::string& name) { return ::testing::TempDir() + "agla_io_image_" + name; }
+
+}  // namespace
+
+TEST(ImageTest, ResizeMatchesPillowOnAstronaut384) {
+  const at::Tensor raw = agla::io::read_image(kData + "/augment/image/astronaut.png");
+  ASSERT_EQ(raw.sizes(), (std::vector<int64_t>{512, 512, 3}));
+  ASSERT_TRUE(raw.is_contiguous());
+  const at::Tensor want = agla::io::read_npy(kData + "/augment/image/astronaut.resized384.npy");
+  expect_equal_images(agla::io::resize_bicubic(raw, 384, 384), want, "astronaut 384");
+}
+
+TEST(ImageTest, ResizeMatchesBlipFixtureImages) {
+  const at::Tensor raw = agla::io::read_image(kData + "/augment/image/astronaut.png");
+  const at::Tensor small = agla::io::read_image(kData + "/blip/images/astronaut_32.png");
+  expect_equal_images(agla::io::resize_bicubic(raw, 32, 32), small, "astronaut 32");
+  const agla::io::StateDict fixtures = agla::io::read_safetensors(kData + "/blip/fixtures.safetensors");
+  const at::Tensor images = fixtures.at("inputs.images_uint8");
+  expect_equal_images(small, images[0], "astronaut_32.png vs inputs.images_uint8[0]");
+  expect_equal_images(agla::io::read_image(kData + "/blip/images/chelsea_32.png"), images[1],
+                      "chelsea_32.png vs inputs.images_uint8[1]");
+}
+
+TEST(ImageTest, NormalizeMatchesBlipPixelValues) {
+  const agla::io::StateDict fixtures = agla::io::read_safetensors(kData + "/blip/fixtures.safetensors");
+  const at::Tensor want = fixtures.at("inputs.pixel_values");
+  const char* files[] = {"/blip/images/astronaut_32.png", "/blip/images/chelsea_32.png"};
+  for (int i = 0; i < 2; ++i) {
+    const at::Tensor got = agla::io::normalize_image(agla::io::read_image(kData + files[i]));
+    ASSERT_EQ(got.sizes(), (std::vector<int64_t>{3, 32, 32}));
+    ASSERT_EQ(got.scalar_type(), at::kFloat);
+    const double diff = (got - want[i]).abs().max().item<double>();
+    EXPECT_LE(diff, 1e-5) << files[i];
+  }
+  const at::Tensor img = agla::io::read_image(kData + files[0]);
+  const at::Tensor hf = agla::io::normalize_image(img, agla::io::kClipMean, agla::io::kClipStd,
+                                                  agla::io::PixelRescale::kTransformers);
+  EXPECT_LE((hf - want[0]).abs().max().item<double>(), 1e-5);
+}
+
+TEST(ImageTest, ResizeMatchesPillowUpDownAndMixed) {
+  const at::Tensor input = agla::io::read_npy(kData + "/image_resize/input.npy");
+  const std::pair<int64_t, int64_t> sizes[] = {{50, 61}, {11, 7}, {23, 10}, {40, 37}, {1, 1}, {5, 100}};
+  for (const auto& [h, w] : sizes) {
+    const std::string name = "resized_" + std::to_string(h) + "x" + std::to_string(w);
+    expect_equal_images(agla::io::resize_bicubic(input, h, w),
+                        agla::io::read_npy(kData + "/image_resize/" + name + ".npy"), name);
+  }
+  expect_equal_images(agla::io::resize_bicubic(input, 23, 37), input, "identity");
+  // A non-contiguous view is read through its strides.
+  const at::Tensor flipped = input.flip({1}).flip({1});
+  expect_equal_images(agla::io::resize_bicubic(input.permute({1, 0, 2}).permute({1, 0, 2}), 11, 7),
+                      agla::io::resize_bicubic(flipped, 11, 7), "view");
+}
+
+TEST(ImageTest, ShortestSideResizeAndCenterCropMatchClipProcessor) {
+  const at::Tensor input = agla::io::read_npy(kData + "/image_resize/clip_input.npy");
+  const at::Tensor resized = agla::io::resize_shortest_side(input, 32);
+  EXPECT_EQ(resized.sizes(), (std::vector<int64_t>{42, 32, 3}));
+  expect_equal_images(agla::io::center_crop(resized, 32, 32),
+                      agla::io::read_npy(kData + "/image_resize/clip_32.npy"), "clip 32");
+  const at::Tensor wide = agla::io::resize_shortest_side(input.permute({1, 0, 2}), 32);
+  EXPECT_EQ(wide.sizes(), (std::vector<int64_t>{32, 42, 3}));
+}
+
+TEST(ImageTest, CenterCropPadsSmallImagesWithZeros) {
+  const at::Tensor img = at::full({2, 3, 3}, 7, at::kByte);
+  const at::Tensor out = agla::io::center_crop(img, 4, 5);
+  ASSERT_EQ(out.sizes(), (std::vector<int64_t>{4, 5, 3}));
+  EXPECT_EQ(out.sum().item<int64_t>(), 7 * 2 * 3 * 3);
+  EXPECT_EQ(out[1][1][0].item<int>(), 7);
+  EXPECT_EQ(out[0][0][0].item<int>(), 0);
+  EXPECT_EQ(out[3][4][2].item<int>(), 0);
+  EXPECT_EQ(agla::io::center_crop(img, 1, 1)[0][0][0].item<int>(), 7);
+}
+
+TEST(ImageTest, ExpandToSquareCentresTheImage) {
+  const at::Tensor img = at::full({2, 5, 3}, 200, at::kByte);
+  const at::Tensor out = agla::io::expand_to_square(img, {122, 116, 104});
+  ASSERT_EQ(out.sizes(), (std::vector<int64_t>{5, 5, 3}));
+  EXPECT_EQ(out[0][0][0].item<int>(), 122);
+  EXPECT_EQ(out[0][0][2].item<int>(), 104);
+  EXPECT_EQ(out[1][0][1].item<int>(), 200);  // rows 1..2 hold the image: offset (5 - 2) // 2
+  EXPECT_EQ(out[2][4][2].item<int>(), 200);
+  EXPECT_EQ(out[3][0][0].item<int>(), 122);
+}
+
+TEST(ImageTest, DecodesBmpJpegGreyAndRgbaLikePillow) {
+  const std::string dir = kData + "/image_resize/";
+  const at::Tensor input = agla::io::read_npy(dir + "input.npy");
+  expect_equal_images(agla::io::read_image(dir + "input.bmp"), input, "bmp");
+  expect_equal_images(agla::io::read_image(dir + "grey.png"), agla::io::read_npy(dir + "grey_as_rgb.npy"), "grey");
+  expect_equal_images(agla::io::read_image(dir + "rgba.png"), agla::io::read_npy(dir + "rgba_as_rgb.npy"), "rgba");
+  const at::Tensor jpg = agla::io::read_image(dir + "input.jpg");
+  const at::Tensor pillow_jpg = agla::io::read_npy(dir + "input_jpg_pillow.npy");
+  ASSERT_EQ(jpg.sizes(), pillow_jpg.sizes());
+  // stb's JPEG decoder (IDCT, chroma upsampling) is not libjpeg's: close, not identical.
+  EXPECT_LE((jpg.to(at::kFloat) - pillow_jpg.to(at::kFloat)).abs().mean().item<double>(), 3.0);
+}
+
+TEST(ImageTest, WritePngRoundTrips) {
+  const at::Tensor input = agla::io::read_npy(kData + "/image_resize/input.npy");
+  const std::string path = temp_path("roundtrip.png");
+  agla::io::write_png(path, input);
+  expect_equal_images(agla::io::read_image(path), input, "rgb round trip");
+  agla::io::write_png(path, input.select(2, 1).unsqueeze(2));
+  expect_equal_images(agla::io::read_image(path), input.select(2, 1).unsqueeze(2).expand({23, 37, 3}), "grey");
+  std::remove(path.c_str());
+  EXPECT_THROW(agla::io::write_png("/nonexistent-dir/x.png", input), agla::FormatError);
+  EXPECT_THROW(agla::io::write_png(path, input.to(at::kFloat)), agla::ShapeError);
+}
+
+TEST(ImageTest, BadFilesThrowFormatError) {
+  EXPECT_THROW(agla::io::read_image(kData + "/image_resize/no-such-file.png"), agla::FormatError);
+  EXPECT_THROW(agla::io::read_image(kData + "/tokenizer/cases.json"), agla::FormatError);
+  const std::vector<uint8_t> garbage = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16};
+  EXPECT_THROW(agla::io::decode_image(garbage.data(), garbage.size(), "garbage"), agla::FormatError);
+  EXPECT_THROW(agla::io::decode_image(garbage.data(), 0, "empty"), agla::FormatError);
+
+  std::vector<uint8_t> png = file_bytes(kData + "/blip/images/astronaut_32.png");
+  png.resize(png.size() / 2);
+  try {
+    agla::io::decode_image(png.data(), png.size(), "truncated.png");
+    ADD_FAILURE() << "truncated PNG decoded";
+  } catch (const agla::FormatError& e) {
+    EXPECT_NE(std::string(e.what()).find("truncated.png"), std::string::npos) << e.what();
+  }
+  // A corrupted compressed stream (bytes flipped in the middle of IDAT).
+  std::vector<uint8_t> corrupt = file_bytes(kData + "/blip/images/astronaut_32.png");
+  for (size_t i = 60; i < corrupt.size() - 20; i += 7) corrupt[i] ^= 0x5A;
+  EXPECT_THROW(agla::io::decode_image(corrupt.data(), corrupt.size(), "corrupt.png"), agla::FormatError);
+
+  const std::vector<uint8_t> zero = png_header(0, 10);
+  EXPECT_THROW(agla::io::decode_image(zero.data(), zero.size(), "zero.png"), agla::FormatError);
+  // 17000 x 17000 passes stb's own PNG limits (2^30 bytes) but exceeds 2^28 pixels: refused from the header.
+  const std::vector<uint8_t> huge = png_header(17000, 17000);
+  try {
+    agla::io::decode_image(huge.data(), huge.size(), "huge.png");
+    ADD_FAILURE() << "huge PNG header accepted";
+  } catch (const agla::FormatError& e) {
+    EXPECT_NE(std::string(e.what()).find("2^28"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("huge.png"), std::string::npos) << e.what();
+  }
+}
+
+TEST(ImageTest, BadArgumentsThrow) {
+  const at::Tensor img = at::zeros({4, 4, 3}, at::kByte);
+  EXPECT_THROW(agla::io::resize_bicubic(img, 0, 4), agla::InvalidArgument);
+  EXPECT_THROW(agla::io::resize_bicubic(img, 1 << 15, 1 << 14), agla::InvalidArgument);
+  EXPECT_THROW(agla::io::resize_bicubic(at::zeros({4, 4}, at::kByte), 2, 2), agla::ShapeError);
+  EXPECT_THROW(agla::io::resize_bicubic(at::zeros({4, 4, 3}, at::kFloat), 2, 2), agla::ShapeError);
+  EXPECT_THROW(agla::io::normalize_image(at::zeros({4, 4, 4}, at::kByte)), agla::ShapeError);
+  EXPECT_THROW(agla::io::center_crop(img, 0, 2), agla::InvalidArgument);
+  EXPECT_THROW(agla::io::resize_shortest_side(img, -1), agla::InvalidArgument);
+}
