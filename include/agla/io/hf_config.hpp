@@ -1,0 +1,92 @@
+#pragma once
+/// \file
+/// Reading Hugging Face `config.json` files: typed look-ups with the upstream default for absent (or
+/// `null`) keys, and `agla::FormatError` naming the file and the key for values of the wrong type.
+
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <fstream>
+#include <string>
+
+#include "agla/error.hpp"
+
+namespace agla::io {
+
+/// Parses the JSON file `path`; a missing file or a syntax error throws `agla::FormatError`.
+inline nlohmann::json read_json_file(const std::string& path) {
+  std::ifstream in(path);
+  check<FormatError>(in.good(), "agla::io::read_json_file: cannot open '", path, "'");
+  try {
+    return nlohmann::json::parse(in);
+  } catch (const nlohmann::json::exception& e) {
+    throw FormatError(agla::detail::concat("agla::io::read_json_file: ", path, ": not valid JSON: ", e.what()));
+  }
+}
+
+/// One JSON object of a config file with typed, defaulted look-ups. `where` (e.g.
+/// `"model/config.json: text_config"`) prefixes every error message.
+class JsonConfig {
+ public:
+  /// Wraps `object` (must be a JSON object, or null meaning "all defaults").
+  JsonConfig(const nlohmann::json& object, std::string where) : object_(object), where_(std::move(where)) {
+    check<FormatError>(object_.is_object() || object_.is_null(), where_, ": expected a JSON object; got ",
+                       object_.type_name());
+  }
+
+  /// Whether `key` is present and not null.
+  bool has(const std::string& key) const {
+    return object_.is_object() && object_.contains(key) && !object_.at(key).is_null();
+  }
+
+  /// Integer `key`, or `fallback` when absent/null; a non-integer value throws `agla::FormatError`.
+  int64_t get_int(const std::string& key, int64_t fallback) const {
+    if (!has(key)) return fallback;
+    const nlohmann::json& v = object_.at(key);
+    if (v.is_number_integer()) return v.get<int64_t>();
+    // Some writers emit 768.0 for integers; accept exact integral floats.
+    if (v.is_number_float() && v.get<double>() == static_cast<double>(static_cast<int64_t>(v.get<double>()))) {
+      return static_cast<int64_t>(v.get<double>());
+    }
+    throw FormatError(agla::detail::concat(where_, ".", key, " must be an integer; got ", v.dump()));
+  }
+
+  /// Number `key`, or `fallback` when absent/null.
+  double get_double(const std::string& key, double fallback) const {
+    if (!has(key)) return fallback;
+    const nlohmann::json& v = object_.at(key);
+    check<FormatError>(v.is_number(), where_, ".", key, " must be a number; got ", v.dump());
+    return v.get<double>();
+  }
+
+  /// Boolean `key`, or `fallback` when absent/null.
+  bool get_bool(const std::string& key, bool fallback) const {
+    if (!has(key)) return fallback;
+    const nlohmann::json& v = object_.at(key);
+    check<FormatError>(v.is_boolean(), where_, ".", key, " must be true or false; got ", v.dump());
+    return v.get<bool>();
+  }
+
+  /// String `key`, or `fallback` when absent/null.
+  std::string get_string(const std::string& key, const std::string& fallback) const {
+    if (!has(key)) return fallback;
+    const nlohmann::json& v = object_.at(key);
+    check<FormatError>(v.is_string(), where_, ".", key, " must be a string; got ", v.dump());
+    return v.get<std::string>();
+  }
+
+  /// The nested object `key` (null when absent), with `where` extended by the key.
+  JsonConfig child(const std::string& key) const {
+    static const nlohmann::json kNull;
+    return JsonConfig(has(key) ? object_.at(key) : kNull, where_ + ": " + key);
+  }
+
+  /// Prefix used in error messages.
+  const std::string& where() const { return where_; }
+
+ private:
+  nlohmann::json object_;
+  std::string where_;
+};
+
+}  // namespace agla::io
