@@ -5,5 +5,6 @@
 
 #include "agla/error.hpp"
 #include "agla/io.hpp"
+#include "agla/models/blip.hpp"
 #include "agla/models/llava.hpp"
 #include "agla/ipm.hpp"
