@@ -216,3 +216,245 @@ TEST(DiffusionNoiseTest, SameGeneratorSeedGivesTheSameView) {
   EXPECT_THROW(agla::ipm::add_diffusion_noise(at::zeros({2}, at::kByte), at::make_generator<at::CPUGeneratorImpl>(1)),
                agla::ShapeError);
 }
+
+// ---------------------------------------------------------------- ImagePromptMatcher
+
+namespace {
+
+struct FakeTextBatch {
+  at::Tensor input_ids, itm_input_ids, attention_mask;
+};
+
+struct FakeScore {
+  at::Tensor logits, attention;
+};
+
+// An ITM model backed by the BLIP fixture (image 0, block 2): its attention is the fixture's
+// `attn_probs` and its match logit is `sum(attention * attn_grads)` plus a constant, so the
+// gradient the matcher takes is exactly the fixture's `attn_grads`. Prompts are right-padded with
+// zero attention rows, as a real padded batch has masked rows.
+class FixtureItm {
+ public:
+  FixtureItm() {
+    const nlohmann::json spec = read_json(kBlipDir + "fixtures.json");
+    for (const auto& p : spec["prompts"]) texts_.push_back(p["text"].get<std::string>());
+  }
+
+  at::Tensor encode_image(const at::Tensor& pixel_values) const {
+    *last_pixels_ = pixel_values.detach().clone();
+    EXPECT_FALSE(at::GradMode::is_enabled());
+    return fixture("vision.last_hidden_state").narrow(0, 0, 1);
+  }
+
+  FakeTextBatch encode_text(const std::vector<std::string>& prompts) const {
+    std::vector<int64_t> indices;
+    int64_t longest = 0;
+    for (const std::string& prompt : prompts) {
+      agla::check<agla::InvalidArgument>(!prompt.empty(), "FixtureItm::encode_text: empty prompt");
+      const auto it = std::find(texts_.begin(), texts_.end(), prompt);
+      agla::check<agla::InvalidArgument>(it != texts_.end(), "FixtureItm::encode_text: unknown prompt '", prompt, "'");
+      indices.push_back(it - texts_.begin());
+      longest = std::max(longest, ids(indices.back(), "input_ids").size(0));
+    }
+    const int64_t count = static_cast<int64_t>(indices.size());
+    FakeTextBatch batch{at::zeros({count, longest}, at::kLong), at::zeros({count, longest}, at::kLong),
+                        at::zeros({count, longest}, at::kLong)};
+    for (int64_t r = 0; r < count; ++r) {
+      const int64_t length = ids(indices[static_cast<size_t>(r)], "input_ids").size(0);
+      batch.input_ids[r].narrow(0, 0, length).copy_(ids(indices[static_cast<size_t>(r)], "input_ids"));
+      batch.itm_input_ids[r].narrow(0, 0, length).copy_(ids(indices[static_cast<size_t>(r)], "itm_input_ids"));
+      batch.attention_mask[r].narrow(0, 0, length).fill_(1);
+    }
+    return batch;
+  }
+
+  FakeScore score_itm(const at::Tensor& image_embeds, const at::Tensor& itm_input_ids,
+                      const at::Tensor& attention_mask, int64_t layer) const {
+    agla::check<agla::InvalidArgument>(layer == 2, "FixtureItm::score_itm: the fixture holds layer 2 only; got ",
+                                       layer);
+    EXPECT_EQ(image_embeds.size(0), 1);
+    const int64_t count = itm_input_ids.size(0);
+    const int64_t length = itm_input_ids.size(1);
+    std::vector<at::Tensor> probs, grads, offsets0, offsets1;
+    for (int64_t r = 0; r < count; ++r) {
+      const int64_t p = prompt_of(itm_input_ids[r], attention_mask[r]);
+      const std::string base = "gradcam.i0.p" + std::to_string(p) + ".";
+      at::Tensor a = at::zeros({1, 4, length, 17});
+      at::Tensor g = at::zeros({1, 4, length, 17});
+      const at::Tensor fa = fixture(base + "attn_probs");
+      a.narrow(2, 0, fa.size(2)).copy_(fa);
+      g.narrow(2, 0, fa.size(2)).copy_(fixture(base + "attn_grads"));
+      if (drop_cls_column_) {
+        a = a.narrow(3, 0, 16).contiguous();
+        g = g.narrow(3, 0, 16).contiguous();
+      }
+      probs.push_back(a);
+      grads.push_back(g);
+      const at::Tensor logits = fixture("itm.logits")[0][p];
+      offsets0.push_back(logits[0]);
+      offsets1.push_back(logits[1] - (fa * fixture(base + "attn_grads")).sum());
+    }
+    FakeScore score;
+    score.attention = at::cat(probs).requires_grad_(true);
+    const at::Tensor g = at::cat(grads);
+    const at::Tensor match = (score.attention * g).sum({1, 2, 3}) + at::stack(offsets1);
+    score.logits = at::stack({at::stack(offsets0), match}, 1);
+    return score;
+  }
+
+  at::Tensor itc_similarity(const at::Tensor& image_embeds, const at::Tensor& input_ids,
+                            const at::Tensor& attention_mask) const {
+    EXPECT_FALSE(at::GradMode::is_enabled());
+    EXPECT_EQ(image_embeds.size(0), 1);
+    std::vector<at::Tensor> sims;
+    for (int64_t r = 0; r < input_ids.size(0); ++r)
+      sims.push_back(fixture("itc.sim")[0][prompt_of(input_ids[r], attention_mask[r], "input_ids")]);
+    return at::stack(sims).unsqueeze(0);
+  }
+
+  int64_t num_text_layers() const { return 4; }
+  int64_t num_heads() const { return 4; }
+  int64_t image_size() const { return 32; }
+  int64_t patch_grid() const { return 4; }
+  at::Device device() const { return at::kCPU; }
+  at::ScalarType dtype() const { return at::kFloat; }
+  std::array<float, 3> image_mean() const { return {0.48145466f, 0.4578275f, 0.40821073f}; }
+  std::array<float, 3> image_std() const { return {0.26862954f, 0.26130258f, 0.27577711f}; }
+
+  const at::Tensor& last_pixels() const { return *last_pixels_; }
+  void drop_cls_column() { drop_cls_column_ = true; }
+
+ private:
+  static at::Tensor ids(int64_t p, const std::string& kind) {
+    return fixture("inputs.prompt" + std::to_string(p) + "." + kind);
+  }
+
+  int64_t prompt_of(const at::Tensor& row, const at::Tensor& mask, const std::string& kind = "itm_input_ids") const {
+    const int64_t length = mask.sum().item<int64_t>();
+    for (int64_t p = 0; p < static_cast<int64_t>(texts_.size()); ++p)
+      if (ids(p, kind).size(0) == length && at::equal(row.narrow(0, 0, length), ids(p, kind))) return p;
+    throw agla::InvalidArgument("FixtureItm: ids of no fixture prompt");
+  }
+
+  std::vector<std::string> texts_;
+  std::shared_ptr<at::Tensor> last_pixels_ = std::make_shared<at::Tensor>();
+  bool drop_cls_column_ = false;
+};
+
+at::Tensor fixture_image() { return fixture("inputs.images_uint8")[0].contiguous(); }
+
+std::vector<std::string> fixture_prompts() {
+  const nlohmann::json spec = read_json(kBlipDir + "fixtures.json");
+  std::vector<std::string> texts;
+  for (const auto& p : spec["prompts"]) texts.push_back(p["text"]);
+  return texts;
+}
+
+}  // namespace
+
+TEST(MatcherTest, FakeModelReproducesTheFixtureGradCam) {
+  const FixtureItm model;
+  const agla::ipm::ImagePromptMatcher<FixtureItm> matcher(model);
+  EXPECT_EQ(matcher.block(), 2);  // num_text_layers / 2
+  const std::vector<std::string> prompts = fixture_prompts();
+  for (int64_t p = 0; p < 4; ++p) {
+    SCOPED_TRACE(prompts[static_cast<size_t>(p)]);
+    const std::string base = "gradcam.i0.p" + std::to_string(p) + ".";
+    const agla::ipm::Match m = matcher.match(fixture_image(), prompts[static_cast<size_t>(p)]);
+    EXPECT_LE((model.last_pixels() - fixture("inputs.pixel_values").narrow(0, 0, 1)).abs().max().item<double>(), 1e-5);
+    EXPECT_LE((m.grid - fixture(base + "avg")).abs().max().item<double>(), 1e-6);
+    EXPECT_LE((m.per_token - fixture(base + "per_token")).abs().max().item<double>(), 1e-6);
+    EXPECT_LE((m.itm_logits - fixture("itm.logits")[0][p]).abs().max().item<double>(), 1e-5);
+    EXPECT_NEAR(m.itm_probability, fixture("itm.prob_match")[0][p].item<double>(), 1e-5);
+    EXPECT_DOUBLE_EQ(m.itc, fixture("itc.sim")[0][p].item<double>());
+    // Negative ITC: the reference's cap keeps all but ~1e-5 of the pixels.
+    EXPECT_FALSE(m.keep.single_precision);
+    EXPECT_NEAR(m.mask_ratio, 1e-5, 1e-12);
+    EXPECT_EQ(m.threshold_index, static_cast<int64_t>(32 * 32 * (1 - 1e-5)));
+    const at::Tensor relevance = agla::ipm::relevance_map(fixture(base + "avg"), 32, 32);
+    EXPECT_LE(max_abs_diff_nan_aware(m.relevance, relevance), 1e-6);
+    EXPECT_EQ(m.mask.sizes(), (at::IntArrayRef{32, 32}));
+    EXPECT_TRUE(at::equal(m.augmented, agla::ipm::apply_mask(fixture_image(), m.mask)));
+    EXPECT_GE(m.timings.total, m.timings.encode);
+  }
+}
+
+TEST(MatcherTest, BatchedPromptsEqualOneAtATime) {
+  const FixtureItm model;
+  agla::ipm::MatcherOptions options;
+  options.keep_rule = [](double) { return agla::ipm::KeepRatio{0.6, false}; };
+  const agla::ipm::ImagePromptMatcher<FixtureItm> matcher(model, options);
+  const std::vector<std::string> prompts = fixture_prompts();
+  const std::vector<agla::ipm::Match> batch = matcher.match(fixture_image(), prompts);
+  ASSERT_EQ(batch.size(), prompts.size());
+  for (size_t p = 0; p < prompts.size(); ++p) {
+    SCOPED_TRACE(prompts[p]);
+    const agla::ipm::Match single = matcher.match(fixture_image(), prompts[p]);
+    EXPECT_EQ(batch[p].prompt, prompts[p]);
+    EXPECT_TRUE(at::equal(batch[p].grid, single.grid));
+    EXPECT_TRUE(at::equal(batch[p].per_token, single.per_token));
+    EXPECT_LE((batch[p].itm_logits - single.itm_logits).abs().max().item<double>(), 1e-6);
+    EXPECT_EQ(batch[p].itc, single.itc);
+    EXPECT_TRUE(at::equal(batch[p].mask, single.mask));
+    EXPECT_TRUE(at::equal(batch[p].augmented, single.augmented));
+    EXPECT_EQ(batch[p].kept_fraction, single.kept_fraction);
+    // The replaced rule keeps 60%: index int(1024 * 0.6), ties kept.
+    EXPECT_EQ(batch[p].threshold_index, 614);
+    EXPECT_GE(batch[p].kept_fraction, 615.0 / 1024);
+    EXPECT_NEAR(batch[p].mask_ratio, 0.4, 1e-12);
+    EXPECT_EQ(batch[p].augmented.masked_select(batch[p].mask.logical_not().unsqueeze(2)).sum().item<int64_t>(), 0);
+  }
+}
+
+TEST(MatcherTest, OriginalResolutionOption) {
+  const FixtureItm model;
+  agla::ipm::MatcherOptions options;
+  options.original_resolution = true;
+  options.keep_rule = [](double) { return agla::ipm::KeepRatio{0.5, false}; };
+  const agla::ipm::ImagePromptMatcher<FixtureItm> matcher(model, options);
+  const at::Tensor image = agla::io::resize_bicubic(fixture_image(), 48, 40);
+  const agla::ipm::Match m = matcher.match(image, fixture_prompts()[0]);
+  EXPECT_EQ(m.mask.sizes(), (at::IntArrayRef{48, 40}));
+  EXPECT_EQ(m.augmented.sizes(), (at::IntArrayRef{48, 40, 3}));
+  EXPECT_EQ(m.threshold_index, 48 * 40 / 2);
+  EXPECT_TRUE(at::equal(m.augmented, agla::ipm::apply_mask(image, m.mask)));
+  EXPECT_LE(max_abs_diff_nan_aware(m.relevance, agla::ipm::relevance_map(m.grid, 48, 40)), 0);
+}
+
+TEST(MatcherTest, BadInputThrowsAglaErrors) {
+  FixtureItm model;
+  agla::ipm::MatcherOptions options;
+  options.block = 4;
+  EXPECT_THROW(agla::ipm::ImagePromptMatcher<FixtureItm>(model, options), agla::InvalidArgument);
+  options.block = -1;
+  EXPECT_THROW(agla::ipm::ImagePromptMatcher<FixtureItm>(model, options), agla::InvalidArgument);
+  const agla::ipm::ImagePromptMatcher<FixtureItm> matcher(model);
+  const std::string prompt = fixture_prompts()[0];
+  EXPECT_THROW(matcher.match(fixture_image().to(at::kFloat), prompt), agla::ShapeError);
+  EXPECT_THROW(matcher.match(at::zeros({32, 32, 4}, at::kByte), prompt), agla::ShapeError);
+  EXPECT_THROW(matcher.match(at::zeros({32, 32}, at::kByte), prompt), agla::ShapeError);
+  EXPECT_THROW(matcher.match(fixture_image(), ""), agla::InvalidArgument);
+  EXPECT_THROW(matcher.match(fixture_image(), std::vector<std::string>{}), agla::InvalidArgument);
+  FixtureItm odd;
+  odd.drop_cls_column();  // 15 patch columns: not a square grid
+  const agla::ipm::ImagePromptMatcher<FixtureItm> odd_matcher(odd);
+  EXPECT_THROW(odd_matcher.match(fixture_image(), prompt), agla::ShapeError);
+}
+
+TEST(MatcherTest, JsonReportHasTheDocumentedKeys) {
+  const FixtureItm model;
+  const agla::ipm::ImagePromptMatcher<FixtureItm> matcher(model);
+  const agla::ipm::Match m = matcher.match(fixture_image(), fixture_prompts()[1]);
+  const nlohmann::json j = agla::ipm::match_to_json(m, matcher.image_size());
+  for (const char* key : {"itm_logits", "itm_probability", "itc", "mask_ratio", "kept_fraction", "grid", "image_size",
+                          "timings_ms"})
+    EXPECT_TRUE(j.contains(key)) << key;
+  EXPECT_EQ(j.size(), 8u);
+  EXPECT_EQ(j["itm_logits"].size(), 2u);
+  EXPECT_EQ(j["grid"].size(), 4u);
+  EXPECT_EQ(j["grid"][0].size(), 4u);
+  EXPECT_EQ(j["image_size"].get<int64_t>(), 32);
+  EXPECT_NEAR(j["grid"][2][3].get<double>(), m.grid[2][3].item<double>(), 1e-12);
+  for (const char* key : {"encode", "itm_gradcam", "itc", "postprocess", "total"})
+    EXPECT_TRUE(j["timings_ms"].contains(key)) << key;
+}

@@ -6,4 +6,6 @@
 #include "agla/ipm/gradcam.hpp"
 #include "agla/ipm/heatmap.hpp"
 #include "agla/ipm/mask.hpp"
+#include "agla/ipm/matcher.hpp"
 #include "agla/ipm/noise.hpp"
+#include "agla/ipm/report.hpp"
