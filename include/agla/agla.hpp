@@ -8,3 +8,6 @@
 #include "agla/models/blip.hpp"
 #include "agla/models/llava.hpp"
 #include "agla/ipm.hpp"
+#include "agla/decode.hpp"
+#include "agla/shapesworld.hpp"
+#include "agla/eval.hpp"

@@ -11,6 +11,13 @@
 /// `step_tokens` is `[B, T]` int64 on the model's device: the tokens new to this step (the prompt
 /// at the first step, then the one token chosen last step). The functor owns its KV caches, one per
 /// stream and view, and advances the caches of exactly the views it is asked for.
+///
+/// `agla::decode_step` detects the forms at compile time (`agla::is_plain_forward_v`,
+/// `agla::is_batched_forward_v`) and uses the batched one whenever both views run. Once the local
+/// view is off (`DecodeOptions::local_view_tokens`) it asks for `View::Original` only, through the
+/// plain form when offered (else the batched form, discarding the augmented rows), so a functor
+/// offering both forms must serve them from the same per-view caches. Logits are float32; streams
+/// that finished keep being fed the pad id and their rows are ignored.
 
 namespace agla {
 

@@ -1,0 +1,430 @@
+#pragma once
+/// \file
+/// The AGLA decoding step over raw `float` logits, for engines that hand out plain buffers
+/// (llama.cpp, ONNX Runtime, TensorRT). Same semantics as the libtorch path -- fusion, adaptive
+/// plausibility cutoff, Hugging Face warpers, sampling -- in Eigen and the standard library only:
+/// this header includes no libtorch header. After the first step of a given size, a step
+/// allocates nothing.
+///
+/// Work is proportional to the vocabulary only for one vectorised pass over each view (the row
+/// maximum per 64-token block, and the NaN check); fusion, warpers and sampling then touch only
+/// the tokens that pass the cutoff, usually a handful.
+
+#include <Eigen/Core>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <random>
+#include <vector>
+
+#include "agla/decode/fusion.hpp"
+#include "agla/decode/options.hpp"
+#include "agla/error.hpp"
+
+namespace agla::raw {
+
+/// The 32-bit Mersenne Twister MT19937, output-identical to `std::mt19937(seed)` and to PyTorch's
+/// CPU generator engine (`at::mt19937`, seeded by `init_genrand`), with a `discard` that skips
+/// outputs without tempering them.
+class Mt19937 {
+ public:
+  /// Seeds like `std::mt19937(seed)` / `at::CPUGeneratorImpl(seed)` (the low 32 bits count).
+  explicit Mt19937(std::uint64_t seed = 5489u) { reseed(seed); }
+
+  /// Restarts the sequence from `seed`.
+  void reseed(std::uint64_t seed) {
+    state_[0] = static_cast<std::uint32_t>(seed);
+    for (std::uint32_t i = 1; i < kN; ++i)
+      state_[i] = 1812433253u * (state_[i - 1] ^ (state_[i - 1] >> 30)) + i;
+    index_ = kN;
+  }
+
+  /// The next 32-bit output.
+  std::uint32_t operator()() {
+    if (index_ == kN) twist();
+    std::uint32_t y = state_[index_++];
+    y ^= y >> 11;
+    y ^= (y << 7) & 0x9d2c5680u;
+    y ^= (y << 15) & 0xefc60000u;
+    y ^= y >> 18;
+    return y;
+  }
+
+  /// Skips `count` outputs.
+  void discard(std::uint64_t count) {
+    while (count > 0) {
+      if (index_ == kN) twist();
+      const std::uint64_t take = std::min<std::uint64_t>(count, kN - index_);
+      index_ += static_cast<std::uint32_t>(take);
+      count -= take;
+    }
+  }
+
+  /// Smallest and largest output, for use as a UniformRandomBitGenerator.
+  static constexpr std::uint32_t min() { return 0; }
+  static constexpr std::uint32_t max() { return 0xffffffffu; }
+
+ private:
+  static constexpr std::uint32_t kN = 624;
+  static constexpr std::uint32_t kM = 397;
+
+  void twist() {
+    auto mix = [](std::uint32_t upper, std::uint32_t lower, std::uint32_t shifted) {
+      const std::uint32_t y = (upper & 0x80000000u) | (lower & 0x7fffffffu);
+      return shifted ^ (y >> 1) ^ ((y & 1u) ? 0x9908b0dfu : 0u);
+    };
+    std::uint32_t i = 0;
+    for (; i < kN - kM; ++i) state_[i] = mix(state_[i], state_[i + 1], state_[i + kM]);
+    for (; i < kN - 1; ++i) state_[i] = mix(state_[i], state_[i + 1], state_[i + kM - kN]);
+    state_[kN - 1] = mix(state_[kN - 1], state_[0], state_[kM - 1]);
+    index_ = 0;
+  }
+
+  std::uint32_t state_[kN];
+  std::uint32_t index_ = kN;
+};
+
+/// The tokens of one row that survived the cutoff and the warpers, in ascending token order.
+struct KeptRow {
+  std::int64_t vocab = 0;                 ///< V of the row.
+  std::int64_t size = 0;                  ///< Number of kept tokens, >= 1.
+  const std::int32_t* tokens = nullptr;   ///< `[size]` ascending token ids.
+  const float* scores = nullptr;          ///< `[size]` final (warped) scores, finite.
+  const float* probs = nullptr;           ///< `[size]` float32 softmax over the row.
+};
+
+/// Per-row diagnostics of the last step (the quantities the decode fixtures list).
+struct RowStats {
+  float cutoff = 0.0f;                ///< `log(beta) + max l`, or -inf without cutoff.
+  std::int64_t n_plausible = 0;       ///< Finite scores after fusion and cutoff.
+  std::int64_t n_after_top_k = -1;    ///< Finite scores after top-k; -1 when inactive.
+  std::int64_t n_after_top_p = -1;    ///< Finite scores after top-p; -1 when inactive.
+  std::int64_t n_kept = 0;            ///< Finite scores at the end.
+};
+
+/// Greedy selection: the highest final score, the lowest token id among exact ties.
+struct GreedySampler {
+  /// Kept tokens of one row -> chosen token id.
+  std::int64_t operator()(const KeptRow& row) const {
+    std::int64_t best = 0;
+    for (std::int64_t i = 1; i < row.size; ++i)
+      if (row.scores[i] > row.scores[best]) best = i;
+    return row.tokens[best];
+  }
+};
+
+/// Fast multinomial sampling: one uniform draw per row from its own generator, inverted through
+/// the cumulative probabilities of the kept tokens. Not draw-compatible with PyTorch.
+template <typename Engine = std::mt19937_64>
+class FastSampler {
+ public:
+  /// Seeds the owned generator.
+  explicit FastSampler(std::uint64_t seed) : engine_(seed) {}
+
+  /// Kept tokens of one row -> sampled token id.
+  std::int64_t operator()(const KeptRow& row) {
+    double total = 0.0;
+    for (std::int64_t i = 0; i < row.size; ++i) total += row.probs[i];
+    const double target = std::generate_canonical<double, 53>(engine_) * total;
+    double cumulative = 0.0;
+    for (std::int64_t i = 0; i < row.size; ++i) {
+      cumulative += row.probs[i];
+      if (cumulative > target && row.probs[i] > 0.0f) return row.tokens[i];
+    }
+    std::int64_t last = row.size - 1;
+    while (last > 0 && row.probs[last] == 0.0f) --last;
+    return row.tokens[last];
+  }
+
+  /// The owned generator.
+  Engine& engine() { return engine_; }
+
+ private:
+  Engine engine_;
+};
+
+/// Multinomial sampling that reproduces `torch.multinomial(probs, 1, generator=g)` of a CPU
+/// libtorch built without MKL, for `g` seeded with the same seed, call after call (decode fixture
+/// README, "Draws"): per element of `[B, V]` in row-major order two MT19937 outputs `hi`, `lo`,
+/// `u = ((hi << 32 | lo) & (2^53 - 1)) * 2^-53`, `q = float(-log(1 - u))`, token =
+/// `argmax float(p / q)`, first index on ties. Removed tokens (p = 0) only advance the generator;
+/// the one case this skips is torch's `0 / 0` NaN winner, which needs `u == 0` exactly (2^-53 odds).
+class TorchSampler {
+ public:
+  /// Seeds like `at::make_generator<at::CPUGeneratorImpl>(seed)`.
+  explicit TorchSampler(std::uint64_t seed) : engine_(seed) {}
+
+  /// Kept tokens of one row -> sampled token id; consumes `2 * row.vocab` outputs. Rows must be
+  /// passed in batch order (as `Decoder::step` does).
+  std::int64_t operator()(const KeptRow& row) {
+    std::int64_t consumed = 0;
+    std::int64_t best = -1;
+    float best_ratio = 0.0f;
+    for (std::int64_t i = 0; i < row.size; ++i) {
+      const std::int64_t token = row.tokens[i];
+      engine_.discard(static_cast<std::uint64_t>(2 * (token - consumed)));
+      const std::uint64_t hi = engine_();
+      const std::uint64_t lo = engine_();
+      consumed = token + 1;
+      const double u = static_cast<double>(((hi << 32) | lo) & ((std::uint64_t{1} << 53) - 1)) *
+                       std::ldexp(1.0, -53);
+      const float q = static_cast<float>(-std::log(1.0 - u));
+      const float ratio = row.probs[i] / q;
+      if (std::isnan(ratio)) {
+        if (best < 0 || !std::isnan(best_ratio)) {
+          best = token;
+          best_ratio = ratio;
+        }
+      } else if (best < 0 || (!std::isnan(best_ratio) && ratio > best_ratio)) {
+        best = token;
+        best_ratio = ratio;
+      }
+    }
+    engine_.discard(static_cast<std::uint64_t>(2 * (row.vocab - consumed)));
+    return best;
+  }
+
+  /// The owned generator.
+  Mt19937& engine() { return engine_; }
+
+ private:
+  Mt19937 engine_;
+};
+
+/// The decoding step over raw float logits, with the policies of an `agla::DecodeOptions` and an
+/// elementwise fusion (`float(float l, float l_aug)`; the `agla` fusion policies qualify). Owns
+/// its workspace; one `Decoder` per thread.
+template <typename Fusion = MethodFusion>
+class Decoder {
+ public:
+  /// Policies from `options` (validated), fusion = its `method` and `alpha`.
+  explicit Decoder(const DecodeOptions& options)
+      : Decoder(options, Fusion{options.method, options.alpha}) {}
+
+  /// Warpers, cutoff and checks from `options` (validated), fusion given.
+  Decoder(const DecodeOptions& options, Fusion fusion) : options_(options), fusion_(fusion) {
+    options_.validate();
+    log_beta_ = std::log(static_cast<float>(options_.beta));
+  }
+
+  /// Sizes the workspace for `batch` rows of `vocab` tokens, so later steps allocate nothing.
+  void reserve(std::int64_t batch, std::int64_t vocab) {
+    const auto v = static_cast<size_t>(vocab);
+    if (tokens_.size() < v) {
+      tokens_.resize(v);
+      scores_.resize(v);
+      probs_.resize(v);
+      order_.resize(v);
+      scratch_.resize(v);
+      block_max_.resize((v + kBlock - 1) / kBlock);
+    }
+    if (stats_.size() < static_cast<size_t>(batch)) stats_.resize(static_cast<size_t>(batch));
+  }
+
+  /// One step: `logits` and `logits_aug` row-major `[batch, vocab]` (`logits_aug` may be null: the
+  /// local view is off and the original logits stand in for it) -> `tokens[batch]`. Optionally
+  /// writes `log_probs` `[batch, vocab]` (`log_softmax` of the final scores, -inf where removed).
+  /// Rows are sampled in order with `sampler(const KeptRow&) -> token`.
+  template <typename Sampler>
+  void step(const float* logits, const float* logits_aug, std::int64_t batch, std::int64_t vocab,
+            Sampler& sampler, std::int64_t* tokens, float* log_probs = nullptr) {
+    check<ShapeError>(batch > 0 && vocab > 0 && vocab <= std::numeric_limits<std::int32_t>::max(),
+                      "agla::raw::Decoder::step: need batch >= 1 and 1 <= vocab < 2^31; got batch ",
+                      batch, ", vocab ", vocab);
+    check<InvalidArgument>(logits != nullptr && tokens != nullptr,
+                           "agla::raw::Decoder::step: logits and tokens must not be null");
+    reserve(batch, vocab);
+    for (std::int64_t b = 0; b < batch; ++b) {
+      const float* row = logits + b * vocab;
+      const float* row_aug = logits_aug != nullptr ? logits_aug + b * vocab : row;
+      const KeptRow kept = decode_row(row, row_aug, b, vocab, stats_[static_cast<size_t>(b)]);
+      tokens[b] = sampler(kept);
+      if (log_probs != nullptr) write_log_probs(kept, log_probs + b * vocab);
+    }
+  }
+
+  /// Diagnostics of row `b` of the last step.
+  const RowStats& stats(std::int64_t b) const { return stats_.at(static_cast<size_t>(b)); }
+
+  /// The options in use.
+  const DecodeOptions& options() const { return options_; }
+
+ private:
+  static constexpr std::int64_t kBlock = 64;
+  using Block = Eigen::Map<const Eigen::Array<float, kBlock, 1>>;
+  using Span = Eigen::Map<const Eigen::ArrayXf>;
+
+  static float max_with_nan(const float* data, std::int64_t count) {
+    return count == kBlock ? Block(data).maxCoeff<Eigen::PropagateNaN>()
+                           : Span(data, count).maxCoeff<Eigen::PropagateNaN>();
+  }
+
+  [[noreturn]] static void throw_non_finite(const float* row, std::int64_t b, std::int64_t vocab,
+                                            const char* what) {
+    std::int64_t v = 0;
+    while (v < vocab && !(std::isnan(row[v]) || row[v] == std::numeric_limits<float>::infinity())) ++v;
+    throw NumericError(detail::concat("agla::raw::Decoder::step: ", what, " of stream ", b,
+                                      " at token ", v, " is ", v < vocab ? row[v] : 0.0f,
+                                      "; expected finite values or -inf"));
+  }
+
+  bool checks() const { return options_.finite_check != FiniteCheck::Never; }
+
+  KeptRow decode_row(const float* row, const float* row_aug, std::int64_t b, std::int64_t vocab,
+                     RowStats& stats) {
+    constexpr float inf = std::numeric_limits<float>::infinity();
+    const std::int64_t blocks = (vocab + kBlock - 1) / kBlock;
+    float row_max = -inf;
+    bool nan_seen = false;
+    for (std::int64_t k = 0; k < blocks; ++k) {
+      const std::int64_t begin = k * kBlock;
+      const float m = max_with_nan(row + begin, std::min(kBlock, vocab - begin));
+      block_max_[static_cast<size_t>(k)] = m;
+      nan_seen = nan_seen || std::isnan(m);
+      row_max = std::max(row_max, m);
+    }
+    if (checks()) {
+      if (nan_seen || row_max == inf) throw_non_finite(row, b, vocab, "original logits");
+      check<NumericError>(row_max > -inf, "agla::raw::Decoder::step: original logits of stream ",
+                          b, " are all -inf; no token can be chosen");
+      if (row_aug != row) {
+        const float m = Span(row_aug, vocab).maxCoeff<Eigen::PropagateNaN>();
+        if (std::isnan(m) || m == inf) throw_non_finite(row_aug, b, vocab, "augmented logits");
+      }
+    }
+    // Paper Eqs. 4-5 with the reference's float32 arithmetic: log(float(beta)) + max.
+    const bool cut = options_.method != FusionMethod::Plain;
+    const float cutoff = cut ? log_beta_ + row_max : -inf;
+    stats.cutoff = cutoff;
+
+    std::int64_t size = 0;
+    for (std::int64_t k = 0; k < blocks; ++k) {
+      if (!(block_max_[static_cast<size_t>(k)] >= cutoff)) continue;
+      const std::int64_t end = std::min(vocab, (k + 1) * kBlock);
+      for (std::int64_t v = k * kBlock; v < end; ++v) {
+        if (row[v] < cutoff) continue;
+        const float fused = fusion_(row[v], row_aug[v]);
+        if (fused == -inf) continue;
+        if (checks() && (std::isnan(fused) || fused == inf))
+          throw NumericError(detail::concat("agla::raw::Decoder::step: fusion gave ", fused,
+                                            " for stream ", b, " at token ", v, " (logit ", row[v],
+                                            ", augmented ", row_aug[v], ")"));
+        tokens_[static_cast<size_t>(size)] = static_cast<std::int32_t>(v);
+        scores_[static_cast<size_t>(size)] = fused;
+        ++size;
+      }
+    }
+    check<NumericError>(size > 0, "agla::raw::Decoder::step: no finite score is left for stream ", b,
+                        " after fusion and cutoff");
+    stats.n_plausible = size;
+    size = warp(size, vocab, stats);
+    stats.n_kept = size;
+    softmax(size);
+    return KeptRow{vocab, size, tokens_.data(), scores_.data(), probs_.data()};
+  }
+
+  // Keeps the entries whose score is finite, in order.
+  std::int64_t compact(std::int64_t size) {
+    std::int64_t out = 0;
+    for (std::int64_t i = 0; i < size; ++i) {
+      if (scores_[static_cast<size_t>(i)] == -std::numeric_limits<float>::infinity()) continue;
+      tokens_[static_cast<size_t>(out)] = tokens_[static_cast<size_t>(i)];
+      scores_[static_cast<size_t>(out)] = scores_[static_cast<size_t>(i)];
+      ++out;
+    }
+    return out;
+  }
+
+  // Hugging Face warpers (transformers v4.31 `_get_logits_warper` order and activation rule) on
+  // the kept entries; removed tokens are -inf in the full row, which the rules account for.
+  std::int64_t warp(std::int64_t size, std::int64_t vocab, RowStats& stats) {
+    constexpr float neg_inf = -std::numeric_limits<float>::infinity();
+    float* scores = scores_.data();
+    if (options_.temperature_active()) {
+      const float temperature = static_cast<float>(options_.temperature);
+      for (std::int64_t i = 0; i < size; ++i) scores[i] = scores[i] / temperature;
+    }
+    stats.n_after_top_k = -1;
+    if (options_.top_k_active()) {
+      // The k-th largest of the full row counts -inf entries: with fewer than k finite scores it
+      // is -inf and nothing is removed.
+      const std::int64_t k = std::min(std::max(options_.top_k, options_.min_tokens_to_keep), vocab);
+      if (k <= size) {
+        std::copy(scores, scores + size, scratch_.begin());
+        std::nth_element(scratch_.begin(), scratch_.begin() + (k - 1), scratch_.begin() + size,
+                         std::greater<float>());
+        const float kth = scratch_[static_cast<size_t>(k - 1)];
+        for (std::int64_t i = 0; i < size; ++i)
+          if (scores[i] < kth) scores[i] = neg_inf;
+        size = compact(size);
+      }
+      stats.n_after_top_k = size;
+    }
+    stats.n_after_top_p = -1;
+    if (options_.top_p_active()) {
+      // Ascending sort; the -inf entries of the full row come first with probability 0, so the
+      // cumulative sums over the kept entries are those of the full row.
+      std::int32_t* order = order_.data();
+      for (std::int64_t i = 0; i < size; ++i) order[i] = static_cast<std::int32_t>(i);
+      std::sort(order, order + size, [scores](std::int32_t a, std::int32_t b) {
+        return scores[a] < scores[b] || (scores[a] == scores[b] && a < b);
+      });
+      const float top = scores[order[size - 1]];
+      float sum = 0.0f;
+      for (std::int64_t i = 0; i < size; ++i) {
+        scratch_[static_cast<size_t>(i)] = std::exp(scores[order[i]] - top);
+        sum += scratch_[static_cast<size_t>(i)];
+      }
+      const float threshold = static_cast<float>(1.0 - options_.top_p);
+      const std::int64_t protected_from = size - std::min(options_.min_tokens_to_keep, size);
+      double cumulative = 0.0;  // CPU cumsum: double accumulator, float partial sums
+      for (std::int64_t i = 0; i < protected_from; ++i) {
+        cumulative += static_cast<double>(scratch_[static_cast<size_t>(i)] / sum);
+        if (static_cast<float>(cumulative) <= threshold) scores[order[i]] = neg_inf;
+      }
+      size = compact(size);
+      stats.n_after_top_p = size;
+    }
+    return size;
+  }
+
+  // Float32 softmax over the kept entries (exp(s - max) * (1 / sum), as ATen's CPU kernel).
+  void softmax(std::int64_t size) {
+    const float* scores = scores_.data();
+    float* probs = probs_.data();
+    float top = scores[0];
+    for (std::int64_t i = 1; i < size; ++i) top = std::max(top, scores[i]);
+    float sum = 0.0f;
+    for (std::int64_t i = 0; i < size; ++i) {
+      probs[i] = std::exp(scores[i] - top);
+      sum += probs[i];
+    }
+    const float inverse = 1.0f / sum;
+    for (std::int64_t i = 0; i < size; ++i) probs[i] *= inverse;
+    top_ = top;
+    log_sum_ = std::log(sum);
+  }
+
+  void write_log_probs(const KeptRow& kept, float* out) const {
+    std::fill(out, out + kept.vocab, -std::numeric_limits<float>::infinity());
+    for (std::int64_t i = 0; i < kept.size; ++i)
+      out[kept.tokens[i]] = kept.scores[i] - top_ - log_sum_;
+  }
+
+  DecodeOptions options_;
+  Fusion fusion_;
+  float log_beta_ = 0.0f;
+  float top_ = 0.0f;
+  float log_sum_ = 0.0f;
+  std::vector<std::int32_t> tokens_;
+  std::vector<float> scores_;
+  std::vector<float> probs_;
+  std::vector<std::int32_t> order_;
+  std::vector<float> scratch_;
+  std::vector<float> block_max_;
+  std::vector<RowStats> stats_;
+};
+
+}  // namespace agla::raw

@@ -1,0 +1,258 @@
+#pragma once
+/// \file
+/// `agla::decode_step`: one token per stream from an LVLM forward functor (DESIGN section 4), and
+/// `agla::decode_logits`, the same step on logits the caller already has.
+
+#include <ATen/ATen.h>
+
+#include <cstdint>
+#include <type_traits>
+#include <utility>
+
+#include "agla/decode/fusion.hpp"
+#include "agla/decode/options.hpp"
+#include "agla/decode/policies.hpp"
+#include "agla/decode/view.hpp"
+#include "agla/error.hpp"
+
+namespace agla {
+
+/// The policies of one decoding step: fusion -> plausibility -> warpers -> sampler, plus how many
+/// generated tokens the augmented view shapes (see `DecodeOptions::local_view_tokens`) and when
+/// logits are checked for NaN / +inf.
+template <typename Fusion, typename Cutoff, typename Warper, typename Sampler>
+struct DecodePolicies {
+  Fusion fusion;    ///< `(l [B,V], l_aug [B,V]) -> fused [B,V]`.
+  Cutoff cutoff;    ///< `(l [B,V], fused [B,V]) -> scores [B,V]` with implausible tokens at -inf.
+  Warper warper;    ///< `scores [B,V] -> scores [B,V]`.
+  Sampler sampler;  ///< `(scores [B,V], at::Generator) -> tokens [B] int64`.
+  std::int64_t local_view_tokens = DecodeOptions::kEveryToken;  ///< Steps that run the local view.
+  FiniteCheck finite_check = FiniteCheck::Auto;                  ///< NaN / +inf detection.
+};
+
+template <typename Fusion, typename Cutoff, typename Warper, typename Sampler>
+DecodePolicies(Fusion, Cutoff, Warper, Sampler) -> DecodePolicies<Fusion, Cutoff, Warper, Sampler>;
+
+namespace detail {
+
+/// The plausibility cutoff an `agla::DecodeOptions` selects (none for `FusionMethod::Plain`).
+struct MethodCutoff {
+  bool enabled = true;
+  double beta = 0.5;
+  at::Tensor operator()(const at::Tensor& logits, const at::Tensor& fused) const {
+    return enabled ? BetaCutoff{beta}(logits, fused) : fused;
+  }
+};
+
+/// The sampler an `agla::DecodeOptions` selects (greedy or multinomial).
+struct MethodSampler {
+  bool greedy = false;
+  at::Tensor operator()(const at::Tensor& scores, const at::Generator& generator) const {
+    return greedy ? GreedySampler{}(scores) : MultinomialSampler{}(scores, generator);
+  }
+};
+
+}  // namespace detail
+
+/// The policy set a `DecodeOptions` describes, chosen at run time.
+using OptionsPolicies =
+    DecodePolicies<MethodFusion, detail::MethodCutoff, HfWarpers, detail::MethodSampler>;
+
+/// Validates `options` and builds the policies it describes.
+inline OptionsPolicies policies_from(const DecodeOptions& options) {
+  options.validate();
+  const bool plain = options.method == FusionMethod::Plain;
+  return OptionsPolicies{MethodFusion{options.method, options.alpha},
+                         detail::MethodCutoff{!plain, options.beta},
+                         HfWarpers::from(options),
+                         detail::MethodSampler{options.greedy},
+                         plain ? 0 : options.local_view_tokens,
+                         options.finite_check};
+}
+
+/// Per-call controls of a decoding step.
+struct StepControl {
+  /// Run the augmented view this step; when false no augmented forward is made and the original
+  /// logits stand in for it (the released reference's behaviour after its first token).
+  bool local_view = true;
+  /// When set, receives the `[B, V]` float32 `log_softmax` of the final scores (-inf where removed).
+  at::Tensor* log_probs = nullptr;
+};
+
+namespace detail {
+
+inline bool wants_check(FiniteCheck mode, const at::Tensor& tensor) {
+  return mode == FiniteCheck::Always || (mode == FiniteCheck::Auto && tensor.is_cpu());
+}
+
+/// Throws `agla::NumericError` naming the first stream and token of `values` [B, V] that is NaN or
+/// +inf, given its row maxima (which NaN propagates into). `what` names the tensor.
+inline void report_non_finite(const at::Tensor& values, const at::Tensor& row_max, const char* what,
+                              bool reject_all_neg_inf) {
+  const at::Tensor host_max = row_max.reshape({-1}).to(at::kCPU, at::kFloat);
+  const float* maxima = host_max.data_ptr<float>();
+  for (int64_t b = 0; b < host_max.numel(); ++b) {
+    const float m = maxima[b];
+    if (std::isnan(m) || m == std::numeric_limits<float>::infinity()) {
+      const at::Tensor row = values[b];
+      const at::Tensor bad = (row.isnan() | (row == std::numeric_limits<float>::infinity())).nonzero();
+      const int64_t position = bad.numel() > 0 ? bad[0][0].item<int64_t>() : -1;
+      const float value = position >= 0 ? row[position].item<float>() : m;
+      throw NumericError(detail::concat("agla::decode_step: ", what, " of stream ", b, " at token ",
+                                        position, " is ", value, "; expected finite values or -inf"));
+    }
+    if (reject_all_neg_inf && m == -std::numeric_limits<float>::infinity()) {
+      throw NumericError(detail::concat("agla::decode_step: ", what, " of stream ", b,
+                                        " are all -inf; no token can be chosen"));
+    }
+  }
+}
+
+inline void check_logits(const at::Tensor& logits, const char* name) {
+  check<ShapeError>(logits.defined(), "agla::decode_step: ", name, " is an undefined tensor");
+  check<ShapeError>(logits.dim() == 2 && logits.scalar_type() == at::kFloat,
+                    "agla::decode_step: ", name, " must be [B, V] float; got ", logits.sizes(), " ",
+                    logits.scalar_type());
+  check<ShapeError>(logits.size(0) > 0 && logits.size(1) > 0, "agla::decode_step: ", name,
+                    " must be non-empty [B, V] with B, V >= 1; got ", logits.sizes());
+}
+
+}  // namespace detail
+
+/// One decoding step on logits the caller already has: `logits` / `logits_aug` `[B, V]` float32 on
+/// one device -> `[B]` int64 tokens on that device. No host synchronisation except the NaN check
+/// that `policies.finite_check` asks for (on CPU by default).
+template <typename Fusion, typename Cutoff, typename Warper, typename Sampler>
+at::Tensor decode_logits(const at::Tensor& logits, const at::Tensor& logits_aug,
+                         const DecodePolicies<Fusion, Cutoff, Warper, Sampler>& policies,
+                         const at::Generator& generator = {}, const StepControl& control = {}) {
+  detail::check_logits(logits, "logits");
+  detail::check_logits(logits_aug, "augmented logits");
+  check<ShapeError>(logits.sizes() == logits_aug.sizes(),
+                    "agla::decode_step: both views must have the same [B, V]; got original ",
+                    logits.sizes(), " and augmented ", logits_aug.sizes());
+  check<ShapeError>(logits.device() == logits_aug.device(),
+                    "agla::decode_step: both views must be on one device; got ", logits.device(),
+                    " and ", logits_aug.device());
+  const bool checked = detail::wants_check(policies.finite_check, logits);
+  if (checked) {
+    detail::report_non_finite(logits, logits.amax(-1), "original logits", true);
+    if (!logits_aug.is_same(logits))
+      detail::report_non_finite(logits_aug, logits_aug.amax(-1), "augmented logits", false);
+  }
+  const at::Tensor fused = policies.fusion(logits, logits_aug);
+  const at::Tensor scores = policies.warper(policies.cutoff(logits, fused));
+  if (checked) detail::report_non_finite(scores, scores.amax(-1), "final scores", true);
+  if (control.log_probs != nullptr) *control.log_probs = scores.log_softmax(-1);
+  return policies.sampler(scores, generator);
+}
+
+/// `decode_logits` with the policies `options` describes (validated).
+inline at::Tensor decode_logits(const at::Tensor& logits, const at::Tensor& logits_aug,
+                                const DecodeOptions& options, const at::Generator& generator = {},
+                                const StepControl& control = {}) {
+  return decode_logits(logits, logits_aug, policies_from(options), generator, control);
+}
+
+/// True when `Forward` offers the plain form `forward(step_tokens, agla::View) -> at::Tensor`.
+template <typename Forward, typename = void>
+struct is_plain_forward : std::false_type {};
+template <typename Forward>
+struct is_plain_forward<Forward, std::void_t<decltype(std::declval<Forward&>()(
+                                     std::declval<const at::Tensor&>(), View::Original))>>
+    : std::is_convertible<decltype(std::declval<Forward&>()(std::declval<const at::Tensor&>(),
+                                                            View::Original)),
+                          at::Tensor> {};
+
+/// True when `Forward` offers the batched form `forward(step_tokens, agla::BothViews{}) -> [2B, V]`.
+template <typename Forward, typename = void>
+struct is_batched_forward : std::false_type {};
+template <typename Forward>
+struct is_batched_forward<Forward, std::void_t<decltype(std::declval<Forward&>()(
+                                       std::declval<const at::Tensor&>(), BothViews{}))>>
+    : std::is_convertible<decltype(std::declval<Forward&>()(std::declval<const at::Tensor&>(),
+                                                            BothViews{})),
+                          at::Tensor> {};
+
+/// True for the plain form.
+template <typename Forward>
+inline constexpr bool is_plain_forward_v = is_plain_forward<std::remove_reference_t<Forward>>::value;
+/// True for the batched form.
+template <typename Forward>
+inline constexpr bool is_batched_forward_v =
+    is_batched_forward<std::remove_reference_t<Forward>>::value;
+
+namespace detail {
+
+/// Runs the forward functor for this step: `{l [B, V], l_aug [B, V]}`; `l_aug` is `l` itself when
+/// the local view is off. Prefers the batched form when the functor offers it and both views run.
+template <typename Forward>
+std::pair<at::Tensor, at::Tensor> run_views(Forward& forward, const at::Tensor& step_tokens,
+                                            bool local_view) {
+  constexpr bool plain = is_plain_forward_v<Forward>;
+  constexpr bool batched = is_batched_forward_v<Forward>;
+  static_assert(plain || batched,
+                "agla::decode_step: the forward functor must offer "
+                "`at::Tensor operator()(const at::Tensor& step_tokens, agla::View)` returning [B, V] "
+                "logits, or `at::Tensor operator()(const at::Tensor& step_tokens, agla::BothViews)` "
+                "returning [2B, V] (original rows first); see agla/decode/view.hpp");
+  const int64_t batch = step_tokens.size(0);
+  auto rows = [&](const at::Tensor& logits, int64_t expected, const char* form) {
+    check<ShapeError>(logits.defined() && logits.dim() == 2 && logits.size(0) == expected,
+                      "agla::decode_step: the ", form, " forward must return [", expected,
+                      ", V] logits for ", batch, " streams; got ",
+                      logits.defined() ? logits.sizes() : at::IntArrayRef{});
+  };
+  if constexpr (batched) {
+    if (local_view || !plain) {
+      at::Tensor both = forward(step_tokens, BothViews{});
+      rows(both, 2 * batch, "batched (agla::BothViews)");
+      at::Tensor original = both.narrow(0, 0, batch);
+      if (!local_view) return {original, original};
+      return {original, both.narrow(0, batch, batch)};
+    }
+  }
+  if constexpr (plain) {
+    at::Tensor original = forward(step_tokens, View::Original);
+    rows(original, batch, "plain (agla::View::Original)");
+    if (!local_view) return {original, original};
+    at::Tensor augmented = forward(step_tokens, View::Augmented);
+    rows(augmented, batch, "plain (agla::View::Augmented)");
+    return {original, augmented};
+  }
+  return {};
+}
+
+}  // namespace detail
+
+/// One AGLA decoding step: runs `forward` on `step_tokens` `[B, T]` int64 (the tokens new to this
+/// step) for the original and, if `control.local_view`, the augmented view, then fuses, cuts,
+/// warps and samples. Returns `[B]` int64 tokens on the logits' device, without host
+/// synchronisation (beyond the CPU NaN check of `FiniteCheck::Auto`).
+template <typename Forward, typename Fusion, typename Cutoff, typename Warper, typename Sampler>
+at::Tensor decode_step(Forward&& forward, const at::Tensor& step_tokens,
+                       const DecodePolicies<Fusion, Cutoff, Warper, Sampler>& policies,
+                       const at::Generator& generator = {}, const StepControl& control = {}) {
+  check<ShapeError>(step_tokens.defined() && step_tokens.dim() == 2 &&
+                        step_tokens.scalar_type() == at::kLong,
+                    "agla::decode_step: step_tokens must be [B, T] int64; got ",
+                    step_tokens.defined() ? step_tokens.sizes() : at::IntArrayRef{}, " ",
+                    step_tokens.defined() ? step_tokens.scalar_type() : at::ScalarType::Undefined);
+  check<ShapeError>(step_tokens.size(0) > 0 && step_tokens.size(1) > 0,
+                    "agla::decode_step: step_tokens must be non-empty [B, T]; got ",
+                    step_tokens.sizes());
+  auto views = detail::run_views(forward, step_tokens, control.local_view);
+  return decode_logits(views.first, views.second, policies, generator, control);
+}
+
+/// `decode_step` with the policies `options` describes (validated); `FusionMethod::Plain` makes no
+/// augmented forward.
+template <typename Forward>
+at::Tensor decode_step(Forward&& forward, const at::Tensor& step_tokens, const DecodeOptions& options,
+                       const at::Generator& generator = {}, StepControl control = {}) {
+  const OptionsPolicies policies = policies_from(options);
+  control.local_view = control.local_view && policies.local_view_tokens > 0;
+  return decode_step(std::forward<Forward>(forward), step_tokens, policies, generator, control);
+}
+
+}  // namespace agla
