@@ -3,11 +3,16 @@
 // ImagePromptMatcher template on a fixture-backed fake ITM model.
 #include "agla/io/npy.hpp"
 #include "agla/io/safetensors.hpp"
+#include "agla/io/image.hpp"
 #include "agla/ipm.hpp"
+#include "agla/models/blip.hpp"
 
 #include <nlohmann/json.hpp>
 
+#include <array>
 #include <cmath>
+#include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <string>
@@ -115,6 +120,12 @@ TEST(AugmentTest, FullImageCaseGivesTheExpectedImage) {
   const at::Tensor augmented = agla::ipm::apply_mask(resized, cut.mask);
   EXPECT_EQ(augmented.scalar_type(), at::kByte);
   EXPECT_TRUE(at::equal(augmented, want));
+
+  // From the PNG: Pillow-exact resize to 384, then the same mask.
+  const at::Tensor raw = agla::io::read_image(kAugmentDir + spec["source_image"].get<std::string>());
+  const at::Tensor from_png = agla::io::resize_bicubic(raw, 384, 384);
+  EXPECT_TRUE(at::equal(from_png, resized));
+  EXPECT_TRUE(at::equal(agla::ipm::apply_mask(from_png, cut.mask), want));
 }
 
 TEST(AugmentTest, GaussianKernelIsNormalisedAndSymmetric) {
@@ -457,4 +468,131 @@ TEST(MatcherTest, JsonReportHasTheDocumentedKeys) {
   EXPECT_NEAR(j["grid"][2][3].get<double>(), m.grid[2][3].item<double>(), 1e-12);
   for (const char* key : {"encode", "itm_gradcam", "itc", "postprocess", "total"})
     EXPECT_TRUE(j["timings_ms"].contains(key)) << key;
+}
+
+// ---------------------------------------------------------------- end to end on the fixture BLIP
+
+namespace {
+
+const agla::blip::BlipItm& fixture_blip() {
+  static const agla::blip::BlipItm model = agla::blip::BlipItm::load(kBlipDir + "itm");
+  return model;
+}
+
+}  // namespace
+
+TEST(BlipMatcherTest, GradCamGridMatchesTheFixture) {
+  const agla::ipm::ImagePromptMatcher<agla::blip::BlipItm> matcher(fixture_blip());
+  EXPECT_EQ(matcher.block(), 2);
+  EXPECT_EQ(matcher.grid(), 4);
+  const std::vector<std::string> prompts = fixture_prompts();
+  for (int i = 0; i < 2; ++i) {
+    const std::string png = kBlipDir + (i == 0 ? "images/astronaut_32.png" : "images/chelsea_32.png");
+    const at::Tensor image = agla::io::read_image(png);
+    ASSERT_TRUE(at::equal(image, fixture("inputs.images_uint8")[i]));
+    for (int64_t p = 0; p < 4; ++p) {
+      SCOPED_TRACE(png + " / " + prompts[static_cast<size_t>(p)]);
+      const std::string base = "gradcam.i" + std::to_string(i) + ".p" + std::to_string(p) + ".";
+      const agla::ipm::Match m = matcher.match(image, prompts[static_cast<size_t>(p)]);
+      EXPECT_LE((m.grid - fixture(base + "avg")).abs().max().item<double>(), 1e-6);
+      EXPECT_LE((m.per_token - fixture(base + "per_token")).abs().max().item<double>(), 1e-6);
+      EXPECT_LE((m.itm_logits - fixture("itm.logits")[i][p]).abs().max().item<double>(), 1e-4);
+      EXPECT_NEAR(m.itm_probability, fixture("itm.prob_match")[i][p].item<double>(), 1e-5);
+      EXPECT_NEAR(m.itc, fixture("itc.sim")[i][p].item<double>(), 1e-5);
+    }
+  }
+}
+
+TEST(BlipMatcherTest, BatchedPromptsEqualOneAtATime) {
+  agla::ipm::MatcherOptions options;
+  options.keep_rule = [](double itc) { return agla::ipm::reference_keep_ratio(itc + 1.0); };  // mask a real share
+  const agla::ipm::ImagePromptMatcher<agla::blip::BlipItm> matcher(fixture_blip(), options);
+  const std::vector<std::string> prompts = fixture_prompts();
+  const at::Tensor image = fixture("inputs.images_uint8")[1].contiguous();
+  const std::vector<agla::ipm::Match> batch = matcher.match(image, prompts);
+  for (size_t p = 0; p < prompts.size(); ++p) {
+    SCOPED_TRACE(prompts[p]);
+    const agla::ipm::Match single = matcher.match(image, prompts[p]);
+    // Padding changes float32 rounding only (the fixture saw 2e-9 on the averaged maps).
+    EXPECT_LE((batch[p].grid - single.grid).abs().max().item<double>(), 1e-8);
+    EXPECT_LE((batch[p].itm_logits - single.itm_logits).abs().max().item<double>(), 1e-5);
+    EXPECT_NEAR(batch[p].itc, single.itc, 1e-5);
+    EXPECT_LE((batch[p].relevance - single.relevance).abs().max().item<double>(), 1e-4);
+    // Mask decisions can only differ for pixels within rounding of the threshold.
+    EXPECT_LE(batch[p].mask.ne(single.mask).sum().item<int64_t>(), 2);
+    EXPECT_NEAR(batch[p].kept_fraction, single.kept_fraction, 2.0 / 1024);
+    EXPECT_LT(single.kept_fraction, 0.9);
+  }
+}
+
+TEST(BlipMatcherTest, EmptyPromptAndBadLayerThrow) {
+  agla::ipm::MatcherOptions options;
+  options.block = 4;
+  EXPECT_THROW(agla::ipm::ImagePromptMatcher<agla::blip::BlipItm>(fixture_blip(), options), agla::InvalidArgument);
+  const agla::ipm::ImagePromptMatcher<agla::blip::BlipItm> matcher(fixture_blip());
+  EXPECT_THROW(matcher.match(fixture_image(), "  .!  "), agla::InvalidArgument);
+}
+
+// ---------------------------------------------------------------- the agla_ipm inspector
+
+namespace {
+
+// The example program built next to this test (build/examples/agla_ipm), if examples are built.
+std::string inspector_path() {
+  std::error_code error;
+  const auto self = std::filesystem::read_symlink("/proc/self/exe", error);
+  if (error) return {};
+  const auto path = self.parent_path().parent_path() / "examples" / "agla_ipm";
+  return std::filesystem::exists(path) ? path.string() : std::string();
+}
+
+int run_command(const std::string& command, std::string& output) {
+  output.clear();
+  FILE* pipe = popen(command.c_str(), "r");
+  if (pipe == nullptr) return -1;
+  std::array<char, 4096> buffer{};
+  size_t n = 0;
+  while ((n = fread(buffer.data(), 1, buffer.size(), pipe)) > 0) output.append(buffer.data(), n);
+  const int status = pclose(pipe);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+}  // namespace
+
+TEST(InspectorTest, JsonOutputAndExitCodes) {
+  const std::string tool = inspector_path();
+  if (tool.empty()) GTEST_SKIP() << "examples/agla_ipm not built (configure with -DAGLA_BUILD_EXAMPLES=ON)";
+  const std::string model = kBlipDir + "itm";
+  const std::string image = kBlipDir + "images/astronaut_32.png";
+  const std::string out = ::testing::TempDir() + "/agla_ipm_out";
+  std::string output;
+  ASSERT_EQ(run_command("'" + tool + "' --itm '" + model + "' --image '" + image +
+                            "' --prompt 'a woman in a space suit' --threads 1 --json --out '" + out + "' 2>/dev/null",
+                        output),
+            0);
+  const nlohmann::json j = nlohmann::json::parse(output);  // exactly one object on stdout
+  EXPECT_EQ(j.size(), 8u);
+  EXPECT_EQ(j["image_size"].get<int64_t>(), 32);
+  const at::Tensor want = fixture("gradcam.i0.p0.avg");
+  for (int64_t r = 0; r < 4; ++r)
+    for (int64_t c = 0; c < 4; ++c) EXPECT_NEAR(j["grid"][r][c].get<double>(), want[r][c].item<double>(), 1e-6);
+  EXPECT_NEAR(j["itc"].get<double>(), fixture("itc.sim")[0][0].item<double>(), 1e-5);
+  for (const char* png : {"heatmap.png", "mask.png", "augmented.png"}) {
+    const at::Tensor written = agla::io::read_image(out + "/" + png);
+    EXPECT_EQ(written.sizes(), (at::IntArrayRef{32, 32, 3})) << png;
+  }
+
+  for (const std::string& bad :
+       {std::string("--itm /nonexistent --image '") + image + "' --prompt x",
+        "--itm '" + model + "' --image /nonexistent.png --prompt x",
+        "--itm '" + model + "' --image '" + kBlipDir + "fixtures.json' --prompt x",
+        "--itm '" + model + "' --image '" + image + "' --prompt '...'",
+        "--itm '" + model + "' --image '" + image + "' --prompt x --block 4",
+        "--itm '" + model + "' --image '" + image + "' --prompt x --block two",
+        "--itm '" + model + "' --image '" + image + "'", std::string("--unknown")}) {
+    SCOPED_TRACE(bad);
+    std::string err;
+    EXPECT_EQ(run_command("'" + tool + "' " + bad + " 2>&1 1>/dev/null", err), 1);
+    EXPECT_FALSE(err.empty());
+  }
 }
