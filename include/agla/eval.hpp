@@ -1,0 +1,9 @@
+#pragma once
+/// \file
+/// The eval layer: POPE and CHAIR scoring and the plumbing of benchmark runs (chunks, progress,
+/// answers files). Needs no libtorch.
+
+#include "agla/eval/chair.hpp"
+#include "agla/eval/jsonl.hpp"
+#include "agla/eval/pope.hpp"
+#include "agla/eval/runner.hpp"

@@ -1,0 +1,69 @@
+#pragma once
+/// \file
+/// JSON-lines files as the POPE/LLaVA tooling writes them: one JSON object per line. Errors name
+/// the file and the 1-based line.
+
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "agla/error.hpp"
+
+namespace agla::eval {
+
+/// One parsed line of a jsonl file and its 1-based line number.
+struct JsonLine {
+  std::size_t line = 0;
+  nlohmann::json value;
+};
+
+/// Reads every non-blank line of `path` as a JSON object; throws `FormatError` naming the file
+/// and line on unreadable files, bad JSON or non-objects. `who` prefixes the messages.
+inline std::vector<JsonLine> read_jsonl(const std::string& path, const std::string& who) {
+  std::ifstream in(path, std::ios::binary);
+  check<FormatError>(in.good(), who, ": cannot open '", path, "'");
+  std::vector<JsonLine> lines;
+  std::string text;
+  for (std::size_t number = 1; std::getline(in, text); ++number) {
+    if (!text.empty() && text.back() == '\r') text.pop_back();
+    if (text.find_first_not_of(" \t") == std::string::npos) continue;
+    JsonLine line;
+    line.line = number;
+    try {
+      line.value = nlohmann::json::parse(text);
+    } catch (const nlohmann::json::parse_error& e) {
+      throw FormatError(agla::detail::concat(who, ": ", path, ":", number, ": not valid JSON (", e.what(), ")"));
+    }
+    check<FormatError>(line.value.is_object(), who, ": ", path, ":", number, ": expected a JSON object; got ",
+                       line.value.type_name());
+    lines.push_back(std::move(line));
+  }
+  return lines;
+}
+
+/// The string field `key` of a jsonl line; throws `FormatError` naming file and line when it is
+/// missing or not a string.
+inline std::string string_field(const JsonLine& line, const std::string& key, const std::string& path,
+                                const std::string& who) {
+  const auto it = line.value.find(key);
+  check<FormatError>(it != line.value.end(), who, ": ", path, ":", line.line, ": missing field \"", key, "\"");
+  check<FormatError>(it->is_string(), who, ": ", path, ":", line.line, ": field \"", key,
+                     "\" must be a string; got ", it->type_name());
+  return it->get<std::string>();
+}
+
+/// A question id as a matching key: integers as their decimal text, strings as they are (so the
+/// id 12 and the id "12" match); throws `FormatError` for other types or a missing id.
+inline std::string id_field(const JsonLine& line, const std::string& path, const std::string& who,
+                            const std::string& key = "question_id") {
+  const auto it = line.value.find(key);
+  check<FormatError>(it != line.value.end(), who, ": ", path, ":", line.line, ": missing field \"", key, "\"");
+  if (it->is_number_integer()) return std::to_string(it->get<long long>());
+  if (it->is_string()) return it->get<std::string>();
+  throw FormatError(agla::detail::concat(who, ": ", path, ":", line.line, ": field \"", key,
+                                         "\" must be an integer or a string; got ", it->type_name()));
+}
+
+}  // namespace agla::eval
