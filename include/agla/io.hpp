@@ -7,5 +7,6 @@
 #include "agla/io/image.hpp"
 #include "agla/io/module_loader.hpp"
 #include "agla/io/npy.hpp"
+#include "agla/io/pytorch_checkpoint.hpp"
 #include "agla/io/safetensors.hpp"
 #include "agla/io/state_dict.hpp"
