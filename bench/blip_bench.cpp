@@ -1,0 +1,148 @@
+// BLIP at BLIP-large size with random weights (ViT-L/16 at 384 px: hidden 1024, 24 layers, 16 heads,
+// MLP 4096; BERT-base text: hidden 768, 12 layers, 12 heads, intermediate 3072, cross-attention from
+// 1024-wide image tokens) on CPU, float32: the image encoding, one ITM scoring (with and without the
+// GradCAM gradient), one ITC scoring, and the captioner's per-token cost with the KV cache against
+// re-running the whole sequence (HF without cache), reported as a ratio measured in the same run.
+//
+//   blip_bench [--threads N] [google-benchmark flags]
+#include <benchmark/benchmark.h>
+#include <torch/autograd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+#include <memory>
+
+#include "agla/models/blip.hpp"
+#include "agla/runtime.hpp"
+
+namespace {
+
+agla::blip::BlipConfig blip_large() {
+  agla::blip::BlipConfig c;
+  c.vision.hidden_size = 1024;
+  c.vision.num_hidden_layers = 24;
+  c.vision.num_attention_heads = 16;
+  c.vision.intermediate_size = 4096;
+  c.vision.image_size = 384;
+  c.vision.patch_size = 16;
+  c.text.hidden_size = 768;
+  c.text.num_hidden_layers = 12;
+  c.text.num_attention_heads = 12;
+  c.text.intermediate_size = 3072;
+  c.text.encoder_hidden_size = 1024;
+  c.image_text_hidden_size = 256;
+  return c;
+}
+
+agla::blip::BlipItm& itm() {
+  static agla::blip::BlipItm model = [] {
+    at::manual_seed(0);
+    return agla::blip::BlipItm(agla::blip::BlipItmModel(blip_large()),
+                               agla::blip::WordPieceTokenizer::bert_base_uncased());
+  }();
+  return model;
+}
+
+agla::blip::BlipCaptioner& captioner() {
+  static agla::blip::BlipCaptioner model = [] {
+    at::manual_seed(1);
+    return agla::blip::BlipCaptioner(agla::blip::BlipCaptionModel(blip_large()),
+                                     agla::blip::WordPieceTokenizer::bert_base_uncased());
+  }();
+  return model;
+}
+
+at::Tensor random_pixels() {
+  at::manual_seed(2);
+  return at::randn({1, 3, 384, 384});
+}
+
+void BM_BlipEncodeImage(benchmark::State& state) {
+  auto& model = itm();
+  const at::Tensor pixels = random_pixels();
+  for (auto _ : state) benchmark::DoNotOptimize(model.encode_image(pixels));
+}
+
+void BM_BlipItmLogits(benchmark::State& state) {
+  auto& model = itm();
+  const at::Tensor image = model.encode_image(random_pixels());
+  const auto text = model.encode_text({"is there a dog sitting on the couch in the image?"});
+  for (auto _ : state) benchmark::DoNotOptimize(model.itm_logits(image, text.itm_input_ids, text.attention_mask));
+}
+
+// What IPM runs per (image, prompt): the forward with the layer-6 capture and the gradient w.r.t. it.
+void BM_BlipItmScoreWithGradient(benchmark::State& state) {
+  auto& model = itm();
+  const at::Tensor image = model.encode_image(random_pixels());
+  const auto text = model.encode_text({"is there a dog sitting on the couch in the image?"});
+  for (auto _ : state) {
+    const auto score = model.score_itm(image, text.itm_input_ids, text.attention_mask, 6);
+    benchmark::DoNotOptimize(torch::autograd::grad({score.logits.select(1, 1).sum()}, {score.attention}));
+  }
+}
+
+void BM_BlipItcSimilarity(benchmark::State& state) {
+  auto& model = itm();
+  const at::Tensor image = model.encode_image(random_pixels());
+  const auto text = model.encode_text({"is there a dog sitting on the couch in the image?"});
+  for (auto _ : state) benchmark::DoNotOptimize(model.itc_similarity(image, text.input_ids, text.attention_mask));
+}
+
+// Per generated token at sequence length `state.range(0)`: one cached step (one new position) vs the
+// uncached forward over the whole sequence, timed back to back in each iteration.
+void BM_BlipCaptionPerToken(benchmark::State& state) {
+  auto& model = captioner();
+  const int64_t length = state.range(0);
+  const at::Tensor image = model.encode_image(random_pixels());
+  at::manual_seed(3);
+  const at::Tensor sequence = at::randint(1000, 2000, {1, length}, at::kLong);
+  double cached_s = 0, uncached_s = 0;
+  int64_t steps = 0;
+  using Clock = std::chrono::steady_clock;
+  for (auto _ : state) {
+    model.begin_with_embeddings(image);
+    benchmark::DoNotOptimize(model(sequence.narrow(1, 0, length - 1), agla::View::Original));
+    const auto t0 = Clock::now();
+    benchmark::DoNotOptimize(model(sequence.narrow(1, length - 1, 1), agla::View::Original));
+    const auto t1 = Clock::now();
+    benchmark::DoNotOptimize(model.logits_full(image, sequence).select(1, length - 1));
+    const auto t2 = Clock::now();
+    cached_s += std::chrono::duration<double>(t1 - t0).count();
+    uncached_s += std::chrono::duration<double>(t2 - t1).count();
+    ++steps;
+  }
+  state.counters["cached_ms"] = 1e3 * cached_s / static_cast<double>(steps);
+  state.counters["uncached_ms"] = 1e3 * uncached_s / static_cast<double>(steps);
+  state.counters["uncached_over_cached"] = uncached_s / cached_s;
+}
+
+}  // namespace
+
+BENCHMARK(BM_BlipEncodeImage)->Unit(benchmark::kMillisecond)->Iterations(2);
+BENCHMARK(BM_BlipItmLogits)->Unit(benchmark::kMillisecond)->Iterations(3);
+BENCHMARK(BM_BlipItmScoreWithGradient)->Unit(benchmark::kMillisecond)->Iterations(3);
+BENCHMARK(BM_BlipItcSimilarity)->Unit(benchmark::kMillisecond)->Iterations(3);
+BENCHMARK(BM_BlipCaptionPerToken)->Arg(20)->Unit(benchmark::kMillisecond)->Iterations(3);
+
+int main(int argc, char** argv) {
+  int threads = 0;
+  std::vector<char*> rest;
+  for (int i = 0; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--threads") == 0 && i + 1 < argc) {
+      threads = std::atoi(argv[++i]);
+    } else {
+      rest.push_back(argv[i]);
+    }
+  }
+  std::printf("threads: %d\n", agla::configure_threads(threads));
+  if (const auto warning = agla::blas_warning()) std::printf("%s\n", warning->c_str());
+  int rest_count = static_cast<int>(rest.size());
+  benchmark::Initialize(&rest_count, rest.data());
+  if (benchmark::ReportUnrecognizedArguments(rest_count, rest.data())) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
