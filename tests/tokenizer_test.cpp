@@ -135,6 +135,14 @@ TEST(TokenizerTest, DecodeUndoesWordPieces) {
   EXPECT_EQ(tok.decode(with_dec), "a picture of a cat");
 }
 
+TEST(TokenizerTest, PreCaptionKeepsAtMostMaxWords) {
+  EXPECT_EQ(agla::blip::pre_caption("One two:  three\tfour. five", 3), "one two three\tfour");
+  EXPECT_EQ(agla::blip::pre_caption("a\tb", 1), "a\tb");  // a lone tab is not a word separator
+  EXPECT_EQ(agla::blip::pre_caption("  (Hello)!  \n\n", 50), "hello");
+  EXPECT_EQ(agla::blip::pre_caption("x y", 0), "");
+  EXPECT_EQ(agla::blip::pre_caption("ΟΔΟΣ ΟΔΟΣ."), "οδος οδος");
+}
+
 TEST(TokenizerTest, InvalidUtf8Throws) {
   const WordPieceTokenizer tok = WordPieceTokenizer::bert_base_uncased();
   for (const std::string bad : {std::string("\xff"), std::string("ab\xc0\xaf"), std::string("\xed\xa0\x80"),

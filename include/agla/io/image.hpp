@@ -7,7 +7,9 @@
 /// stb linkage. This library is header-only and this header may be included from many translation
 /// units, so stb's implementation is compiled here with `STB_IMAGE_STATIC` / `STB_IMAGE_WRITE_STATIC`:
 /// every translation unit gets private copies with internal linkage -- no multiple definitions at
-/// link time, no ODR violation, nothing to link (at the cost of code size per translation unit).
+/// link time, nothing to link (at the cost of code size per translation unit). Strictly, the inline
+/// agla functions below then call a different (identical) copy of stb in each translation unit;
+/// whichever definition the linker keeps calls its own complete copy, so behaviour is the same.
 /// If the includer has already included stb_image.h / stb_image_write.h before this header, its
 /// declarations are used as they are and the includer provides the definitions (its own
 /// `STB_IMAGE_IMPLEMENTATION` or a linked libstb), since a second, static set of declarations

@@ -69,6 +69,7 @@ inline bool is_bert_control(char32_t c, BertFlavor flavor) {
 inline std::string pre_caption(const std::string& text, size_t max_words = 50) {
   namespace u = detail::unicode;
   const std::u32string lowered = u::lower_full(u::decode_utf8(text, "agla::blip::pre_caption"));
+  if (max_words == 0) return "";  // " ".join(caption.split(" ")[:0])
   std::u32string s;
   s.reserve(lowered.size());
   for (char32_t c : lowered) {
