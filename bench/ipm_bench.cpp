@@ -1,0 +1,167 @@
+// Cost of image-prompt matching at BLIP-large size (ViT-L/16 at 384 px + BERT-base text encoder
+// with cross-attention, random weights, float32, CPU), all measured in this one process:
+//   BM_IpmPlainItm       one plain ITM forward: preprocess, vision encoder, text encoder, ITM head;
+//   BM_IpmMatcher        the full IPM of ImagePromptMatcher: encode once, ITM with the attention as
+//                        the only gradient target, GradCAM, ITC, mask and augmented image;
+//   BM_IpmReferenceWay   the reference's way (LAVIS compute_gradcam + AGLA augmentation.py): forward
+//                        with gradients on, backward() into every parameter, then a separate ITC
+//                        forward that encodes the image again, then the same mask;
+//   BM_IpmRatios         prints matcher / plain (target <= 1.5) and reference / plain.
+// One iteration each (a forward takes seconds on a small CPU). AGLA_BENCH_THREADS sets the
+// intra-op threads (default: all cores).
+#include <benchmark/benchmark.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <string>
+
+#include "agla/io/image.hpp"
+#include "agla/ipm.hpp"
+#include "agla/models/blip.hpp"
+#include "agla/runtime.hpp"
+
+#include <torch/utils.h>
+
+namespace {
+
+// Salesforce/blip-itm-large-coco's sizes.
+agla::blip::BlipConfig blip_large_config() {
+  agla::blip::BlipConfig config;
+  config.vision.hidden_size = 1024;
+  config.vision.intermediate_size = 4096;
+  config.vision.num_hidden_layers = 24;
+  config.vision.num_attention_heads = 16;
+  config.vision.image_size = 384;
+  config.vision.patch_size = 16;
+  config.text.hidden_size = 768;
+  config.text.encoder_hidden_size = 1024;
+  config.text.intermediate_size = 3072;
+  config.text.num_hidden_layers = 12;
+  config.text.num_attention_heads = 12;
+  config.image_text_hidden_size = 256;
+  return config;
+}
+
+const agla::blip::BlipItm& model() {
+  static const agla::blip::BlipItm instance = [] {
+    const char* threads = std::getenv("AGLA_BENCH_THREADS");
+    agla::configure_threads(threads != nullptr ? std::atoi(threads) : 0);
+    torch::manual_seed(0);
+    return agla::blip::BlipItm(agla::blip::BlipItmModel(blip_large_config()),
+                               agla::blip::WordPieceTokenizer::bert_base_uncased());
+  }();
+  return instance;
+}
+
+const at::Tensor& image() {
+  static const at::Tensor instance = [] {
+    at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(1);
+    return at::randint(0, 256, {480, 640, 3}, generator, at::kByte);
+  }();
+  return instance;
+}
+
+const std::string kPrompt = "Is there a dog in the image? Please answer this question with one word.";
+
+// Seconds of the one timed iteration of each benchmark, for the ratios.
+std::map<std::string, double>& seconds() {
+  static std::map<std::string, double> table;
+  return table;
+}
+
+double plain_itm(const agla::ipm::ImagePromptMatcher<agla::blip::BlipItm>& matcher) {
+  const at::Tensor pixels = matcher.pixel_values(matcher.resize_for_model(image()));
+  const at::Tensor embeds = model().encode_image(pixels);
+  const auto text = model().encode_text({kPrompt});
+  return model().itm_logits(embeds, text.itm_input_ids, text.attention_mask)[0][1].item<double>();
+}
+
+void BM_IpmPlainItm(benchmark::State& state) {
+  const agla::ipm::ImagePromptMatcher<agla::blip::BlipItm> matcher(model());
+  benchmark::DoNotOptimize(plain_itm(matcher));  // warm-up: first-touch allocations, thread pool
+  for (auto _ : state) {
+    const auto start = std::chrono::steady_clock::now();
+    benchmark::DoNotOptimize(plain_itm(matcher));
+    seconds()["plain"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  }
+}
+BENCHMARK(BM_IpmPlainItm)->Iterations(1)->Unit(benchmark::kMillisecond);
+
+void BM_IpmMatcher(benchmark::State& state) {
+  const agla::ipm::ImagePromptMatcher<agla::blip::BlipItm> matcher(model());
+  for (auto _ : state) {
+    const auto start = std::chrono::steady_clock::now();
+    const agla::ipm::Match match = matcher.match(image(), kPrompt);
+    seconds()["matcher"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    benchmark::DoNotOptimize(match.kept_fraction);
+    state.counters["encode_ms"] = match.timings.encode;
+    state.counters["itm_gradcam_ms"] = match.timings.itm_gradcam;
+    state.counters["itc_ms"] = match.timings.itc;
+    state.counters["postprocess_ms"] = match.timings.postprocess;
+  }
+}
+BENCHMARK(BM_IpmMatcher)->Iterations(1)->Unit(benchmark::kMillisecond);
+
+// LAVIS compute_gradcam + AGLA augmentation.py: gradients into every parameter.
+double reference_way(const agla::ipm::ImagePromptMatcher<agla::blip::BlipItm>& matcher) {
+  agla::blip::BlipItmModel module = model().module();
+  const at::Tensor resized = matcher.resize_for_model(image());
+  const at::Tensor pixels = matcher.pixel_values(resized);
+  const auto text = model().encode_text({kPrompt});
+  module->zero_grad();
+  torch::AutoGradMode grad(true);
+  const at::Tensor embeds = module->vision_model->forward(pixels);
+  agla::blip::TextRun run;
+  run.attention_mask = text.attention_mask;
+  run.encoder_hidden_states = embeds;
+  at::Tensor attention;
+  run.capture_layer = matcher.block();
+  run.captured = &attention;
+  const at::Tensor hidden = module->text_encoder->forward(text.itm_input_ids, run);
+  const at::Tensor logits = module->itm_head->forward(hidden.select(1, 0));
+  logits.select(1, 1).sum().backward();
+  const agla::ipm::GradCamMaps maps = agla::ipm::gradcam(attention.detach(), attention.grad(), text.attention_mask);
+  // match_head="itc" re-encodes the image (no gradient needed there).
+  const double itc = model()
+                         .itc_similarity(model().encode_image(pixels), text.input_ids, text.attention_mask)[0][0]
+                         .item<double>();
+  const at::Tensor relevance = agla::ipm::relevance_map(maps.average[0], resized.size(0), resized.size(1));
+  const agla::ipm::Threshold cut = agla::ipm::threshold_map(relevance, agla::ipm::reference_keep_ratio(itc));
+  return static_cast<double>(agla::ipm::apply_mask(resized, cut.mask).sum().item<int64_t>());
+}
+
+void BM_IpmReferenceWay(benchmark::State& state) {
+  const agla::ipm::ImagePromptMatcher<agla::blip::BlipItm> matcher(model());
+  agla::blip::BlipItmModel module = model().module();
+  for (auto& parameter : module->parameters()) parameter.requires_grad_(true);
+  for (auto _ : state) {
+    const auto start = std::chrono::steady_clock::now();
+    benchmark::DoNotOptimize(reference_way(matcher));
+    seconds()["reference"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  }
+  module->zero_grad();
+  for (auto& parameter : module->parameters()) parameter.requires_grad_(false);
+}
+BENCHMARK(BM_IpmReferenceWay)->Iterations(1)->Unit(benchmark::kMillisecond);
+
+void BM_IpmRatios(benchmark::State& state) {
+  for (auto _ : state) benchmark::DoNotOptimize(seconds().size());
+  const auto& t = seconds();
+  if (t.count("plain") == 0 || t.count("matcher") == 0 || t.count("reference") == 0) {
+    state.SkipWithError("run all BM_Ipm* benchmarks together (no --benchmark_filter) to get the ratios");
+    return;
+  }
+  state.counters["matcher_over_plain_itm"] = t.at("matcher") / t.at("plain");
+  state.counters["reference_over_plain_itm"] = t.at("reference") / t.at("plain");
+  state.counters["reference_over_matcher"] = t.at("reference") / t.at("matcher");
+  std::fprintf(stderr,
+               "ipm_bench: plain ITM %.0f ms, matcher %.0f ms (%.2fx, target <= 1.5), reference way %.0f ms "
+               "(%.2fx; %.2fx the matcher)\n",
+               1e3 * t.at("plain"), 1e3 * t.at("matcher"), t.at("matcher") / t.at("plain"), 1e3 * t.at("reference"),
+               t.at("reference") / t.at("plain"), t.at("reference") / t.at("matcher"));
+}
+BENCHMARK(BM_IpmRatios)->Iterations(1);
+
+}  // namespace
