@@ -36,7 +36,7 @@ void usage(std::ostream& out) {
          "  --seed N                scene seed (default 1)\n"
          "  --questions-per-split N questions in each POPE split and in the contrast split (default 1000, even)\n"
          "  --captions N            images in the caption split (default questions-per-split / 2)\n"
-         "  --size PX               image side in pixels (default 64; 16..512)\n"
+         "  --size PX               image side in pixels (default 64; 32..512)\n"
          "  --stats SCENES          print class frequencies and P(partner | class) of the biased, control and\n"
          "                          unbiased distributions over SCENES scenes\n"
          "  --threads N             intra-op threads (0 = all cores; default 1)\n";

@@ -61,8 +61,8 @@ struct ShapePair {
 
 /// Everything that defines the world: image size, object counts and sizes, clutter, noise, bias.
 struct WorldOptions {
-  int height = 64;                    ///< image height in pixels (16..512)
-  int width = 64;                     ///< image width in pixels (16..512)
+  int height = 64;                    ///< image height in pixels (32..512)
+  int width = 64;                     ///< image width in pixels (32..512)
   int min_objects = 1;                ///< objects per scene, at least
   int max_objects = 4;                ///< objects per scene, at most (<= number of classes)
   int min_radius = 0;                 ///< object radius in pixels; 0: 7/64 of the shorter side
@@ -159,8 +159,8 @@ inline std::array<int, 2> radius_range(const WorldOptions& options) {
 /// Throws `InvalidArgument` naming the field when `options` is not a usable world.
 inline void validate(const WorldOptions& options) {
   const char* fn = "agla::shapesworld::validate: ";
-  check<InvalidArgument>(options.height >= 16 && options.height <= 512 && options.width >= 16 && options.width <= 512,
-                         fn, "image size must be within 16..512 pixels; got ", options.height, "x", options.width);
+  check<InvalidArgument>(options.height >= 32 && options.height <= 512 && options.width >= 32 && options.width <= 512,
+                         fn, "image size must be within 32..512 pixels; got ", options.height, "x", options.width);
   check<InvalidArgument>(options.min_objects >= 1 && options.min_objects <= options.max_objects &&
                              options.max_objects <= kNumShapes,
                          fn, "need 1 <= min_objects <= max_objects <= ", kNumShapes, "; got ", options.min_objects,
