@@ -401,3 +401,38 @@ TEST(BlipLoadTest, AcceptsShardsLegacyBuffersAndTiedLmHead) {
   }
   fs::remove_all(dir);
 }
+
+TEST(BlipItmTest, RunsInBFloat16) {
+  const auto model = agla::blip::BlipItm::load(kBlip + "/itm", at::kCPU, at::kBFloat16);
+  const at::Tensor image = model.encode_image(pixels(0));
+  EXPECT_EQ(image.scalar_type(), at::kBFloat16);
+  const at::Tensor ids = fx("itm_batch.input_ids"), mask = fx("itm_batch.attention_mask");
+  const auto score = model.score_itm(image, ids, mask, 2);
+  EXPECT_EQ(score.attention.scalar_type(), at::kBFloat16);
+  const at::Tensor grad = torch::autograd::grad({score.logits.select(1, 1).sum()}, {score.attention})[0];
+  EXPECT_EQ(grad.sizes(), score.attention.sizes());
+  // bfloat16 keeps 8 significant bits: agreement to a few percent of the logits' scale.
+  const double scale = fx("itm_batch.logits").abs().max().item<double>();
+  EXPECT_LT(max_abs_diff(score.logits, fx("itm_batch.logits")), 0.05 * scale + 0.05);
+}
+
+TEST(BlipCudaTest, HalfPrecisionOnCudaAgreesWithTheFloatReference) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  for (const at::ScalarType dtype : {at::kHalf, at::kBFloat16}) {
+    const auto model = agla::blip::BlipItm::load(kBlip + "/itm", at::kCUDA, dtype);
+    const at::Tensor image = model.encode_image(pixels(0));
+    EXPECT_TRUE(image.is_cuda());
+    const at::Tensor ids = fx("itm_batch.input_ids"), mask = fx("itm_batch.attention_mask");
+    const auto score = model.score_itm(image, ids, mask, 2);
+    const at::Tensor grad = torch::autograd::grad({score.logits.select(1, 1).sum()}, {score.attention})[0];
+    EXPECT_TRUE(grad.is_cuda());
+    const double scale = fx("itm_batch.logits").abs().max().item<double>();
+    EXPECT_LT(max_abs_diff(score.logits.cpu(), fx("itm_batch.logits")), 0.05 * scale + 0.05) << dtype;
+    auto captioner = agla::blip::BlipCaptioner::load(kBlip + "/caption", at::kCUDA, dtype);
+    captioner.begin(pixels(0), pixels(1));
+    const at::Tensor both = captioner(fx("caption.i0.prompt.input_ids"), agla::BothViews{});
+    EXPECT_EQ(both.scalar_type(), at::kFloat);
+    const double lscale = fx("caption.i0.prompt.step_logits").abs().max().item<double>();
+    EXPECT_LT(max_abs_diff(both[0].cpu(), fx("caption.i0.prompt.step_logits")[0]), 0.05 * lscale + 0.05) << dtype;
+  }
+}

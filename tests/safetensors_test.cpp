@@ -1,9 +1,12 @@
 // safetensors: reading the BLIP fixture files, writing and reading back, and a matrix of broken files
-// that must each be refused with an agla::FormatError naming the file and the tensor.
+// that must each be refused with an agla::FormatError naming the file and the tensor. Model
+// directories: every checkpoint layout load_checkpoint accepts, and inconsistent shard indexes.
+#include "agla/io/checkpoint.hpp"
 #include "agla/io/safetensors.hpp"
 
 #include <cstdint>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <string>
 #include <vector>
@@ -222,4 +225,85 @@ TEST(SafetensorsTest, WriteRefusesUnsupportedInput) {
                agla::InvalidArgument);
   EXPECT_THROW(agla::io::write_safetensors(temp_path("m.safetensors"), {{"__metadata__", at::zeros({2})}}),
                agla::InvalidArgument);
+}
+
+namespace {
+
+std::string make_dir(const std::string& name) {
+  const std::string dir = ::testing::TempDir() + "/agla_ckpt_" + name;
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  return dir;
+}
+
+void copy_to(const std::string& from, const std::string& to) {
+  std::filesystem::copy_file(from, to, std::filesystem::copy_options::overwrite_existing);
+}
+
+void expect_same(const agla::io::StateDict& a, const agla::io::StateDict& b) {
+  ASSERT_EQ(a.size(), b.size());
+  for (const auto& [name, tensor] : a) {
+    ASSERT_EQ(b.count(name), 1u) << name;
+    EXPECT_TRUE(at::equal(tensor, b.at(name))) << name;
+  }
+}
+
+}  // namespace
+
+TEST(CheckpointTest, LoadsEveryLayoutOfAModelDirectory) {
+  const std::string pt = kData + "/pytorch_checkpoint";
+  // pytorch_model.bin
+  const std::string bin_dir = make_dir("bin");
+  copy_to(pt + "/basic.pt", bin_dir + "/pytorch_model.bin");
+  expect_same(agla::io::load_checkpoint(bin_dir), agla::io::read_pytorch_checkpoint(pt + "/basic.pt"));
+  // pytorch_model.bin.index.json with its shards
+  const std::string shard_dir = make_dir("bin_shards");
+  copy_to(pt + "/shard.bin.index.json", shard_dir + "/pytorch_model.bin.index.json");
+  copy_to(pt + "/shard-00001-of-00002.bin", shard_dir + "/shard-00001-of-00002.bin");
+  copy_to(pt + "/shard-00002-of-00002.bin", shard_dir + "/shard-00002-of-00002.bin");
+  const agla::io::StateDict sharded = agla::io::load_checkpoint(shard_dir);
+  EXPECT_EQ(sharded.size(), 3u);
+  // model.safetensors wins over pytorch_model.bin, as in transformers.
+  agla::io::write_safetensors(bin_dir + "/model.safetensors", sharded);
+  expect_same(agla::io::load_checkpoint(bin_dir), sharded);
+  // Sharded safetensors.
+  const std::string st_dir = make_dir("st_shards");
+  agla::io::write_safetensors(st_dir + "/part1.safetensors", {{"a", sharded.at("a")}, {"b", sharded.at("b")}});
+  agla::io::write_safetensors(st_dir + "/part2.safetensors", {{"c", sharded.at("c")}});
+  const std::string index = st_dir + "/model.safetensors.index.json";
+  std::ofstream(index) << R"({"metadata": {}, "weight_map": {"a": "part1.safetensors", "b": "part1.safetensors", "c": "part2.safetensors"}})";
+  expect_same(agla::io::load_checkpoint(st_dir), sharded);
+  for (const std::string& dir : {bin_dir, shard_dir, st_dir}) std::filesystem::remove_all(dir);
+}
+
+TEST(CheckpointTest, RefusesInconsistentShardIndexes) {
+  const std::string dir = make_dir("bad_index");
+  agla::io::write_safetensors(dir + "/part1.safetensors", {{"a", at::ones({2})}, {"b", at::ones({3})}});
+  const std::string index = dir + "/model.safetensors.index.json";
+  auto message = [&](const std::string& json) {
+    std::ofstream(index, std::ios::trunc) << json;
+    try {
+      agla::io::load_checkpoint(dir);
+    } catch (const agla::FormatError& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  EXPECT_NE(message(R"({"weight_map": {"a": "part1.safetensors"}})").find("'b' is not listed"), std::string::npos);
+  EXPECT_NE(message(R"({"weight_map": {"a": "part1.safetensors", "b": "part1.safetensors", "z": "part1.safetensors"}})")
+                .find("'z'"),
+            std::string::npos);
+  EXPECT_NE(message(R"({"weight_map": {"a": "../part1.safetensors"}})").find("invalid shard name"), std::string::npos);
+  EXPECT_NE(message(R"({"weight_map": {"a": "part9.safetensors"}})").find("part9.safetensors"), std::string::npos);
+  EXPECT_NE(message(R"({"weight": {}})").find("weight_map"), std::string::npos);
+  EXPECT_NE(message("{not json").find("not valid JSON"), std::string::npos);
+  std::filesystem::remove(index);
+  std::filesystem::remove(dir + "/part1.safetensors");
+  try {
+    agla::io::load_checkpoint(dir);
+    ADD_FAILURE() << "no FormatError for an empty directory";
+  } catch (const agla::FormatError& e) {
+    EXPECT_NE(std::string(e.what()).find("holds no"), std::string::npos) << e.what();
+  }
+  std::filesystem::remove_all(dir);
 }

@@ -1,8 +1,9 @@
 #pragma once
 /// \file
 /// Loading the weights of a Hugging Face model directory, whatever layout it ships:
-/// `model.safetensors`, sharded `model.safetensors.index.json`, or (when the PyTorch-zip reader is
-/// available) `pytorch_model.bin` / `pytorch_model.bin.index.json`. Mirrors the file lookup order of
+/// `model.safetensors`, sharded `model.safetensors.index.json`, `pytorch_model.bin` or sharded
+/// `pytorch_model.bin.index.json` (the last two through the weights-only unpickler of
+/// `pytorch_checkpoint.hpp`). Mirrors the file lookup order of
 /// `transformers.modeling_utils.PreTrainedModel.from_pretrained` (safetensors first).
 
 #include <ATen/ATen.h>
@@ -18,15 +19,9 @@
 
 #include "agla/error.hpp"
 #include "agla/io/hf_config.hpp"
+#include "agla/io/pytorch_checkpoint.hpp"
 #include "agla/io/safetensors.hpp"
 #include "agla/io/state_dict.hpp"
-
-#if __has_include("agla/io/pytorch_checkpoint.hpp")
-#include "agla/io/pytorch_checkpoint.hpp"
-#define AGLA_HAVE_PYTORCH_CHECKPOINT 1
-#else
-#define AGLA_HAVE_PYTORCH_CHECKPOINT 0
-#endif
 
 namespace agla::io {
 
@@ -89,17 +84,12 @@ inline StateDict load_checkpoint(const std::string& model_dir) {
     return detail::read_sharded(dir + "model.safetensors.index.json",
                                 [](const std::string& path) { return read_safetensors(path); });
   }
-#if AGLA_HAVE_PYTORCH_CHECKPOINT
   if (detail::file_exists(dir + "pytorch_model.bin")) return read_pytorch_checkpoint(dir + "pytorch_model.bin");
   if (detail::file_exists(dir + "pytorch_model.bin.index.json")) {
-    return detail::read_sharded(dir + "pytorch_model.bin.index.json",
-                                [](const std::string& path) { return read_pytorch_checkpoint(path); });
+    return read_pytorch_checkpoint_index(dir + "pytorch_model.bin.index.json");
   }
   const char* looked_for = "model.safetensors, model.safetensors.index.json, pytorch_model.bin or "
                            "pytorch_model.bin.index.json";
-#else
-  const char* looked_for = "model.safetensors or model.safetensors.index.json";
-#endif
   throw FormatError(agla::detail::concat("agla::io::load_checkpoint: '", model_dir, "' holds no ", looked_for));
 }
 
