@@ -6,7 +6,8 @@
 //   BM_IpmReferenceWay   the reference's way (LAVIS compute_gradcam + AGLA augmentation.py): forward
 //                        with gradients on, backward() into every parameter, then a separate ITC
 //                        forward that encodes the image again, then the same mask;
-//   BM_IpmRatios         prints matcher / plain (target <= 1.5) and reference / plain.
+//   BM_IpmRatios         prints matcher / plain (target <= 1.5) and reference / plain;
+//   BM_IpmPostprocess    the mask step alone (24x24 map -> 384x384 mask and augmented image).
 // One iteration each (a forward takes seconds on a small CPU). AGLA_BENCH_THREADS sets the
 // intra-op threads (default: all cores).
 #include <benchmark/benchmark.h>
@@ -44,10 +45,17 @@ agla::blip::BlipConfig blip_large_config() {
   return config;
 }
 
+void configure_threads_once() {
+  static const int threads = [] {
+    const char* value = std::getenv("AGLA_BENCH_THREADS");
+    return agla::configure_threads(value != nullptr ? std::atoi(value) : 0);
+  }();
+  benchmark::DoNotOptimize(threads);
+}
+
 const agla::blip::BlipItm& model() {
   static const agla::blip::BlipItm instance = [] {
-    const char* threads = std::getenv("AGLA_BENCH_THREADS");
-    agla::configure_threads(threads != nullptr ? std::atoi(threads) : 0);
+    configure_threads_once();
     torch::manual_seed(0);
     return agla::blip::BlipItm(agla::blip::BlipItmModel(blip_large_config()),
                                agla::blip::WordPieceTokenizer::bert_base_uncased());
@@ -163,5 +171,18 @@ void BM_IpmRatios(benchmark::State& state) {
                t.at("reference") / t.at("plain"), t.at("reference") / t.at("matcher"));
 }
 BENCHMARK(BM_IpmRatios)->Iterations(1);
+
+void BM_IpmPostprocess(benchmark::State& state) {
+  configure_threads_once();
+  at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(2);
+  const at::Tensor grid = at::rand({24, 24}, generator);
+  const at::Tensor resized = at::randint(0, 256, {384, 384, 3}, generator, at::kByte);
+  for (auto _ : state) {
+    const at::Tensor relevance = agla::ipm::relevance_map(grid, 384, 384);
+    const agla::ipm::Threshold cut = agla::ipm::threshold_map(relevance, agla::ipm::reference_keep_ratio(0.3));
+    benchmark::DoNotOptimize(agla::ipm::apply_mask(resized, cut.mask).data_ptr());
+  }
+}
+BENCHMARK(BM_IpmPostprocess)->Unit(benchmark::kMillisecond);
 
 }  // namespace
