@@ -175,7 +175,7 @@ TEST(PopeFileTest, MatchesAnswersByIdInAnyOrder) {
   write_text(dir + "/answers.jsonl",
              "{\"question_id\": \"q3\", \"text\": \"Yes\"}\n"
              "{\"question_id\": \"1\", \"prompt\": \"p\", \"text\": \"Yes, there is.\", \"model_id\": \"m\"}\n"
-             "{\"question_id\": 2, \"text\": \"No.\"}\n");
+             "{\"question_id\": 2, \"answer\": \"No.\"}\n");  // POPE's own answer files say "answer"
   const ev::PopeReport report = ev::evaluate_pope_files(dir + "/gt.jsonl", dir + "/answers.jsonl", ev::AnswerParser::Pope);
   EXPECT_EQ(report.overall.counts.tp, 1);
   EXPECT_EQ(report.overall.counts.tn, 1);

@@ -182,8 +182,9 @@ struct ModelAnswer {
   std::size_t line = 0;
 };
 
-/// Reads an answers jsonl file (fields question_id and text). Throws `FormatError` naming file
-/// and line on bad lines or repeated ids.
+/// Reads an answers jsonl file (fields question_id and text; POPE's own answer files, which name
+/// the text `answer`, are read too). Throws `FormatError` naming file and line on bad lines or
+/// repeated ids.
 inline std::vector<ModelAnswer> read_model_answers(const std::string& path) {
   const std::string who = "agla::eval::read_model_answers";
   std::vector<ModelAnswer> answers;
@@ -192,7 +193,8 @@ inline std::vector<ModelAnswer> read_model_answers(const std::string& path) {
     ModelAnswer a;
     a.line = line.line;
     a.id = id_field(line, path, who);
-    a.text = string_field(line, "text", path, who);
+    const bool pope_style = !line.value.contains("text") && line.value.contains("answer");
+    a.text = string_field(line, pope_style ? "answer" : "text", path, who);
     const auto [previous, fresh] = seen.emplace(a.id, line.line);
     check<FormatError>(fresh, who, ": ", path, ":", line.line, ": question_id ", a.id, " repeats line ",
                        previous->second);

@@ -97,36 +97,37 @@ struct SceneObject {
 
 /// A clutter element drawn under the objects (never labelled).
 struct Clutter {
+  /// A one-pixel line or a filled disc (dot or blob).
   enum Kind { Line, Disc } kind = Line;
   int x0 = 0, y0 = 0, x1 = 0, y1 = 0;   ///< line end points, or the disc centre in (x0, y0)
   int radius = 0;                       ///< disc radius
-  std::array<std::uint8_t, 3> rgb{};
+  std::array<std::uint8_t, 3> rgb{};    ///< colour (a tinted grey)
 };
 
 /// A linear colour gradient from `from` to `to` along `direction` (0 left-right, 1 top-bottom,
 /// 2 diagonal, 3 anti-diagonal).
 struct Background {
-  std::array<std::uint8_t, 3> from{}, to{};
-  int direction = 0;
+  std::array<std::uint8_t, 3> from{}, to{};  ///< colours at the start and end of the gradient
+  int direction = 0;                         ///< 0 left-right, 1 top-bottom, 2 diagonal, 3 anti-diagonal
 };
 
 /// Everything random about a scene; `render` turns it into pixels deterministically.
 struct Layout {
-  int height = 0, width = 0;
+  int height = 0, width = 0;            ///< image size in pixels
   std::vector<SceneObject> objects;     ///< left to right (by centre column, then row)
-  Background background;
-  std::vector<Clutter> clutter;
-  std::uint64_t noise_seed = 0;
-  int noise_half_width = 0;
+  Background background;                ///< the gradient under everything
+  std::vector<Clutter> clutter;         ///< drawn over the background, under the objects
+  std::uint64_t noise_seed = 0;         ///< seeds the per-pixel noise (kept by `without_object`)
+  int noise_half_width = 0;             ///< see `WorldOptions::noise_half_width`
 };
 
 /// A rendered scene: RGB uint8 `[H, W, 3]` (row-major, channels last) and the object label map
 /// `[H, W]` (int8: object index, or -1 for background and clutter).
 struct Scene {
-  int height = 0, width = 0;
-  std::vector<std::uint8_t> rgb;
-  std::vector<std::int8_t> labels;
-  std::vector<SceneObject> objects;
+  int height = 0, width = 0;            ///< image size in pixels
+  std::vector<std::uint8_t> rgb;        ///< `[H, W, 3]` uint8, row-major
+  std::vector<std::int8_t> labels;      ///< `[H, W]` object index or -1
+  std::vector<SceneObject> objects;     ///< with `box` and `area` filled in
 
   /// True when an object of class `shape` is in the scene.
   bool has(int shape) const {
