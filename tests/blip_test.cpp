@@ -2,6 +2,7 @@
 // tolerances in tests/data/blip/README.md): vision tower, ITM logits, cross-attention probabilities and
 // their gradients, GradCAM maps built from them, ITC similarity, caption logits and greedy tokens with and
 // without the KV cache, the batched two-view form, configuration parsing and strict weight loading.
+#include "agla/decode.hpp"
 #include "agla/io/checkpoint.hpp"
 #include "agla/io/safetensors.hpp"
 #include "agla/models/blip.hpp"
@@ -310,6 +311,37 @@ TEST(BlipCaptionTest, BatchedViewsMatchSingleStreamsAndMixWithPlainCalls) {
   model.begin(original);
   EXPECT_THROW(model(prompt, agla::View::Augmented), agla::InvalidArgument);
   EXPECT_THROW(model(prompt.narrow(0, 0, 1), agla::View::Original), agla::ShapeError);
+}
+
+TEST(BlipCaptionTest, DrivesAglaGenerateThroughBothForms) {
+  auto& model = caption_model();
+  const at::Tensor expected = at::stack({fx("caption.i0.prompt.greedy_ids"), fx("caption.i1.prompt.greedy_ids")});
+  agla::GenerateOptions limits;
+  limits.max_new_tokens = 8;
+  limits.eos_token_ids = {model.stop_id()};
+  limits.pad_token_id = model.pad_id();
+  // Regular greedy decoding: only the original view (plain form).
+  agla::DecodeOptions plain;
+  plain.method = agla::FusionMethod::Plain;
+  plain.greedy = true;
+  model.begin(fx("inputs.pixel_values"));
+  const auto regular = agla::generate(model, model.prompt_ids("a picture of", 2), plain, limits);
+  EXPECT_TRUE(at::equal(regular.tokens, expected)) << regular.tokens;
+  // AGLA greedy with the augmented view equal to the original (batched form every step): the fused
+  // scores are 3 * l under the cutoff, so the argmax is the plain one.
+  agla::DecodeOptions assembly;
+  assembly.greedy = true;
+  model.begin(fx("inputs.pixel_values"), fx("inputs.pixel_values"));
+  const auto fused = agla::generate(model, model.prompt_ids("a picture of", 2), assembly, limits);
+  EXPECT_TRUE(at::equal(fused.tokens, expected)) << fused.tokens;
+  EXPECT_EQ(model.cache_length(agla::View::Augmented), 4 + 7);
+  // The released code's schedule: the augmented view on the first token only, then plain calls.
+  assembly.local_view_tokens = 1;
+  model.begin(fx("inputs.pixel_values"), fx("inputs.pixel_values"));
+  const auto released = agla::generate(model, model.prompt_ids("a picture of", 2), assembly, limits);
+  EXPECT_TRUE(at::equal(released.tokens, expected)) << released.tokens;
+  EXPECT_EQ(model.cache_length(agla::View::Original), 4 + 7);
+  EXPECT_EQ(model.cache_length(agla::View::Augmented), 4);
 }
 
 TEST(BlipConfigTest, AppliesHuggingFaceDefaultsAndValidates) {

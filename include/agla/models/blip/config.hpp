@@ -15,38 +15,38 @@ namespace agla::blip {
 
 /// `BlipTextConfig`: the BERT text encoder/decoder (defaults = upstream `BlipTextConfig.__init__`).
 struct BlipTextConfig {
-  int64_t vocab_size = 30524;
-  int64_t hidden_size = 768;
-  int64_t encoder_hidden_size = 768;  ///< width of the image tokens cross-attended to
-  int64_t intermediate_size = 3072;
-  int64_t num_hidden_layers = 12;
-  int64_t num_attention_heads = 8;
-  int64_t max_position_embeddings = 512;
-  double layer_norm_eps = 1e-12;
-  std::string hidden_act = "gelu";
-  int64_t bos_token_id = 30522;  ///< `[DEC]`: first token of captioning input
-  int64_t eos_token_id = 2;      ///< upstream default; not the stop token (see `sep_token_id`)
-  int64_t pad_token_id = 0;
-  int64_t sep_token_id = 102;    ///< `[SEP]`: Hugging Face's BLIP generation stops on it
+  int64_t vocab_size = 30524;             ///< ids, bert-base-uncased + `[DEC]` + `[ENC]`
+  int64_t hidden_size = 768;              ///< width D of the text tokens
+  int64_t encoder_hidden_size = 768;      ///< width of the image tokens cross-attended to
+  int64_t intermediate_size = 3072;       ///< feed-forward width
+  int64_t num_hidden_layers = 12;         ///< text layers (each with self- and cross-attention)
+  int64_t num_attention_heads = 8;        ///< heads of self- and cross-attention
+  int64_t max_position_embeddings = 512;  ///< longest text (positions are learned)
+  double layer_norm_eps = 1e-12;          ///< every text LayerNorm
+  std::string hidden_act = "gelu";        ///< only the exact erf "gelu" is supported
+  int64_t bos_token_id = 30522;           ///< `[DEC]`: first token of captioning input
+  int64_t eos_token_id = 2;               ///< upstream default; not the stop token (see `sep_token_id`)
+  int64_t pad_token_id = 0;               ///< `[PAD]`
+  int64_t sep_token_id = 102;             ///< `[SEP]`: Hugging Face's BLIP generation stops on it
 };
 
 /// `BlipVisionConfig`: the ViT (defaults = upstream `BlipVisionConfig.__init__`).
 struct BlipVisionConfig {
-  int64_t hidden_size = 768;
-  int64_t intermediate_size = 3072;
-  int64_t num_hidden_layers = 12;
-  int64_t num_attention_heads = 12;
-  int64_t num_channels = 3;
-  int64_t image_size = 384;
-  int64_t patch_size = 16;
-  double layer_norm_eps = 1e-5;
-  std::string hidden_act = "gelu";
+  int64_t hidden_size = 768;         ///< width of the image tokens
+  int64_t intermediate_size = 3072;  ///< MLP width
+  int64_t num_hidden_layers = 12;    ///< ViT blocks
+  int64_t num_attention_heads = 12;  ///< self-attention heads
+  int64_t num_channels = 3;          ///< input channels (RGB)
+  int64_t image_size = 384;          ///< input side S
+  int64_t patch_size = 16;           ///< patch side; grid g = S / patch_size
+  double layer_norm_eps = 1e-5;      ///< every vision LayerNorm (HF value; LAVIS used 1e-6)
+  std::string hidden_act = "gelu";   ///< only the exact erf "gelu" is supported
 };
 
 /// `BlipConfig`: both towers plus the ITC projection width.
 struct BlipConfig {
-  BlipTextConfig text;
-  BlipVisionConfig vision;
+  BlipTextConfig text;                   ///< `text_config`
+  BlipVisionConfig vision;               ///< `vision_config`
   int64_t image_text_hidden_size = 256;  ///< output width of `vision_proj` / `text_proj`
   int64_t projection_dim = 512;          ///< used by `BlipModel`, not by ITM/captioning
 
