@@ -6,6 +6,7 @@
 /// (AGLA `eval/sample.py`, a patched Hugging Face `sample()`).
 
 #include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
 
 #include <cmath>
 #include <cstdint>
@@ -13,6 +14,7 @@
 #include <tuple>
 #include <utility>
 
+#include "agla/decode/mt19937.hpp"
 #include "agla/decode/options.hpp"
 #include "agla/error.hpp"
 
@@ -21,6 +23,54 @@ namespace agla {
 namespace detail {
 
 inline constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
+/// `argmax(probs / q)` per row with `q` the Exp(1) variates ATen's CPU `exponential_` (no MKL)
+/// draws from `generator` for a tensor shaped like `probs` -- the exact draw of
+/// `torch.multinomial(probs, 1)` -- but computing `q` only where `probs != 0` and skipping the
+/// generator over the rest (a zero probability cannot win). `probs`: `[B, V]` float32 CPU.
+inline at::Tensor cpu_exponential_race(const at::Tensor& probs, const at::Generator& generator) {
+  const at::Tensor dense = probs.contiguous();
+  const std::int64_t rows = dense.size(0);
+  const std::int64_t vocab = dense.size(1);
+  at::Tensor tokens = at::empty({rows}, dense.options().dtype(at::kLong));
+  std::int64_t* out = tokens.data_ptr<std::int64_t>();
+  auto* impl = at::check_generator<at::CPUGeneratorImpl>(generator);
+  std::lock_guard<std::mutex> lock(impl->mutex_);
+  at::mt19937 engine = impl->engine();
+  at::mt19937_data_pod pod = engine.data();
+  raw::Mt19937 mt;
+  // at::mt19937 counts `left_` down to a twist at 1; `next_` indexes the state.
+  mt.set_state(pod.state_.data(), pod.left_ <= 1 ? 624u : pod.next_);
+  for (std::int64_t b = 0; b < rows; ++b) {
+    const float* p = dense.data_ptr<float>() + b * vocab;
+    std::int64_t consumed = 0;
+    std::int64_t best = 0;
+    float best_ratio = 0.0f;
+    bool nan_won = false;  // torch's argmax ranks NaN above everything, first NaN wins
+    for (std::int64_t v = 0; v < vocab; ++v) {
+      if (p[v] == 0.0f) continue;
+      mt.discard(static_cast<std::uint64_t>(2 * (v - consumed)));
+      const float ratio = p[v] / raw::torch_exponential(mt);
+      consumed = v + 1;
+      if (nan_won) continue;
+      if (std::isnan(ratio)) {
+        best = v;
+        nan_won = true;
+      } else if (ratio > best_ratio) {
+        best = v;
+        best_ratio = ratio;
+      }
+    }
+    mt.discard(static_cast<std::uint64_t>(2 * (vocab - consumed)));
+    out[b] = best;
+  }
+  std::copy(mt.words(), mt.words() + 624, pod.state_.begin());
+  pod.next_ = mt.position();
+  pod.left_ = static_cast<int>(625 - mt.position());
+  engine.set_data(pod);
+  impl->set_engine(engine);
+  return tokens;
+}
 
 }  // namespace detail
 
@@ -150,9 +200,12 @@ struct HfWarpers {
 };
 
 /// Multinomial sampling from `softmax(scores)` with the caller's generator, by the algorithm of
-/// `torch.multinomial(probs, 1)` (ATen `multinomial_out`, the exponential race
+/// `torch.multinomial(probs, 1)` (ATen `multinomial_out`: the exponential race
 /// `argmax(probs / q)`, `q ~ Exp(1)`), without its validity checks that read values on the host.
-/// With a CPU libtorch built without MKL the draws equal `torch.multinomial` for the same seed.
+/// On the CPU the variates are drawn as ATen's non-MKL `exponential_` draws them (decode fixture
+/// README, "Draws"), only for tokens with nonzero probability, so the draws equal
+/// `torch.multinomial` of a libtorch built without MKL for the same seed, on every build. On other
+/// devices the device's own `exponential_` is used.
 struct MultinomialSampler {
   /// `[B, V]` float32 final scores, generator on their device -> `[B]` int64 tokens, same device.
   at::Tensor operator()(const at::Tensor& scores, const at::Generator& generator) const {
@@ -160,6 +213,9 @@ struct MultinomialSampler {
                            "agla::MultinomialSampler: sampling needs a generator; got an undefined "
                            "at::Generator (pass e.g. at::make_generator<at::CPUGeneratorImpl>(seed))");
     const at::Tensor probs = scores.softmax(-1);
+    if (probs.is_cpu() && probs.scalar_type() == at::kFloat && probs.dim() == 2 &&
+        generator.device().is_cpu())
+      return detail::cpu_exponential_race(probs, generator);
     at::Tensor race = at::empty_like(probs).exponential_(1.0, generator);
     at::div_out(race, probs, race);
     return race.argmax(-1);

@@ -20,71 +20,83 @@
 #include <vector>
 
 #include "agla/decode/fusion.hpp"
+#include "agla/decode/mt19937.hpp"
 #include "agla/decode/options.hpp"
 #include "agla/error.hpp"
 
 namespace agla::raw {
 
-/// The 32-bit Mersenne Twister MT19937, output-identical to `std::mt19937(seed)` and to PyTorch's
-/// CPU generator engine (`at::mt19937`, seeded by `init_genrand`), with a `discard` that skips
-/// outputs without tempering them.
-class Mt19937 {
- public:
-  /// Seeds like `std::mt19937(seed)` / `at::CPUGeneratorImpl(seed)` (the low 32 bits count).
-  explicit Mt19937(std::uint64_t seed = 5489u) { reseed(seed); }
+namespace detail {
 
-  /// Restarts the sequence from `seed`.
-  void reseed(std::uint64_t seed) {
-    state_[0] = static_cast<std::uint32_t>(seed);
-    for (std::uint32_t i = 1; i < kN; ++i)
-      state_[i] = 1812433253u * (state_[i - 1] ^ (state_[i - 1] >> 30)) + i;
-    index_ = kN;
-  }
-
-  /// The next 32-bit output.
-  std::uint32_t operator()() {
-    if (index_ == kN) twist();
-    std::uint32_t y = state_[index_++];
-    y ^= y >> 11;
-    y ^= (y << 7) & 0x9d2c5680u;
-    y ^= (y << 15) & 0xefc60000u;
-    y ^= y >> 18;
-    return y;
-  }
-
-  /// Skips `count` outputs.
-  void discard(std::uint64_t count) {
-    while (count > 0) {
-      if (index_ == kN) twist();
-      const std::uint64_t take = std::min<std::uint64_t>(count, kN - index_);
-      index_ += static_cast<std::uint32_t>(take);
-      count -= take;
+/// One pass over a row: the maximum of each `kBlock`-token block of `a` into `block_max`, and, per
+/// `kMode`, running sums of `a` (mode >= 1) and `b` (mode 2). A sum is NaN or +inf only if its row
+/// holds a NaN or +inf (or both infinities), so it is a one-pass sentinel that tolerates -inf.
+/// Uses Eigen's packet primitives with several accumulators to stay at memory speed.
+template <int kMode, std::int64_t kBlock>
+float scan_row(const float* a, const float* b, std::int64_t count, float* block_max, float& sum_a,
+               float& sum_b) {
+  namespace ei = Eigen::internal;
+  using Packet = typename ei::packet_traits<float>::type;
+  constexpr std::int64_t kLanes = ei::packet_traits<float>::size;
+  constexpr std::int64_t kStep = 4 * kLanes;
+  static_assert(kBlock % kStep == 0, "block must hold whole unrolled steps");
+  constexpr float neg_inf = -std::numeric_limits<float>::infinity();
+  const Packet zero = ei::pset1<Packet>(0.0f);
+  Packet sa0 = zero, sa1 = zero, sb0 = zero, sb1 = zero;
+  float row_max = neg_inf;
+  float tail_a = 0.0f;
+  float tail_b = 0.0f;
+  for (std::int64_t begin = 0; begin < count; begin += kBlock) {
+    const std::int64_t end = std::min(count, begin + kBlock);
+    Packet m0 = ei::pset1<Packet>(neg_inf), m1 = m0, m2 = m0, m3 = m0;
+    std::int64_t i = begin;
+    for (; i + kStep <= end; i += kStep) {
+      const Packet x0 = ei::ploadu<Packet>(a + i);
+      const Packet x1 = ei::ploadu<Packet>(a + i + kLanes);
+      const Packet x2 = ei::ploadu<Packet>(a + i + 2 * kLanes);
+      const Packet x3 = ei::ploadu<Packet>(a + i + 3 * kLanes);
+      m0 = ei::pmax(m0, x0);
+      m1 = ei::pmax(m1, x1);
+      m2 = ei::pmax(m2, x2);
+      m3 = ei::pmax(m3, x3);
+      if constexpr (kMode >= 1) {
+        sa0 = ei::padd(sa0, ei::padd(x0, x1));
+        sa1 = ei::padd(sa1, ei::padd(x2, x3));
+      }
+      if constexpr (kMode >= 2) {
+        const Packet y0 = ei::ploadu<Packet>(b + i);
+        const Packet y1 = ei::ploadu<Packet>(b + i + kLanes);
+        const Packet y2 = ei::ploadu<Packet>(b + i + 2 * kLanes);
+        const Packet y3 = ei::ploadu<Packet>(b + i + 3 * kLanes);
+        sb0 = ei::padd(sb0, ei::padd(y0, y1));
+        sb1 = ei::padd(sb1, ei::padd(y2, y3));
+      }
     }
+    float m = ei::predux_max(ei::pmax(ei::pmax(m0, m1), ei::pmax(m2, m3)));
+    for (; i < end; ++i) {
+      m = a[i] > m ? a[i] : m;
+      if constexpr (kMode >= 1) tail_a += a[i];
+      if constexpr (kMode >= 2) tail_b += b[i];
+    }
+    block_max[begin / kBlock] = m;
+    row_max = m > row_max ? m : row_max;
   }
+  if constexpr (kMode >= 1) sum_a = ei::predux(ei::padd(sa0, sa1)) + tail_a;
+  if constexpr (kMode >= 2) sum_b = ei::predux(ei::padd(sb0, sb1)) + tail_b;
+  return row_max;
+}
 
-  /// Smallest and largest output, for use as a UniformRandomBitGenerator.
-  static constexpr std::uint32_t min() { return 0; }
-  static constexpr std::uint32_t max() { return 0xffffffffu; }
+/// True unless `sum` flags a NaN or +inf (see `scan_row`).
+inline bool clean_sum(float sum) { return !(std::isnan(sum) || sum == std::numeric_limits<float>::infinity()); }
 
- private:
-  static constexpr std::uint32_t kN = 624;
-  static constexpr std::uint32_t kM = 397;
+/// First position of a NaN or +inf in `row`, or `count` when there is none.
+inline std::int64_t find_non_finite(const float* row, std::int64_t count) {
+  std::int64_t v = 0;
+  while (v < count && !(std::isnan(row[v]) || row[v] == std::numeric_limits<float>::infinity())) ++v;
+  return v;
+}
 
-  void twist() {
-    auto mix = [](std::uint32_t upper, std::uint32_t lower, std::uint32_t shifted) {
-      const std::uint32_t y = (upper & 0x80000000u) | (lower & 0x7fffffffu);
-      return shifted ^ (y >> 1) ^ ((y & 1u) ? 0x9908b0dfu : 0u);
-    };
-    std::uint32_t i = 0;
-    for (; i < kN - kM; ++i) state_[i] = mix(state_[i], state_[i + 1], state_[i + kM]);
-    for (; i < kN - 1; ++i) state_[i] = mix(state_[i], state_[i + 1], state_[i + kM - kN]);
-    state_[kN - 1] = mix(state_[kN - 1], state_[0], state_[kM - 1]);
-    index_ = 0;
-  }
-
-  std::uint32_t state_[kN];
-  std::uint32_t index_ = kN;
-};
+}  // namespace detail
 
 /// The tokens of one row that survived the cutoff and the warpers, in ascending token order.
 struct KeptRow {
@@ -165,12 +177,8 @@ class TorchSampler {
     for (std::int64_t i = 0; i < row.size; ++i) {
       const std::int64_t token = row.tokens[i];
       engine_.discard(static_cast<std::uint64_t>(2 * (token - consumed)));
-      const std::uint64_t hi = engine_();
-      const std::uint64_t lo = engine_();
+      const float q = torch_exponential(engine_);
       consumed = token + 1;
-      const double u = static_cast<double>(((hi << 32) | lo) & ((std::uint64_t{1} << 53) - 1)) *
-                       std::ldexp(1.0, -53);
-      const float q = static_cast<float>(-std::log(1.0 - u));
       const float ratio = row.probs[i] / q;
       if (std::isnan(ratio)) {
         if (best < 0 || !std::isnan(best_ratio)) {
@@ -218,7 +226,7 @@ class Decoder {
       probs_.resize(v);
       order_.resize(v);
       scratch_.resize(v);
-      block_max_.resize((v + kBlock - 1) / kBlock);
+      block_max_.resize((v + static_cast<size_t>(kBlock) - 1) / static_cast<size_t>(kBlock));
     }
     if (stats_.size() < static_cast<size_t>(batch)) stats_.resize(static_cast<size_t>(batch));
   }
@@ -252,21 +260,12 @@ class Decoder {
   const DecodeOptions& options() const { return options_; }
 
  private:
-  static constexpr std::int64_t kBlock = 64;
-  using Block = Eigen::Map<const Eigen::Array<float, kBlock, 1>>;
-  using Span = Eigen::Map<const Eigen::ArrayXf>;
+  static constexpr std::int64_t kBlock = 256;
 
-  static float max_with_nan(const float* data, std::int64_t count) {
-    return count == kBlock ? Block(data).maxCoeff<Eigen::PropagateNaN>()
-                           : Span(data, count).maxCoeff<Eigen::PropagateNaN>();
-  }
-
-  [[noreturn]] static void throw_non_finite(const float* row, std::int64_t b, std::int64_t vocab,
+  [[noreturn]] static void throw_non_finite(const float* row, std::int64_t b, std::int64_t v,
                                             const char* what) {
-    std::int64_t v = 0;
-    while (v < vocab && !(std::isnan(row[v]) || row[v] == std::numeric_limits<float>::infinity())) ++v;
-    throw NumericError(detail::concat("agla::raw::Decoder::step: ", what, " of stream ", b,
-                                      " at token ", v, " is ", v < vocab ? row[v] : 0.0f,
+    throw NumericError(agla::detail::concat("agla::raw::Decoder::step: ", what, " of stream ", b,
+                                      " at token ", v, " is ", row[v],
                                       "; expected finite values or -inf"));
   }
 
@@ -276,22 +275,28 @@ class Decoder {
                      RowStats& stats) {
     constexpr float inf = std::numeric_limits<float>::infinity();
     const std::int64_t blocks = (vocab + kBlock - 1) / kBlock;
-    float row_max = -inf;
-    bool nan_seen = false;
-    for (std::int64_t k = 0; k < blocks; ++k) {
-      const std::int64_t begin = k * kBlock;
-      const float m = max_with_nan(row + begin, std::min(kBlock, vocab - begin));
-      block_max_[static_cast<size_t>(k)] = m;
-      nan_seen = nan_seen || std::isnan(m);
-      row_max = std::max(row_max, m);
+    float* block_max = block_max_.data();
+    float sum = 0.0f;
+    float sum_aug = 0.0f;
+    float row_max = 0.0f;
+    if (!checks()) {
+      row_max = detail::scan_row<0, kBlock>(row, row_aug, vocab, block_max, sum, sum_aug);
+    } else if (row_aug == row) {
+      row_max = detail::scan_row<1, kBlock>(row, row_aug, vocab, block_max, sum, sum_aug);
+    } else {
+      row_max = detail::scan_row<2, kBlock>(row, row_aug, vocab, block_max, sum, sum_aug);
     }
     if (checks()) {
-      if (nan_seen || row_max == inf) throw_non_finite(row, b, vocab, "original logits");
+      // The sums flag NaN / +inf in one pass; only then is the row searched.
+      if (!detail::clean_sum(sum)) {
+        const std::int64_t v = detail::find_non_finite(row, vocab);
+        if (v < vocab) throw_non_finite(row, b, v, "original logits");
+      }
       check<NumericError>(row_max > -inf, "agla::raw::Decoder::step: original logits of stream ",
                           b, " are all -inf; no token can be chosen");
-      if (row_aug != row) {
-        const float m = Span(row_aug, vocab).maxCoeff<Eigen::PropagateNaN>();
-        if (std::isnan(m) || m == inf) throw_non_finite(row_aug, b, vocab, "augmented logits");
+      if (row_aug != row && !detail::clean_sum(sum_aug)) {
+        const std::int64_t v = detail::find_non_finite(row_aug, vocab);
+        if (v < vocab) throw_non_finite(row_aug, b, v, "augmented logits");
       }
     }
     // Paper Eqs. 4-5 with the reference's float32 arithmetic: log(float(beta)) + max.
@@ -308,7 +313,7 @@ class Decoder {
         const float fused = fusion_(row[v], row_aug[v]);
         if (fused == -inf) continue;
         if (checks() && (std::isnan(fused) || fused == inf))
-          throw NumericError(detail::concat("agla::raw::Decoder::step: fusion gave ", fused,
+          throw NumericError(agla::detail::concat("agla::raw::Decoder::step: fusion gave ", fused,
                                             " for stream ", b, " at token ", v, " (logit ", row[v],
                                             ", augmented ", row_aug[v], ")"));
         tokens_[static_cast<size_t>(size)] = static_cast<std::int32_t>(v);
