@@ -111,8 +111,6 @@ GenerateResult generate(Forward&& forward, const at::Tensor& prompt,
     }
     step_tokens = next.unsqueeze(1);
   }
-  for (std::int64_t b = 0; b < batch; ++b)
-    if (!result.finished[b]) result.lengths[b] = static_cast<std::int64_t>(columns.size());
   result.tokens = columns.empty() ? at::empty({batch, 0}, at::kLong) : at::stack(columns, 1);
   return result;
 }
