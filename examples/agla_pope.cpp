@@ -95,14 +95,18 @@ int run_evaluate(const Options& options) {
     std::vector<std::string> names(agla::shapesworld::kShapeNames.begin(), agla::shapesworld::kShapeNames.end());
     const agla::eval::ChairMetrics metrics = agla::eval::evaluate_chair_files(
         options.ground_truth, options.answers, agla::eval::ChairVocabulary::from_names(names));
-    if (options.json) std::cout << agla::eval::to_json(metrics).dump() << '\n';
-    else std::cout << agla::eval::format_chair(metrics);
+    if (options.json)
+      std::cout << agla::eval::to_json(metrics).dump() << '\n';
+    else
+      std::cout << agla::eval::format_chair(metrics);
     return 0;
   }
   const agla::eval::PopeReport report =
       agla::eval::evaluate_pope_files(options.ground_truth, options.answers, options.parser);
-  if (options.json) std::cout << agla::eval::to_json(report).dump() << '\n';
-  else std::cout << agla::eval::format_report(report);
+  if (options.json)
+    std::cout << agla::eval::to_json(report).dump() << '\n';
+  else
+    std::cout << agla::eval::format_report(report);
   return 0;
 }
 

@@ -113,8 +113,10 @@ int main(int argc, char** argv) {
         const char* v = value();
         char* end = nullptr;
         options.seed = std::strtoull(v, &end, 10);
-        agla::check<agla::InvalidArgument>(end != v && *end == '\0', "agla_shapesworld: --seed expects a "
-                                           "non-negative integer; got '", v, "'");
+        agla::check<agla::InvalidArgument>(end != v && *end == '\0',
+                                           "agla_shapesworld: --seed expects a "
+                                           "non-negative integer; got '",
+                                           v, "'");
       } else if (arg == "--questions-per-split") {
         options.questions_per_split = parse_int(arg, value());
       } else if (arg == "--captions") {
@@ -145,10 +147,11 @@ int main(int argc, char** argv) {
     const sw::EvalSet set = sw::build_eval_set(options);
     sw::write_eval_set(set, out, write_png);
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    std::printf("wrote %s: %zu images (%zu scenes drawn), questions: random %zu, popular %zu, adversarial %zu, "
-                "contrast %zu, captions %zu (%.2f s)\n",
-                out.c_str(), set.images.size(), set.pool_scenes, set.random.size(), set.popular.size(),
-                set.adversarial.size(), set.contrast.size(), set.captions.size(), seconds);
+    std::printf(
+        "wrote %s: %zu images (%zu scenes drawn), questions: random %zu, popular %zu, adversarial %zu, "
+        "contrast %zu, captions %zu (%.2f s)\n",
+        out.c_str(), set.images.size(), set.pool_scenes, set.random.size(), set.popular.size(), set.adversarial.size(),
+        set.contrast.size(), set.captions.size(), seconds);
     return 0;
   } catch (const std::exception& e) {
     std::cerr << e.what() << '\n';

@@ -1,6 +1,5 @@
 // ShapesWorld (generator, distributions, evaluation splits) and the POPE/CHAIR scoring used by
 // agla_pope, checked against hand-computed cases and a small end-to-end run through files.
-#include "agla/eval.hpp"
 #include "agla/shapesworld.hpp"
 
 #include <cstdio>
@@ -8,6 +7,8 @@
 #include <fstream>
 #include <map>
 #include <set>
+
+#include "agla/eval.hpp"
 
 #if __has_include("agla/io/image.hpp")
 #include "agla/io/image.hpp"
@@ -93,7 +94,7 @@ TEST(PopeParserTest, PopeReadsTheFirstSentenceForNoOrNot) {
   EXPECT_EQ(ev::pope_answer("There is not a star"), Answer::No);
   EXPECT_EQ(ev::pope_answer("Yes. No doubt."), Answer::Yes);  // only the first sentence counts
   EXPECT_EQ(ev::pope_answer("Yes, but not clearly"), Answer::No);
-  EXPECT_EQ(ev::pope_answer("NO"), Answer::Yes);   // case-sensitive words, as in evaluate.py
+  EXPECT_EQ(ev::pope_answer("NO"), Answer::Yes);  // case-sensitive words, as in evaluate.py
   EXPECT_EQ(ev::pope_answer("Not sure"), Answer::Yes);
   EXPECT_EQ(ev::pope_answer("nothing"), Answer::Yes);
   EXPECT_EQ(ev::pope_answer("No,there"), Answer::Yes);  // comma deleted: the word is "Nothere"
@@ -167,16 +168,19 @@ TEST(PopeMetricsTest, ParsersScoreTheSameAnswersDifferently) {
 
 TEST(PopeFileTest, MatchesAnswersByIdInAnyOrder) {
   const std::string dir = temp_dir("pope_files");
-  write_text(dir + "/gt.jsonl",
-             "{\"question_id\": 1, \"image\": \"a.png\", \"text\": \"Is there a star in the image?\", \"label\": \"yes\"}\n"
-             "{\"question_id\": 2, \"image\": \"a.png\", \"text\": \"Is there a ring in the image?\", \"label\": \"no\"}\n"
-             "\n"
-             "{\"question_id\": \"q3\", \"image\": \"b.png\", \"text\": \"Is there a heart in the image?\", \"label\": \" No \"}\n");
+  write_text(
+      dir + "/gt.jsonl",
+      "{\"question_id\": 1, \"image\": \"a.png\", \"text\": \"Is there a star in the image?\", \"label\": \"yes\"}\n"
+      "{\"question_id\": 2, \"image\": \"a.png\", \"text\": \"Is there a ring in the image?\", \"label\": \"no\"}\n"
+      "\n"
+      "{\"question_id\": \"q3\", \"image\": \"b.png\", \"text\": \"Is there a heart in the image?\", \"label\": \" No "
+      "\"}\n");
   write_text(dir + "/answers.jsonl",
              "{\"question_id\": \"q3\", \"text\": \"Yes\"}\n"
              "{\"question_id\": \"1\", \"prompt\": \"p\", \"text\": \"Yes, there is.\", \"model_id\": \"m\"}\n"
              "{\"question_id\": 2, \"answer\": \"No.\"}\n");  // POPE's own answer files say "answer"
-  const ev::PopeReport report = ev::evaluate_pope_files(dir + "/gt.jsonl", dir + "/answers.jsonl", ev::AnswerParser::Pope);
+  const ev::PopeReport report =
+      ev::evaluate_pope_files(dir + "/gt.jsonl", dir + "/answers.jsonl", ev::AnswerParser::Pope);
   EXPECT_EQ(report.overall.counts.tp, 1);
   EXPECT_EQ(report.overall.counts.tn, 1);
   EXPECT_EQ(report.overall.counts.fp, 1);
@@ -194,20 +198,28 @@ TEST(PopeFileTest, RejectsMalformedAndMismatchedFiles) {
   write_text(gt, "{\"question_id\": 1, \"label\": \"yes\"}\n{\"question_id\": 2, \"label\": \"no\"}\n");
 
   write_text(answers, "{\"question_id\": 1, \"text\": \"Yes\"}\n\n{\"question_id\": 2, \"text\": \"No\"\n");
-  EXPECT_NE(error_of([&] { ev::evaluate_pope_files(gt, answers, ev::AnswerParser::Pope); }).find("answers.jsonl:3: not valid JSON"),
+  EXPECT_NE(error_of([&] {
+              ev::evaluate_pope_files(gt, answers, ev::AnswerParser::Pope);
+            }).find("answers.jsonl:3: not valid JSON"),
             std::string::npos);
 
   write_text(answers, "{\"question_id\": 1, \"text\": \"Yes\"}\n");
-  EXPECT_NE(error_of([&] { ev::evaluate_pope_files(gt, answers, ev::AnswerParser::Pope); }).find("1 of 2 questions have no answer (question_id 2)"),
+  EXPECT_NE(error_of([&] {
+              ev::evaluate_pope_files(gt, answers, ev::AnswerParser::Pope);
+            }).find("1 of 2 questions have no answer (question_id 2)"),
             std::string::npos);
 
-  write_text(answers, "{\"question_id\": 1, \"text\": \"Yes\"}\n{\"question_id\": 2, \"text\": \"No\"}\n"
-                      "{\"question_id\": 7, \"text\": \"No\"}\n");
-  EXPECT_NE(error_of([&] { ev::evaluate_pope_files(gt, answers, ev::AnswerParser::Pope); }).find("answers have no question (question_id 7)"),
+  write_text(answers,
+             "{\"question_id\": 1, \"text\": \"Yes\"}\n{\"question_id\": 2, \"text\": \"No\"}\n"
+             "{\"question_id\": 7, \"text\": \"No\"}\n");
+  EXPECT_NE(error_of([&] {
+              ev::evaluate_pope_files(gt, answers, ev::AnswerParser::Pope);
+            }).find("answers have no question (question_id 7)"),
             std::string::npos);
 
   write_text(answers, "{\"question_id\": 1, \"text\": \"Yes\"}\n{\"question_id\": 1, \"text\": \"No\"}\n");
-  EXPECT_NE(error_of([&] { ev::read_model_answers(answers); }).find(":2: question_id 1 repeats line 1"), std::string::npos);
+  EXPECT_NE(error_of([&] { ev::read_model_answers(answers); }).find(":2: question_id 1 repeats line 1"),
+            std::string::npos);
 
   write_text(answers, "{\"question_id\": 1}\n");
   EXPECT_NE(error_of([&] { ev::read_model_answers(answers); }).find(":1: missing field \"text\""), std::string::npos);
@@ -225,7 +237,8 @@ TEST(PopeFileTest, RejectsMalformedAndMismatchedFiles) {
 // CHAIR
 
 TEST(ChairTest, MatchesHandComputedCaptions) {
-  const ev::ChairVocabulary vocabulary = ev::ChairVocabulary::from_names({"circle", "cross", "star", "heart", "ring", "square"});
+  const ev::ChairVocabulary vocabulary =
+      ev::ChairVocabulary::from_names({"circle", "cross", "star", "heart", "ring", "square"});
   EXPECT_EQ(ev::object_mentions("a red circle and two blue crosses", vocabulary),
             (std::vector<std::string>{"circle", "cross"}));
   EXPECT_EQ(ev::object_mentions("A Star, a heart. Rings! A starship.", vocabulary),
@@ -617,7 +630,8 @@ TEST(EvalSetTest, EndToEndThroughFiles) {
     const nlohmann::json& line = lines[i].value;
     std::string text = line.at("caption").get<std::string>();
     mentions += static_cast<long long>(line.at("objects").size());
-    const bool has_heart = std::find(line.at("objects").begin(), line.at("objects").end(), "heart") != line.at("objects").end();
+    const bool has_heart =
+        std::find(line.at("objects").begin(), line.at("objects").end(), "heart") != line.at("objects").end();
     if (i % 2 == 1 && !has_heart) {
       text += " and two hearts";
       ++hallucinated;

@@ -79,8 +79,10 @@ inline std::vector<std::string> object_mentions(const std::string& caption, cons
   };
   for (const char ch : caption) {
     const unsigned char c = static_cast<unsigned char>(ch);
-    if (std::isalnum(c)) word += static_cast<char>(std::tolower(c));
-    else flush();
+    if (std::isalnum(c))
+      word += static_cast<char>(std::tolower(c));
+    else
+      flush();
   }
   flush();
   return mentions;
@@ -122,7 +124,9 @@ struct ChairMetrics {
 
 /// The metrics of `counts`.
 inline ChairMetrics chair_metrics(const ChairCounts& counts) {
-  const auto ratio = [](long long a, long long b) { return b == 0 ? 0.0 : static_cast<double>(a) / b; };
+  const auto ratio = [](long long a, long long b) {
+    return b == 0 ? 0.0 : static_cast<double>(a) / static_cast<double>(b);
+  };
   ChairMetrics m;
   m.counts = counts;
   m.chair_i = ratio(counts.hallucinated_mentions, counts.mentions);
@@ -138,7 +142,8 @@ inline ChairMetrics evaluate_chair(const std::vector<std::string>& captions,
   check<InvalidArgument>(captions.size() == ground_truth.size(), "agla::eval::evaluate_chair: ", captions.size(),
                          " captions for ", ground_truth.size(), " ground-truth object sets");
   ChairCounts counts;
-  for (std::size_t i = 0; i < captions.size(); ++i) counts.add(object_mentions(captions[i], vocabulary), ground_truth[i]);
+  for (std::size_t i = 0; i < captions.size(); ++i)
+    counts.add(object_mentions(captions[i], vocabulary), ground_truth[i]);
   return chair_metrics(counts);
 }
 
@@ -157,8 +162,8 @@ inline ChairMetrics evaluate_chair_files(const std::string& ground_truth_path, c
                        ": field \"objects\" must be a list of object names");
     std::set<std::string> objects;
     for (const nlohmann::json& o : *it) {
-      check<FormatError>(o.is_string() && vocabulary.knows_object(o.get<std::string>()), who, ": ",
-                         ground_truth_path, ":", line.line, ": unknown object ", o.dump());
+      check<FormatError>(o.is_string() && vocabulary.knows_object(o.get<std::string>()), who, ": ", ground_truth_path,
+                         ":", line.line, ": unknown object ", o.dump());
       objects.insert(o.get<std::string>());
     }
     check<FormatError>(truth.emplace(id, objects).second, who, ": ", ground_truth_path, ":", line.line,
@@ -171,8 +176,8 @@ inline ChairMetrics evaluate_chair_files(const std::string& ground_truth_path, c
     const std::string id = id_field(line, answers_path, who);
     check<FormatError>(truth.count(id) == 1, who, ": ", answers_path, ":", line.line, ": question_id ", id,
                        " is not in ", ground_truth_path);
-    check<FormatError>(texts.emplace(id, string_field(line, "text", answers_path, who)).second, who, ": ",
-                       answers_path, ":", line.line, ": question_id ", id, " repeats");
+    check<FormatError>(texts.emplace(id, string_field(line, "text", answers_path, who)).second, who, ": ", answers_path,
+                       ":", line.line, ": question_id ", id, " repeats");
   }
   std::vector<std::string> captions;
   std::vector<std::set<std::string>> objects;

@@ -49,8 +49,8 @@ inline std::string string_field(const JsonLine& line, const std::string& key, co
                                 const std::string& who) {
   const auto it = line.value.find(key);
   check<FormatError>(it != line.value.end(), who, ": ", path, ":", line.line, ": missing field \"", key, "\"");
-  check<FormatError>(it->is_string(), who, ": ", path, ":", line.line, ": field \"", key,
-                     "\" must be a string; got ", it->type_name());
+  check<FormatError>(it->is_string(), who, ": ", path, ":", line.line, ": field \"", key, "\" must be a string; got ",
+                     it->type_name());
   return it->get<std::string>();
 }
 

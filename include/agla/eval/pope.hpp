@@ -41,8 +41,8 @@ enum class AnswerParser { Pope, Substring };
 inline AnswerParser parse_answer_parser(const std::string& name) {
   if (name == "pope") return AnswerParser::Pope;
   if (name == "substring") return AnswerParser::Substring;
-  throw InvalidArgument(agla::detail::concat("agla::eval::parse_answer_parser: expected 'pope' or 'substring'; got '",
-                                             name, "'"));
+  throw InvalidArgument(
+      agla::detail::concat("agla::eval::parse_answer_parser: expected 'pope' or 'substring'; got '", name, "'"));
 }
 
 /// The name of `parser` ("pope" or "substring").
@@ -84,8 +84,10 @@ struct PopeCounts {
 
   /// Counts one prediction against its label.
   void add(Answer predicted, Answer label) {
-    if (predicted == Answer::Yes) (label == Answer::Yes ? tp : fp) += 1;
-    else (label == Answer::Yes ? fn : tn) += 1;
+    if (predicted == Answer::Yes)
+      (label == Answer::Yes ? tp : fp) += 1;
+    else
+      (label == Answer::Yes ? fn : tn) += 1;
   }
   /// Number of questions counted.
   long long total() const { return tp + fp + tn + fn; }
@@ -105,7 +107,9 @@ struct PopeMetrics {
 
 /// The metrics of `counts`.
 inline PopeMetrics pope_metrics(const PopeCounts& counts) {
-  const auto ratio = [](long long a, long long b) { return b == 0 ? 0.0 : static_cast<double>(a) / b; };
+  const auto ratio = [](long long a, long long b) {
+    return b == 0 ? 0.0 : static_cast<double>(a) / static_cast<double>(b);
+  };
   PopeMetrics m;
   m.counts = counts;
   const long long n = counts.total();
@@ -121,8 +125,8 @@ inline PopeMetrics pope_metrics(const PopeCounts& counts) {
 /// The metrics of answer texts against labels (same length) under `parser`.
 inline PopeMetrics score_answers(const std::vector<std::string>& texts, const std::vector<Answer>& labels,
                                  AnswerParser parser) {
-  check<InvalidArgument>(texts.size() == labels.size(), "agla::eval::score_answers: ", texts.size(),
-                         " answers for ", labels.size(), " labels");
+  check<InvalidArgument>(texts.size() == labels.size(), "agla::eval::score_answers: ", texts.size(), " answers for ",
+                         labels.size(), " labels");
   PopeCounts counts;
   for (std::size_t i = 0; i < texts.size(); ++i) counts.add(parse_answer(texts[i], labels[i], parser), labels[i]);
   return pope_metrics(counts);
@@ -130,8 +134,8 @@ inline PopeMetrics score_answers(const std::vector<std::string>& texts, const st
 
 /// A ground-truth question line (POPE format: question_id, image, text, label).
 struct PopeQuestion {
-  std::string id;                       ///< question_id as a matching key (see `id_field`)
-  nlohmann::json question_id;           ///< question_id as written
+  std::string id;              ///< question_id as a matching key (see `id_field`)
+  nlohmann::json question_id;  ///< question_id as written
   std::string image;
   std::string text;
   Answer label = Answer::No;
@@ -156,8 +160,8 @@ inline std::vector<PopeQuestion> read_pope_questions(const std::string& path) {
     label.erase(label.find_last_not_of(" \t\r\n") + 1);
     std::transform(label.begin(), label.end(), label.begin(),
                    [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-    check<FormatError>(label == "yes" || label == "no", who, ": ", path, ":", line.line,
-                       ": unknown label \"", line.value.at("label").get<std::string>(), "\"; expected \"yes\" or \"no\"");
+    check<FormatError>(label == "yes" || label == "no", who, ": ", path, ":", line.line, ": unknown label \"",
+                       line.value.at("label").get<std::string>(), "\"; expected \"yes\" or \"no\"");
     q.label = label == "yes" ? Answer::Yes : Answer::No;
     if (line.value.contains("image")) q.image = string_field(line, "image", path, who);
     if (line.value.contains("text")) q.text = string_field(line, "text", path, who);
@@ -268,11 +272,16 @@ inline PopeReport evaluate_pope_files(const std::string& questions_path, const s
 /// The metrics as JSON: accuracy, precision, recall, f1, yes_ratio, false_positive_rate and the
 /// counts tp, fp, tn, fn.
 inline nlohmann::json to_json(const PopeMetrics& m) {
-  return nlohmann::json{{"accuracy", m.accuracy},   {"precision", m.precision},
-                        {"recall", m.recall},       {"f1", m.f1},
-                        {"yes_ratio", m.yes_ratio}, {"false_positive_rate", m.false_positive_rate},
-                        {"tp", m.counts.tp},        {"fp", m.counts.fp},
-                        {"tn", m.counts.tn},        {"fn", m.counts.fn},
+  return nlohmann::json{{"accuracy", m.accuracy},
+                        {"precision", m.precision},
+                        {"recall", m.recall},
+                        {"f1", m.f1},
+                        {"yes_ratio", m.yes_ratio},
+                        {"false_positive_rate", m.false_positive_rate},
+                        {"tp", m.counts.tp},
+                        {"fp", m.counts.fp},
+                        {"tn", m.counts.tn},
+                        {"fn", m.counts.fn},
                         {"questions", m.counts.total()}};
 }
 

@@ -44,8 +44,10 @@ inline std::string format_duration(double seconds) {
   if (!(seconds >= 0) || !std::isfinite(seconds)) return "--:--";
   const long long s = static_cast<long long>(seconds + 0.5);
   char buffer[48];
-  if (s >= 3600) std::snprintf(buffer, sizeof buffer, "%lld:%02lld:%02lld", s / 3600, s / 60 % 60, s % 60);
-  else std::snprintf(buffer, sizeof buffer, "%02lld:%02lld", s / 60, s % 60);
+  if (s >= 3600)
+    std::snprintf(buffer, sizeof buffer, "%lld:%02lld:%02lld", s / 3600, s / 60 % 60, s % 60);
+  else
+    std::snprintf(buffer, sizeof buffer, "%02lld:%02lld", s / 60, s % 60);
   return buffer;
 }
 
@@ -55,7 +57,8 @@ inline std::string progress_line(const std::string& label, std::size_t done, std
                                  int width = 30) {
   const double fraction = total == 0 ? 1.0 : std::min(1.0, static_cast<double>(done) / static_cast<double>(total));
   const int filled = static_cast<int>(fraction * width);
-  const double eta = done == 0 ? -1.0 : elapsed / static_cast<double>(done) * static_cast<double>(total - std::min(done, total));
+  const double eta =
+      done == 0 ? -1.0 : elapsed / static_cast<double>(done) * static_cast<double>(total - std::min(done, total));
   const double rate = elapsed > 0 ? static_cast<double>(done) / elapsed : 0.0;
   char tail[128];
   std::snprintf(tail, sizeof tail, "] %zu/%zu %3.0f%% %s<%s, %.2f/s", done, total, 100.0 * fraction,
@@ -70,7 +73,10 @@ class ProgressBar {
  public:
   /// A bar over `total` items, written to `out` (e.g. std::cerr).
   ProgressBar(std::size_t total, std::ostream& out, std::string label = {}, double min_interval = 0.2)
-      : total_(total), out_(out), label_(std::move(label)), min_interval_(min_interval),
+      : total_(total),
+        out_(out),
+        label_(std::move(label)),
+        min_interval_(min_interval),
         start_(std::chrono::steady_clock::now()) {}
 
   /// Marks `n` more items done and redraws when due.
@@ -92,9 +98,7 @@ class ProgressBar {
   std::size_t done() const { return done_; }
 
   /// Seconds since construction.
-  double elapsed() const {
-    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
-  }
+  double elapsed() const { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count(); }
 
  private:
   void draw(double now) {
@@ -115,18 +119,18 @@ class ProgressBar {
 /// One answers-file line, with the fields the reference scripts write
 /// (`object_hallucination_vqa_llava.py`: question_id, prompt, text, model_id, image, metadata).
 struct AnswerRecord {
-  nlohmann::json question_id;                              ///< as in the question file (int or string)
-  std::string prompt;                                      ///< the question text as asked
-  std::string text;                                        ///< the model's answer
+  nlohmann::json question_id;  ///< as in the question file (int or string)
+  std::string prompt;          ///< the question text as asked
+  std::string text;            ///< the model's answer
   std::string model_id;
   std::string image;
-  nlohmann::json metadata = nlohmann::json::object();      ///< e.g. method, seed, ITC value, kept fraction
+  nlohmann::json metadata = nlohmann::json::object();  ///< e.g. method, seed, ITC value, kept fraction
 };
 
 /// The JSON object of an answers line.
 inline nlohmann::json answer_json(const AnswerRecord& record) {
-  return nlohmann::json{{"question_id", record.question_id}, {"prompt", record.prompt},   {"text", record.text},
-                        {"model_id", record.model_id},       {"image", record.image}, {"metadata", record.metadata}};
+  return nlohmann::json{{"question_id", record.question_id}, {"prompt", record.prompt}, {"text", record.text},
+                        {"model_id", record.model_id},       {"image", record.image},   {"metadata", record.metadata}};
 }
 
 /// Appends answers to a jsonl file, one flushed line per answer (a killed run keeps what it wrote).

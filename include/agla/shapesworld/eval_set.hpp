@@ -35,11 +35,11 @@ namespace agla::shapesworld {
 
 /// What to generate.
 struct EvalOptions {
-  WorldOptions world;               ///< the world (only its geometry, clutter, noise and pair/popular lists matter:
-                                    ///< evaluation scenes come from the unbiased distribution)
-  std::uint64_t seed = 1;           ///< scene `i` of the pool is `scene_seed(seed, i)`
-  int questions_per_split = 1000;   ///< questions in each of random, popular, adversarial, contrast (even, >= 2)
-  int captions = -1;                ///< images in the caption split; -1: questions_per_split / 2
+  WorldOptions world;              ///< the world (only its geometry, clutter, noise and pair/popular lists matter:
+                                   ///< evaluation scenes come from the unbiased distribution)
+  std::uint64_t seed = 1;          ///< scene `i` of the pool is `scene_seed(seed, i)`
+  int questions_per_split = 1000;  ///< questions in each of random, popular, adversarial, contrast (even, >= 2)
+  int captions = -1;               ///< images in the caption split; -1: questions_per_split / 2
 };
 
 /// An image of the set: its file name under `images/` and the layout that renders it.
@@ -50,13 +50,13 @@ struct EvalImage {
 
 /// One question line.
 struct EvalQuestion {
-  int question_id = 0;          ///< 1-based within its split
-  std::string image;            ///< file name under `images/`
-  int shape = 0;                ///< asked class
-  bool label = false;           ///< true: "yes"
-  int partner = -1;             ///< contrast: the asked class's partner
-  bool partner_present = false; ///< contrast: whether the partner is in this image
-  int pair_id = -1;             ///< contrast: the two questions of a pair share it (1-based)
+  int question_id = 0;           ///< 1-based within its split
+  std::string image;             ///< file name under `images/`
+  int shape = 0;                 ///< asked class
+  bool label = false;            ///< true: "yes"
+  int partner = -1;              ///< contrast: the asked class's partner
+  bool partner_present = false;  ///< contrast: whether the partner is in this image
+  int pair_id = -1;              ///< contrast: the two questions of a pair share it (1-based)
 };
 
 /// One caption-split line: an image and its objects (class indices, left to right).
@@ -64,7 +64,7 @@ struct EvalCaption {
   int question_id = 0;
   std::string image;
   std::vector<int> objects;
-  std::string caption;          ///< the generator's reference caption
+  std::string caption;  ///< the generator's reference caption
 };
 
 /// A complete evaluation set, in memory (images as layouts, rendered on writing).
@@ -95,8 +95,7 @@ inline EvalSet build_eval_set(const EvalOptions& options) {
                          "questions_per_split must be even and >= 2; got ", options.questions_per_split);
   const WorldOptions& world = options.world;
   const std::size_t per_split = static_cast<std::size_t>(options.questions_per_split) / 2;
-  const std::size_t num_captions =
-      options.captions < 0 ? per_split : static_cast<std::size_t>(options.captions);
+  const std::size_t num_captions = options.captions < 0 ? per_split : static_cast<std::size_t>(options.captions);
 
   std::vector<int> paired;
   for (const ShapePair& p : world.pairs) {
@@ -116,7 +115,9 @@ inline EvalSet build_eval_set(const EvalOptions& options) {
   const auto use_image = [&](const std::string& file, const Layout& layout) {
     if (used_images.emplace(file, true).second) set.images.push_back({file, layout});
   };
-  const auto pick = [&](const std::vector<int>& from) { return from[static_cast<std::size_t>(choose.below(from.size()))]; };
+  const auto pick = [&](const std::vector<int>& from) {
+    return from[static_cast<std::size_t>(choose.below(from.size()))];
+  };
   const auto add_pair = [&](std::vector<EvalQuestion>& split, const std::string& image, int positive, int negative) {
     for (const auto& [shape, label] : {std::pair<int, bool>{positive, true}, std::pair<int, bool>{negative, false}}) {
       EvalQuestion q;
@@ -147,9 +148,12 @@ inline EvalSet build_eval_set(const EvalOptions& options) {
       if (has(c)) continue;
       const int partner = partner_of(c, world);
       const bool partner_present = partner >= 0 && has(partner);
-      if (is_popular(c, world)) popular_neg.push_back(c);
-      else if (partner_present) adversarial_neg.push_back(c);
-      else random_neg.push_back(c);
+      if (is_popular(c, world))
+        popular_neg.push_back(c);
+      else if (partner_present)
+        adversarial_neg.push_back(c);
+      else
+        random_neg.push_back(c);
     }
     bool used = false;
     const auto offer = [&](std::vector<EvalQuestion>& split, const std::vector<int>& negatives) {
@@ -242,10 +246,11 @@ using ImageWriter = std::function<void(const std::string& path, const Scene& sce
 
 /// The files `write_eval_set` writes under its folder, split name -> file name.
 inline const std::map<std::string, std::string>& eval_files() {
-  static const std::map<std::string, std::string> files = {
-      {"random", "shapesworld_pope_random.jsonl"},   {"popular", "shapesworld_pope_popular.jsonl"},
-      {"adversarial", "shapesworld_pope_adversarial.jsonl"}, {"contrast", "shapesworld_contrast.jsonl"},
-      {"captions", "shapesworld_captions.jsonl"}};
+  static const std::map<std::string, std::string> files = {{"random", "shapesworld_pope_random.jsonl"},
+                                                           {"popular", "shapesworld_pope_popular.jsonl"},
+                                                           {"adversarial", "shapesworld_pope_adversarial.jsonl"},
+                                                           {"contrast", "shapesworld_contrast.jsonl"},
+                                                           {"captions", "shapesworld_captions.jsonl"}};
   return files;
 }
 
@@ -257,7 +262,8 @@ inline void write_eval_set(const EvalSet& set, const std::string& dir, const Ima
   std::error_code error;
   fs::create_directories(fs::path(dir) / "images", error);
   check<FormatError>(!error, fn, "cannot create '", (fs::path(dir) / "images").string(), "': ", error.message());
-  for (const EvalImage& image : set.images) write_image((fs::path(dir) / "images" / image.file).string(), render(image.layout));
+  for (const EvalImage& image : set.images)
+    write_image((fs::path(dir) / "images" / image.file).string(), render(image.layout));
 
   const auto write_lines = [&](const std::string& file, const std::vector<nlohmann::json>& lines) {
     const std::string path = (fs::path(dir) / file).string();

@@ -47,8 +47,7 @@ class Rng {
 
   /// Uniform integer in `[lo, hi]` (inclusive); `lo <= hi`.
   int between(int lo, int hi) {
-    check<InvalidArgument>(lo <= hi, "agla::shapesworld::Rng::between: need lo <= hi; got [", lo, ", ", hi,
-                           "]");
+    check<InvalidArgument>(lo <= hi, "agla::shapesworld::Rng::between: need lo <= hi; got [", lo, ", ", hi, "]");
     return lo + static_cast<int>(below(static_cast<std::uint64_t>(static_cast<std::int64_t>(hi) - lo + 1)));
   }
 

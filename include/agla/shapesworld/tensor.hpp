@@ -14,8 +14,7 @@ namespace agla::shapesworld {
 
 /// The image as uint8 `[H, W, 3]` (CPU, a copy).
 inline at::Tensor image_tensor(const Scene& scene) {
-  return at::from_blob(const_cast<std::uint8_t*>(scene.rgb.data()), {scene.height, scene.width, 3}, at::kByte)
-      .clone();
+  return at::from_blob(const_cast<std::uint8_t*>(scene.rgb.data()), {scene.height, scene.width, 3}, at::kByte).clone();
 }
 
 /// The images as float `[B, 3, H, W]` in [0, 1] (CPU); all scenes must have the same size.

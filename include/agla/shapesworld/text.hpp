@@ -25,9 +25,8 @@ inline const char* article(const std::string& word) {
 
 /// "a red circle": the noun phrase of one object.
 inline std::string object_phrase(const SceneObject& object) {
-  check<InvalidArgument>(object.colour >= 0 && object.colour < kNumColours,
-                         "agla::shapesworld::object_phrase: colour ", object.colour, " out of range 0..",
-                         kNumColours - 1);
+  check<InvalidArgument>(object.colour >= 0 && object.colour < kNumColours, "agla::shapesworld::object_phrase: colour ",
+                         object.colour, " out of range 0..", kNumColours - 1);
   const std::string colour = kColours[static_cast<std::size_t>(object.colour)].name;
   return std::string(article(colour)) + " " + colour + " " + shape_name(object.shape);
 }

@@ -26,8 +26,8 @@ enum Shape : int { Circle = 0, Square, Triangle, Star, Cross, Ring, Diamond, Hea
 inline constexpr int kNumShapes = 8;
 
 /// Lower-case class names, indexed by `Shape` (the words used in captions and questions).
-inline constexpr std::array<const char*, kNumShapes> kShapeNames = {
-    "circle", "square", "triangle", "star", "cross", "ring", "diamond", "heart"};
+inline constexpr std::array<const char*, kNumShapes> kShapeNames = {"circle", "square", "triangle", "star",
+                                                                    "cross",  "ring",   "diamond",  "heart"};
 
 /// A named, saturated object colour (RGB, 0..255).
 struct Colour {
@@ -37,11 +37,11 @@ struct Colour {
 
 /// The object palette: saturated colours that stand out from the muted backgrounds.
 inline constexpr std::array<Colour, 6> kColours = {{{"red", 220, 45, 45},
-                                                     {"green", 50, 185, 70},
-                                                     {"blue", 60, 100, 235},
-                                                     {"yellow", 240, 215, 50},
-                                                     {"purple", 165, 70, 215},
-                                                     {"white", 240, 240, 240}}};
+                                                    {"green", 50, 185, 70},
+                                                    {"blue", 60, 100, 235},
+                                                    {"yellow", 240, 215, 50},
+                                                    {"purple", 165, 70, 215},
+                                                    {"white", 240, 240, 240}}};
 
 /// Number of object colours.
 inline constexpr int kNumColours = static_cast<int>(kColours.size());
@@ -61,22 +61,23 @@ struct ShapePair {
 
 /// Everything that defines the world: image size, object counts and sizes, clutter, noise, bias.
 struct WorldOptions {
-  int height = 64;                    ///< image height in pixels (32..512)
-  int width = 64;                     ///< image width in pixels (32..512)
-  int min_objects = 1;                ///< objects per scene, at least
-  int max_objects = 4;                ///< objects per scene, at most (<= number of classes)
-  int min_radius = 0;                 ///< object radius in pixels; 0: 7/64 of the shorter side
-  int max_radius = 0;                 ///< object radius in pixels; 0: 11/64 of the shorter side
-  int gap = 2;                        ///< minimum free pixels between two objects' discs
-  int colour_jitter = 15;             ///< per-object brightness offset, uniform in [-j, j] levels
-  int max_lines = 2;                  ///< clutter: thin lines, 0..max per scene
-  int max_dots = 3;                   ///< clutter: 3x3-pixel dots (radius 1, scaled with the side), 0..max
-  int max_blobs = 2;                  ///< clutter: radius-2 blobs (scaled with the side), 0..max
-  int noise_half_width = 8;           ///< per-channel noise: sum of 4 uniform ints in [-h, h] (sd 9.8 levels at h = 8)
+  int height = 64;           ///< image height in pixels (32..512)
+  int width = 64;            ///< image width in pixels (32..512)
+  int min_objects = 1;       ///< objects per scene, at least
+  int max_objects = 4;       ///< objects per scene, at most (<= number of classes)
+  int min_radius = 0;        ///< object radius in pixels; 0: 7/64 of the shorter side
+  int max_radius = 0;        ///< object radius in pixels; 0: 11/64 of the shorter side
+  int gap = 2;               ///< minimum free pixels between two objects' discs
+  int colour_jitter = 15;    ///< per-object brightness offset, uniform in [-j, j] levels
+  int max_lines = 2;         ///< clutter: thin lines, 0..max per scene
+  int max_dots = 3;          ///< clutter: 3x3-pixel dots (radius 1, scaled with the side), 0..max
+  int max_blobs = 2;         ///< clutter: radius-2 blobs (scaled with the side), 0..max
+  int noise_half_width = 8;  ///< per-channel noise: sum of 4 uniform ints in [-h, h] (sd 9.8 levels at h = 8)
   std::vector<ShapePair> pairs = {{Star, Heart}, {Cross, Ring}, {Triangle, Diamond}};  ///< co-occurring pairs
-  double pair_probability = 0.82;     ///< biased: chance that drawing one member of a pair brings the other (P(B|A) ~ 0.90)
+  /// Biased: chance that drawing one member of a pair brings the other (gives P(B|A) ~ 0.90).
+  double pair_probability = 0.82;
   std::vector<int> popular = {Circle, Square};  ///< classes drawn `popular_weight` times as often in training
-  int popular_weight = 2;             ///< relative weight of the popular classes (1: none popular)
+  int popular_weight = 2;                       ///< relative weight of the popular classes (1: none popular)
 };
 
 /// Half-open pixel box `[x0, x1) x [y0, y1)`.
@@ -86,22 +87,22 @@ struct Box {
 
 /// One object of a scene. `box` and `area` are filled in by `render`.
 struct SceneObject {
-  int shape = 0;                        ///< a `Shape`
-  int colour = 0;                       ///< index into `kColours`
-  int cx = 0, cy = 0;                   ///< centre (pixel column, row)
-  int radius = 0;                       ///< pixels; the shape fits in the disc of this radius
-  std::array<std::uint8_t, 3> rgb{};    ///< drawn colour (palette colour plus jitter)
-  Box box;                              ///< tight box of the object's pixels
-  int area = 0;                         ///< number of the object's pixels
+  int shape = 0;                      ///< a `Shape`
+  int colour = 0;                     ///< index into `kColours`
+  int cx = 0, cy = 0;                 ///< centre (pixel column, row)
+  int radius = 0;                     ///< pixels; the shape fits in the disc of this radius
+  std::array<std::uint8_t, 3> rgb{};  ///< drawn colour (palette colour plus jitter)
+  Box box;                            ///< tight box of the object's pixels
+  int area = 0;                       ///< number of the object's pixels
 };
 
 /// A clutter element drawn under the objects (never labelled).
 struct Clutter {
   /// A one-pixel line or a filled disc (dot or blob).
   enum Kind { Line, Disc } kind = Line;
-  int x0 = 0, y0 = 0, x1 = 0, y1 = 0;   ///< line end points, or the disc centre in (x0, y0)
-  int radius = 0;                       ///< disc radius
-  std::array<std::uint8_t, 3> rgb{};    ///< colour (a tinted grey)
+  int x0 = 0, y0 = 0, x1 = 0, y1 = 0;  ///< line end points, or the disc centre in (x0, y0)
+  int radius = 0;                      ///< disc radius
+  std::array<std::uint8_t, 3> rgb{};   ///< colour (a tinted grey)
 };
 
 /// A linear colour gradient from `from` to `to` along `direction` (0 left-right, 1 top-bottom,
@@ -113,21 +114,21 @@ struct Background {
 
 /// Everything random about a scene; `render` turns it into pixels deterministically.
 struct Layout {
-  int height = 0, width = 0;            ///< image size in pixels
-  std::vector<SceneObject> objects;     ///< left to right (by centre column, then row)
-  Background background;                ///< the gradient under everything
-  std::vector<Clutter> clutter;         ///< drawn over the background, under the objects
-  std::uint64_t noise_seed = 0;         ///< seeds the per-pixel noise (kept by `without_object`)
-  int noise_half_width = 0;             ///< see `WorldOptions::noise_half_width`
+  int height = 0, width = 0;         ///< image size in pixels
+  std::vector<SceneObject> objects;  ///< left to right (by centre column, then row)
+  Background background;             ///< the gradient under everything
+  std::vector<Clutter> clutter;      ///< drawn over the background, under the objects
+  std::uint64_t noise_seed = 0;      ///< seeds the per-pixel noise (kept by `without_object`)
+  int noise_half_width = 0;          ///< see `WorldOptions::noise_half_width`
 };
 
 /// A rendered scene: RGB uint8 `[H, W, 3]` (row-major, channels last) and the object label map
 /// `[H, W]` (int8: object index, or -1 for background and clutter).
 struct Scene {
-  int height = 0, width = 0;            ///< image size in pixels
-  std::vector<std::uint8_t> rgb;        ///< `[H, W, 3]` uint8, row-major
-  std::vector<std::int8_t> labels;      ///< `[H, W]` object index or -1
-  std::vector<SceneObject> objects;     ///< with `box` and `area` filled in
+  int height = 0, width = 0;         ///< image size in pixels
+  std::vector<std::uint8_t> rgb;     ///< `[H, W, 3]` uint8, row-major
+  std::vector<std::int8_t> labels;   ///< `[H, W]` object index or -1
+  std::vector<SceneObject> objects;  ///< with `box` and `area` filled in
 
   /// True when an object of class `shape` is in the scene.
   bool has(int shape) const {
@@ -162,15 +163,13 @@ inline void validate(const WorldOptions& options) {
   const char* fn = "agla::shapesworld::validate: ";
   check<InvalidArgument>(options.height >= 32 && options.height <= 512 && options.width >= 32 && options.width <= 512,
                          fn, "image size must be within 32..512 pixels; got ", options.height, "x", options.width);
-  check<InvalidArgument>(options.min_objects >= 1 && options.min_objects <= options.max_objects &&
-                             options.max_objects <= kNumShapes,
-                         fn, "need 1 <= min_objects <= max_objects <= ", kNumShapes, "; got ", options.min_objects,
-                         "..", options.max_objects);
+  check<InvalidArgument>(
+      options.min_objects >= 1 && options.min_objects <= options.max_objects && options.max_objects <= kNumShapes, fn,
+      "need 1 <= min_objects <= max_objects <= ", kNumShapes, "; got ", options.min_objects, "..", options.max_objects);
   const auto [lo, hi] = radius_range(options);
   // 80 keeps the heart's sixth-degree integer test inside int64.
-  check<InvalidArgument>(lo >= 3 && lo <= hi && hi <= 80 && 2 * hi + 2 < std::min(options.height, options.width),
-                         fn, "object radius range must satisfy 3 <= min <= max <= 80 and fit the image; got ", lo,
-                         "..", hi,
+  check<InvalidArgument>(lo >= 3 && lo <= hi && hi <= 80 && 2 * hi + 2 < std::min(options.height, options.width), fn,
+                         "object radius range must satisfy 3 <= min <= max <= 80 and fit the image; got ", lo, "..", hi,
                          " for ", options.height, "x", options.width);
   check<InvalidArgument>(options.gap >= 0, fn, "gap must be >= 0; got ", options.gap);
   check<InvalidArgument>(options.colour_jitter >= 0 && options.colour_jitter <= 64, fn,
@@ -185,11 +184,10 @@ inline void validate(const WorldOptions& options) {
   std::array<int, kNumShapes> used{};
   for (const ShapePair& p : options.pairs) {
     check<InvalidArgument>(p.a >= 0 && p.a < kNumShapes && p.b >= 0 && p.b < kNumShapes && p.a != p.b, fn,
-                           "a pair must name two different classes in 0..", kNumShapes - 1, "; got (", p.a, ", ",
-                           p.b, ")");
+                           "a pair must name two different classes in 0..", kNumShapes - 1, "; got (", p.a, ", ", p.b,
+                           ")");
     for (int c : {p.a, p.b})
-      check<InvalidArgument>(used[c]++ == 0, fn, "a class may belong to one pair only; ", kShapeNames[c],
-                             " is in two");
+      check<InvalidArgument>(used[c]++ == 0, fn, "a class may belong to one pair only; ", kShapeNames[c], " is in two");
   }
   for (int c : options.popular) {
     check<InvalidArgument>(c >= 0 && c < kNumShapes, fn, "popular class out of range: ", c);
@@ -205,15 +203,15 @@ inline std::uint8_t clamp_u8(int v) { return static_cast<std::uint8_t>(std::clam
 /// The star's ten vertices on the unit circle scaled by 1000 (outer radius 1000, inner 500),
 /// starting at the top point, clockwise in image coordinates (y down).
 inline constexpr std::array<std::array<int, 2>, 10> kStarVertices = {{{0, -1000},
-                                                                       {294, -405},
-                                                                       {951, -309},
-                                                                       {476, 155},
-                                                                       {588, 809},
-                                                                       {0, 500},
-                                                                       {-588, 809},
-                                                                       {-476, 155},
-                                                                       {-951, -309},
-                                                                       {-294, -405}}};
+                                                                      {294, -405},
+                                                                      {951, -309},
+                                                                      {476, 155},
+                                                                      {588, 809},
+                                                                      {0, 500},
+                                                                      {-588, 809},
+                                                                      {-476, 155},
+                                                                      {-951, -309},
+                                                                      {-294, -405}}};
 
 inline bool inside_star(std::int64_t dx, std::int64_t dy, std::int64_t r) {
   // Crossing-number test in units of 1/1000 pixel; the vertical offset centres the star's extent.
@@ -239,14 +237,17 @@ inline bool inside_star(std::int64_t dx, std::int64_t dy, std::int64_t r) {
 inline bool inside_shape(int shape, int dx, int dy, int r) {
   const std::int64_t x = dx, y = dy, R = r;
   switch (shape) {
-    case Circle: return x * x + y * y <= R * R + R;  // r + 1/2 rounds the outline (no single-pixel tips)
-    case Square: return 10 * std::max(std::abs(x), std::abs(y)) <= 7 * R;
+    case Circle:
+      return x * x + y * y <= R * R + R;  // r + 1/2 rounds the outline (no single-pixel tips)
+    case Square:
+      return 10 * std::max(std::abs(x), std::abs(y)) <= 7 * R;
     case Triangle: {
       // Equilateral, apex up, inscribed in the disc: apex (0, -r), base corners (+-0.866 r, r / 2).
       const std::int64_t h = y + R;
       return 2 * y <= R && h >= 0 && 3 * x * x <= h * h;
     }
-    case Star: return detail::inside_star(x, y, R);
+    case Star:
+      return detail::inside_star(x, y, R);
     case Cross: {
       // Plus sign: arms 0.95 r long and 2r/3 thick.
       const std::int64_t ax = std::abs(x), ay = std::abs(y);
@@ -257,7 +258,8 @@ inline bool inside_shape(int shape, int dx, int dy, int r) {
       const std::int64_t d2 = x * x + y * y;
       return d2 <= R * R + R && 400 * d2 >= 121 * R * R;
     }
-    case Diamond: return std::abs(x) + std::abs(y) <= R;
+    case Diamond:
+      return std::abs(x) + std::abs(y) <= R;
     case Heart: {
       // (X^2 + Y^2 - 1)^3 <= X^2 Y^3 with X = 11 dx / 9r, Y = (r - 11 dy) / 9r, times (9r)^6.
       const std::int64_t hx = 11 * x, hy = R - 11 * y, s = 9 * R;
@@ -391,9 +393,8 @@ inline Layout sample_layout(std::uint64_t seed, const WorldOptions& options, Dis
   check<InvalidArgument>(placed, "agla::shapesworld::sample_layout: cannot place ", shapes.size(),
                          " objects of radius ", r_lo, "..", r_hi, " in ", options.height, "x", options.width,
                          "; use a larger image, smaller radii or fewer objects");
-  std::sort(layout.objects.begin(), layout.objects.end(), [](const SceneObject& a, const SceneObject& b) {
-    return a.cx != b.cx ? a.cx < b.cx : a.cy < b.cy;
-  });
+  std::sort(layout.objects.begin(), layout.objects.end(),
+            [](const SceneObject& a, const SceneObject& b) { return a.cx != b.cx ? a.cx < b.cx : a.cy < b.cy; });
 
   // Muted backgrounds (a grey level with a mild tint) keep the saturated objects visible; the
   // gradient varies them.
