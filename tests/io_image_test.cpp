@@ -172,6 +172,19 @@ TEST(ImageTest, BadFilesThrowFormatError) {
   for (size_t i = 60; i < corrupt.size() - 20; i += 7) corrupt[i] ^= 0x5A;
   EXPECT_THROW(agla::io::decode_image(corrupt.data(), corrupt.size(), "corrupt.png"), agla::FormatError);
 
+  // A JPEG Huffman table with more than 256 codes (stb 2.27 would write past its tables).
+  std::vector<uint8_t> jpg = file_bytes(kData + "/image_resize/input.jpg");
+  size_t dht = 0;
+  while (dht + 1 < jpg.size() && !(jpg[dht] == 0xFF && jpg[dht + 1] == 0xC4)) ++dht;
+  ASSERT_LT(dht + 21, jpg.size());
+  for (size_t i = 0; i < 16; ++i) jpg[dht + 5 + i] = 0xFF;
+  try {
+    agla::io::decode_image(jpg.data(), jpg.size(), "dht.jpg");
+    ADD_FAILURE() << "oversized Huffman table accepted";
+  } catch (const agla::FormatError& e) {
+    EXPECT_NE(std::string(e.what()).find("Huffman"), std::string::npos) << e.what();
+  }
+
   const std::vector<uint8_t> zero = png_header(0, 10);
   EXPECT_THROW(agla::io::decode_image(zero.data(), zero.size(), "zero.png"), agla::FormatError);
   // 17000 x 17000 passes stb's own PNG limits (2^30 bytes) but exceeds 2^28 pixels: refused from the header.

@@ -147,6 +147,45 @@ inline uint8_t pillow_clip8(int64_t acc) {
   return static_cast<uint8_t>(acc >> kPrecisionBits);
 }
 
+/// False when a JPEG stream holds a Huffman table (DHT) with more than 256 codes. stb_image up to
+/// 2.27 (Debian 12's libstb-dev) builds such a table without checking and writes past its arrays,
+/// already in stbi_info; 2.28 added the check. The walk mirrors stb's own: segments by their
+/// length, any bytes between segments skipped up to the next 0xFF, entropy-coded data after SOS
+/// scanned to the next marker, bytes past the end read as 0 -- so every DHT stb could parse is seen.
+inline bool jpeg_huffman_tables_ok(const uint8_t* data, size_t size) {
+  auto byte = [&](size_t i) -> unsigned { return i < size ? data[i] : 0u; };
+  size_t pos = 0;
+  while (pos < size && data[pos] == 0xFF) ++pos;
+  if (pos == 0 || byte(pos) != 0xD8) return true;  // not a JPEG: nothing to check
+  ++pos;
+  while (pos < size) {
+    if (data[pos] != 0xFF) {
+      ++pos;
+      continue;
+    }
+    while (pos < size && data[pos] == 0xFF) ++pos;
+    if (pos >= size) break;
+    const unsigned marker = data[pos++];
+    // Stuffed zero, restart markers, TEM, SOI, EOI: no length field.
+    if (marker == 0x00 || (marker >= 0xD0 && marker <= 0xD9) || marker == 0x01) continue;
+    const size_t length = (byte(pos) << 8) | byte(pos + 1);
+    if (marker == 0xC4) {
+      // stb: L = length - 2; while (L > 0) { q; 16 counts; n = sum; L -= 17; build; n values; L -= n; }
+      int64_t remaining = static_cast<int64_t>(length) - 2;
+      size_t p = pos + 2;
+      while (remaining > 0) {
+        unsigned n = 0;
+        for (size_t i = 0; i < 16; ++i) n += byte(p + 1 + i);
+        if (n > 256) return false;
+        p += 17 + n;
+        remaining -= 17 + static_cast<int64_t>(n);
+      }
+    }
+    pos += length < 2 ? 2 : length;
+  }
+  return true;
+}
+
 }  // namespace detail
 
 /// Decodes a JPEG, PNG or BMP held in memory to RGB uint8 `[H, W, 3]` (CPU). Grey, grey+alpha and
@@ -160,6 +199,8 @@ inline at::Tensor decode_image(const uint8_t* data, size_t size, const std::stri
   check<FormatError>(size <= static_cast<size_t>(INT_MAX), where, ": ", name_for_errors, ": ", size,
                      " bytes is larger than the decoder accepts (2 GiB)");
   const int len = static_cast<int>(size);
+  check<FormatError>(detail::jpeg_huffman_tables_ok(data, size), where, ": ", name_for_errors,
+                     ": corrupt JPEG (Huffman table with more than 256 codes)");
   int width = 0, height = 0, channels = 0;
   if (!stbi_info_from_memory(data, len, &width, &height, &channels)) {
     throw FormatError(agla::detail::concat(where, ": ", name_for_errors, ": not a readable JPEG, PNG or BMP image (",
