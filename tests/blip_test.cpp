@@ -216,6 +216,9 @@ TEST(BlipItmTest, RefusesBadArguments) {
   EXPECT_THROW(model.score_itm(image, ids.to(at::kInt), mask, 0), agla::ShapeError);
   EXPECT_THROW(model.score_itm(image, ids, mask.narrow(1, 0, 3), 0), agla::ShapeError);
   EXPECT_THROW(model.encode_image(at::zeros({1, 3, 16, 16})), agla::ShapeError);
+  EXPECT_THROW(model.itm_logits(image, ids + 200, mask), agla::InvalidArgument);
+  EXPECT_THROW(model.itm_logits(image, at::zeros({1, 65}, at::kLong), at::ones({1, 65}, at::kLong)),
+               agla::InvalidArgument);  // longer than max_position_embeddings (64)
   EXPECT_THROW(agla::blip::BlipItm::load(kBlip + "/itm", at::kCPU, at::kHalf), agla::InvalidArgument);
 }
 

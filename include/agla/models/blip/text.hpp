@@ -278,6 +278,11 @@ class BlipTextModelImpl : public torch::nn::Module {
     check<ShapeError>(input_ids.dim() == 2 && input_ids.size(1) > 0 && input_ids.scalar_type() == at::kLong, fn,
                       ": input_ids must be [B, L] int64 with L >= 1; got ", input_ids.sizes(), " ",
                       input_ids.scalar_type());
+    // An out-of-range id would surface as an opaque index error deep inside the embedding lookup.
+    const auto [low, high] = at::aminmax(input_ids);
+    const int64_t min_id = low.item<int64_t>(), max_id = high.item<int64_t>();
+    check<InvalidArgument>(min_id >= 0 && max_id < config_.vocab_size, fn, ": token ids must be in [0, ",
+                           config_.vocab_size, "); got ids in [", min_id, ", ", max_id, "]");
     const int64_t batch = input_ids.size(0), length = input_ids.size(1);
     const int64_t past = run.cache ? run.cache->length : 0;
     check<InvalidArgument>(past + length <= config_.max_position_embeddings, fn, ": ", past + length,
