@@ -125,6 +125,23 @@ inline at::Tensor cpu_float_map(const at::Tensor& map, const char* caller) {
   return map.detach().to(at::kCPU, at::kFloat).contiguous();
 }
 
+/// NumPy's float32 `x -= x.min(); x /= x.max()` in place (NaN propagates as in NumPy; 0/0 gives
+/// NaN). Plain loops: these maps are small, and a serial pass beats thread hand-offs here.
+inline void subtract_min_divide_max(float* x, int64_t n) {
+  const auto extreme = [&](bool want_max) {
+    float best = x[0];
+    for (int64_t i = 0; i < n; ++i) {
+      if (std::isnan(x[i])) return x[i];
+      if (want_max ? x[i] > best : x[i] < best) best = x[i];
+    }
+    return best;
+  };
+  const float low = extreme(false);
+  for (int64_t i = 0; i < n; ++i) x[i] = x[i] - low;
+  const float high = extreme(true);
+  for (int64_t i = 0; i < n; ++i) x[i] = x[i] / high;
+}
+
 }  // namespace detail
 
 /// Step 1 of the reference: `A -= A.min(); if A.max() > 0: A /= A.max()` in float32.
@@ -281,8 +298,7 @@ inline at::Tensor relevance_map(const at::Tensor& gradcam, int64_t height, int64
                          sigma_fraction);
   const at::Tensor resized = spline_resize(normalize_min_max(gradcam), height, width);
   at::Tensor blurred = gaussian_blur(resized, sigma_fraction * static_cast<double>(std::max(height, width)));
-  blurred.sub_(blurred.min());
-  blurred.div_(blurred.max());
+  detail::subtract_min_divide_max(blurred.data_ptr<float>(), blurred.numel());
   return blurred;
 }
 
@@ -356,8 +372,12 @@ inline Threshold threshold_map(const at::Tensor& map, const KeepRatio& ratio) {
     std::nth_element(numbers.begin(), nth, numbers.end(), std::greater<float>());
     result.value = *nth;
   }
-  result.mask = values.lt(result.value).logical_not();
-  result.kept_pixels = result.mask.sum().item<int64_t>();
+  result.mask = at::empty(values.sizes(), at::kBool);
+  bool* keep = result.mask.data_ptr<bool>();
+  for (int64_t i = 0; i < pixels; ++i) {
+    keep[i] = !(data[i] < result.value);
+    result.kept_pixels += keep[i] ? 1 : 0;
+  }
   result.kept_fraction = static_cast<double>(result.kept_pixels) / static_cast<double>(pixels);
   return result;
 }
@@ -374,8 +394,17 @@ inline at::Tensor apply_mask(const at::Tensor& image, const at::Tensor& mask) {
                         mask.size(1) == image.size(1),
                     "agla::ipm::apply_mask: mask must be [", image.size(0), ", ", image.size(1), "]; got ",
                     mask.defined() ? mask.sizes() : at::IntArrayRef{});
-  const at::Tensor keep = mask.to(at::kCPU).ne(0).unsqueeze(2);
-  return image.to(at::kCPU).mul(keep.to(at::kByte));
+  const at::Tensor keep = mask.to(at::kCPU).ne(0).contiguous();
+  const at::Tensor source = image.to(at::kCPU).contiguous();
+  at::Tensor out = at::empty_like(source);
+  const bool* k = keep.data_ptr<bool>();
+  const uint8_t* src = source.data_ptr<uint8_t>();
+  uint8_t* dst = out.data_ptr<uint8_t>();
+  const int64_t pixels = keep.numel();
+  const int64_t channels = source.size(2);
+  for (int64_t i = 0; i < pixels; ++i)
+    for (int64_t c = 0; c < channels; ++c) dst[i * channels + c] = k[i] ? src[i * channels + c] : uint8_t{0};
+  return out;
 }
 
 }  // namespace agla::ipm
