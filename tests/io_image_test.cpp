@@ -75,8 +75,8 @@ TEST(ImageTest, NormalizeMatchesBlipPixelValues) {
     EXPECT_LE(diff, 1e-5) << files[i];
   }
   const at::Tensor img = agla::io::read_image(kData + files[0]);
-  const at::Tensor hf = agla::io::normalize_image(img, agla::io::kClipMean, agla::io::kClipStd,
-                                                  agla::io::PixelRescale::kTransformers);
+  const at::Tensor hf =
+      agla::io::normalize_image(img, agla::io::kClipMean, agla::io::kClipStd, agla::io::PixelRescale::kTransformers);
   EXPECT_LE((hf - want[0]).abs().max().item<double>(), 1e-5);
 }
 
@@ -99,8 +99,8 @@ TEST(ImageTest, ShortestSideResizeAndCenterCropMatchClipProcessor) {
   const at::Tensor input = agla::io::read_npy(kData + "/image_resize/clip_input.npy");
   const at::Tensor resized = agla::io::resize_shortest_side(input, 32);
   EXPECT_EQ(resized.sizes(), (std::vector<int64_t>{42, 32, 3}));
-  expect_equal_images(agla::io::center_crop(resized, 32, 32),
-                      agla::io::read_npy(kData + "/image_resize/clip_32.npy"), "clip 32");
+  expect_equal_images(agla::io::center_crop(resized, 32, 32), agla::io::read_npy(kData + "/image_resize/clip_32.npy"),
+                      "clip 32");
   const at::Tensor wide = agla::io::resize_shortest_side(input.permute({1, 0, 2}), 32);
   EXPECT_EQ(wide.sizes(), (std::vector<int64_t>{32, 42, 3}));
 }

@@ -1,6 +1,8 @@
 // PyTorch zip checkpoints through the weights-only unpickler: tests/data/pytorch_checkpoint
 // (made by make_checkpoints.py with torch 1.13.1; values are formulas rebuilt here).
 
+#include "agla/io/pytorch_checkpoint.hpp"
+
 #include <gtest/gtest.h>
 
 #include <cstdio>
@@ -10,7 +12,6 @@
 #include <vector>
 
 #include "agla/io/npy.hpp"
-#include "agla/io/pytorch_checkpoint.hpp"
 
 namespace {
 
@@ -130,8 +131,7 @@ TEST(PytorchCheckpointTest, RefusesCodeExecution) {
 
 TEST(PytorchCheckpointTest, RefusesTensorsOutsideTheirStorage) {
   expect_format_error([] { agla::io::read_pytorch_checkpoint(kDir + "oob_size.pt"); }, {"oob_size.pt", "storage"});
-  expect_format_error([] { agla::io::read_pytorch_checkpoint(kDir + "oob_offset.pt"); },
-                      {"oob_offset.pt", "storage"});
+  expect_format_error([] { agla::io::read_pytorch_checkpoint(kDir + "oob_offset.pt"); }, {"oob_offset.pt", "storage"});
 }
 
 TEST(PytorchCheckpointTest, RefusesBrokenAndForeignFiles) {
@@ -149,15 +149,44 @@ TEST(PytorchCheckpointTest, UnpicklerRefusesMalformedStreams) {
     return u.run();
   };
   // A list appended into itself through the memo, and a list modified after being nested.
-  expect_format_error([&] { run(std::string("\x80\x02]q\x00h\x00" "a.", 8)); }, {"itself"});
-  expect_format_error([&] { run(std::string("\x80\x02]q\x00]q\x01" "ah\x01K\x01" "a0.", 16)); },
-                      {"after it was placed"});
-  EXPECT_THROW(run("\x80\x02" "a."), agla::FormatError);           // APPEND on an empty stack
-  EXPECT_THROW(run("\x80\x02K"), agla::FormatError);               // truncated
-  EXPECT_THROW(run("\x80\x02h\x05."), agla::FormatError);          // memo key never set
-  expect_format_error([&] { run("\x80\x02" "cbuiltins\nexec\n."); }, {"refused global 'builtins.exec'"});
-  expect_format_error([&] { run("\x80\x02" "ccollections\nOrderedDict\nK\x01\x85R."); }, {"no arguments"});
-  EXPECT_THROW(run("\x80\x02" "K\x01" "K\x02."), agla::FormatError);  // two values left at STOP
+  expect_format_error(
+      [&] {
+        run(
+            std::string("\x80\x02]q\x00h\x00"
+                        "a.",
+                        8));
+      },
+      {"itself"});
+  expect_format_error(
+      [&] {
+        run(
+            std::string("\x80\x02]q\x00]q\x01"
+                        "ah\x01K\x01"
+                        "a0.",
+                        16));
+      },
+      {"after it was placed"});
+  EXPECT_THROW(run("\x80\x02"
+                   "a."),
+               agla::FormatError);                         // APPEND on an empty stack
+  EXPECT_THROW(run("\x80\x02K"), agla::FormatError);       // truncated
+  EXPECT_THROW(run("\x80\x02h\x05."), agla::FormatError);  // memo key never set
+  expect_format_error(
+      [&] {
+        run("\x80\x02"
+            "cbuiltins\nexec\n.");
+      },
+      {"refused global 'builtins.exec'"});
+  expect_format_error(
+      [&] {
+        run("\x80\x02"
+            "ccollections\nOrderedDict\nK\x01\x85R.");
+      },
+      {"no arguments"});
+  EXPECT_THROW(run("\x80\x02"
+                   "K\x01"
+                   "K\x02."),
+               agla::FormatError);                                                     // two values left at STOP
   expect_format_error([&] { run("\x80\x04\x81."); }, {"refused pickle opcode 0x81"});  // NEWOBJ
   // Deep nesting is capped.
   std::string deep = "\x80\x02";

@@ -1,14 +1,14 @@
 // BERT WordPiece tokenizer and LAVIS caption pre-processing against tests/data/tokenizer/cases.json
 // (transformers BertTokenizer, google-research/bert FullTokenizer, BlipCaptionProcessor; exact).
 
+#include "agla/models/blip/tokenizer.hpp"
+
 #include <gtest/gtest.h>
 
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include "agla/models/blip/tokenizer.hpp"
 
 namespace {
 
@@ -76,8 +76,7 @@ TEST(TokenizerTest, PreCaptionColumnsMatchAllCases) {
     const std::string pre = agla::blip::pre_caption(c["text"].get<std::string>());
     EXPECT_EQ(pre, c["pre_caption"].get<std::string>()) << "case " << c["id"];
     EXPECT_EQ(tok.tokenize(pre), c["pre_caption_hf_tokens"].get<std::vector<std::string>>()) << "case " << c["id"];
-    EXPECT_EQ(tok.encode(pre), c["pre_caption_hf_ids_cls_sep_max35"].get<std::vector<int64_t>>())
-        << "case " << c["id"];
+    EXPECT_EQ(tok.encode(pre), c["pre_caption_hf_ids_cls_sep_max35"].get<std::vector<int64_t>>()) << "case " << c["id"];
   }
 }
 
@@ -158,7 +157,8 @@ TEST(TokenizerTest, BadVocabularyThrows) {
   EXPECT_THROW(WordPieceTokenizer::from_vocab_text("[PAD]\n[UNK]\nhello\n", "test"), agla::FormatError);
   EXPECT_THROW(WordPieceTokenizer::from_vocab_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\n\xff\n", "test"),
                agla::InvalidArgument);
-  const WordPieceTokenizer crlf = WordPieceTokenizer::from_vocab_text("[PAD]\r\n[UNK]\r\n[CLS]\r\n[SEP]\r\n[MASK]\r\nhi\r\n", "t");
+  const WordPieceTokenizer crlf =
+      WordPieceTokenizer::from_vocab_text("[PAD]\r\n[UNK]\r\n[CLS]\r\n[SEP]\r\n[MASK]\r\nhi\r\n", "t");
   EXPECT_EQ(crlf.token_to_id("hi"), 5);
   EXPECT_EQ(crlf.dec_id(), 6);
   EXPECT_EQ(crlf.enc_id(), 7);

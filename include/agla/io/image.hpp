@@ -130,8 +130,7 @@ inline ResampleTaps pillow_bicubic_taps(int64_t in_size, int64_t out_size) {
       double w = k[static_cast<size_t>(x)];
       if (ww != 0.0) w /= ww;
       const double fixed = w * static_cast<double>(1 << kPrecisionBits);
-      taps.weights[static_cast<size_t>(xx * taps.ksize + x)] =
-          static_cast<int32_t>(w < 0 ? -0.5 + fixed : 0.5 + fixed);
+      taps.weights[static_cast<size_t>(xx * taps.ksize + x)] = static_cast<int32_t>(w < 0 ? -0.5 + fixed : 0.5 + fixed);
     }
     taps.first[static_cast<size_t>(xx)] = xmin;
     taps.count[static_cast<size_t>(xx)] = xmax;
@@ -206,15 +205,15 @@ inline at::Tensor decode_image(const uint8_t* data, size_t size, const std::stri
     throw FormatError(agla::detail::concat(where, ": ", name_for_errors, ": not a readable JPEG, PNG or BMP image (",
                                            stbi_failure_reason(), ")"));
   }
-  check<FormatError>(width > 0 && height > 0, where, ": ", name_for_errors, ": zero-sized image (", width, "x",
-                     height, ")");
+  check<FormatError>(width > 0 && height > 0, where, ": ", name_for_errors, ": zero-sized image (", width, "x", height,
+                     ")");
   check<FormatError>(static_cast<int64_t>(width) * height <= kMaxImagePixels, where, ": ", name_for_errors,
                      ": image of ", width, "x", height, " pixels exceeds the limit of 2^28 pixels");
   int w = 0, h = 0, file_channels = 0;
   stbi_uc* pixels = stbi_load_from_memory(data, len, &w, &h, &file_channels, 3);
   if (pixels == nullptr) {
-    throw FormatError(agla::detail::concat(where, ": ", name_for_errors, ": corrupt image data (",
-                                           stbi_failure_reason(), ")"));
+    throw FormatError(
+        agla::detail::concat(where, ": ", name_for_errors, ": corrupt image data (", stbi_failure_reason(), ")"));
   }
   if (w != width || h != height) {
     stbi_image_free(pixels);
@@ -243,8 +242,7 @@ inline at::Tensor read_image(const std::string& path) {
 inline at::Tensor resize_bicubic(const at::Tensor& hwc_uint8, int64_t out_height, int64_t out_width) {
   const char* where = "agla::io::resize_bicubic";
   detail::check_hwc_uint8(hwc_uint8, where);
-  check<InvalidArgument>(hwc_uint8.device().is_cpu(), where, ": image must be a CPU tensor; got ",
-                         hwc_uint8.device());
+  check<InvalidArgument>(hwc_uint8.device().is_cpu(), where, ": image must be a CPU tensor; got ", hwc_uint8.device());
   check<InvalidArgument>(out_height > 0 && out_width > 0 && out_height * out_width <= kMaxImagePixels, where,
                          ": output size must be positive and at most 2^28 pixels; got ", out_height, "x", out_width);
   const at::Tensor in = hwc_uint8.contiguous();
@@ -310,9 +308,10 @@ inline at::Tensor resize_shortest_side(const at::Tensor& hwc_uint8, int64_t shor
   const int64_t h = hwc_uint8.size(0), w = hwc_uint8.size(1);
   const int64_t short_side = std::min(h, w), long_side = std::max(h, w);
   if (short_side == shortest_edge) return hwc_uint8.contiguous().clone();
-  const int64_t new_long = static_cast<int64_t>(static_cast<double>(shortest_edge * long_side) /
-                                                static_cast<double>(short_side));
-  return w <= h ? resize_bicubic(hwc_uint8, new_long, shortest_edge) : resize_bicubic(hwc_uint8, shortest_edge, new_long);
+  const int64_t new_long =
+      static_cast<int64_t>(static_cast<double>(shortest_edge * long_side) / static_cast<double>(short_side));
+  return w <= h ? resize_bicubic(hwc_uint8, new_long, shortest_edge)
+                : resize_bicubic(hwc_uint8, shortest_edge, new_long);
 }
 
 /// Crops the centre `[crop_height, crop_width]` of uint8 `[H, W, C]` as transformers' `center_crop`:
@@ -370,9 +369,8 @@ inline at::Tensor normalize_image(const at::Tensor& hwc_uint8, std::array<float,
   const at::Tensor chw = hwc_uint8.permute({2, 0, 1});
   // Divisors are device tensors, not Scalars, so that CUDA divides instead of multiplying by a
   // rounded reciprocal; every operation stays one IEEE float32 operation like the references.
-  at::Tensor x = rescale == PixelRescale::kTorchvision
-                     ? chw.to(at::kFloat).div(at::full({1, 1, 1}, 255.0f, f32))
-                     : chw.to(at::kDouble).mul(1.0 / 255.0).to(at::kFloat);
+  at::Tensor x = rescale == PixelRescale::kTorchvision ? chw.to(at::kFloat).div(at::full({1, 1, 1}, 255.0f, f32))
+                                                       : chw.to(at::kDouble).mul(1.0 / 255.0).to(at::kFloat);
   const at::Tensor m = at::tensor(std::vector<float>(mean.begin(), mean.end())).view({3, 1, 1}).to(device);
   const at::Tensor s = at::tensor(std::vector<float>(std.begin(), std.end())).view({3, 1, 1}).to(device);
   return x.sub(m).div(s).contiguous();
@@ -383,9 +381,9 @@ inline void write_png(const std::string& path, const at::Tensor& hwc_uint8) {
   const char* where = "agla::io::write_png";
   detail::check_hwc_uint8(hwc_uint8, where);
   const at::Tensor img = hwc_uint8.to(at::kCPU).contiguous();
-  check<InvalidArgument>(img.size(0) <= INT_MAX / 4 && img.size(1) <= INT_MAX / 4 &&
-                             img.size(0) * img.size(1) <= kMaxImagePixels,
-                         where, ": image of ", img.size(1), "x", img.size(0), " pixels is too large to write");
+  check<InvalidArgument>(
+      img.size(0) <= INT_MAX / 4 && img.size(1) <= INT_MAX / 4 && img.size(0) * img.size(1) <= kMaxImagePixels, where,
+      ": image of ", img.size(1), "x", img.size(0), " pixels is too large to write");
   std::string bytes;
   auto append = [](void* context, void* data, int size) {
     static_cast<std::string*>(context)->append(static_cast<const char*>(data), static_cast<size_t>(size));

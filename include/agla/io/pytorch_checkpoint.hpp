@@ -24,8 +24,6 @@
 #include <ATen/ATen.h>
 #include <caffe2/serialize/inline_container.h>
 
-#include <nlohmann/json.hpp>
-
 #include <algorithm>
 #include <cctype>
 #include <cstdint>
@@ -34,6 +32,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <string>
 #include <unordered_map>
@@ -50,7 +49,21 @@ namespace agla::io {
 class PickleValue {
  public:
   /// What the node holds.
-  enum class Kind { kNone, kBool, kInt, kBigInt, kFloat, kString, kBytes, kTuple, kList, kDict, kTensor, kStorage, kGlobal };
+  enum class Kind {
+    kNone,
+    kBool,
+    kInt,
+    kBigInt,
+    kFloat,
+    kString,
+    kBytes,
+    kTuple,
+    kList,
+    kDict,
+    kTensor,
+    kStorage,
+    kGlobal
+  };
 
   PickleValue() = default;
   static PickleValue none() { return PickleValue(Kind::kNone); }
@@ -106,9 +119,9 @@ class PickleValue {
   }
   /// kString, kBytes, kBigInt bytes or kGlobal name.
   const std::string& as_string() const {
-    check<FormatError>(kind_ == Kind::kString || kind_ == Kind::kBytes || kind_ == Kind::kBigInt ||
-                           kind_ == Kind::kGlobal,
-                       "agla::io::PickleValue: expected a string, got ", kind_name(kind_));
+    check<FormatError>(
+        kind_ == Kind::kString || kind_ == Kind::kBytes || kind_ == Kind::kBigInt || kind_ == Kind::kGlobal,
+        "agla::io::PickleValue: expected a string, got ", kind_name(kind_));
     return string_;
   }
   /// kTensor or kStorage.
@@ -139,19 +152,32 @@ class PickleValue {
   /// Name of a kind, for messages.
   static const char* kind_name(Kind k) {
     switch (k) {
-      case Kind::kNone: return "None";
-      case Kind::kBool: return "bool";
-      case Kind::kInt: return "int";
-      case Kind::kBigInt: return "int (over 64 bits)";
-      case Kind::kFloat: return "float";
-      case Kind::kString: return "str";
-      case Kind::kBytes: return "bytes";
-      case Kind::kTuple: return "tuple";
-      case Kind::kList: return "list";
-      case Kind::kDict: return "dict";
-      case Kind::kTensor: return "tensor";
-      case Kind::kStorage: return "storage";
-      case Kind::kGlobal: return "global";
+      case Kind::kNone:
+        return "None";
+      case Kind::kBool:
+        return "bool";
+      case Kind::kInt:
+        return "int";
+      case Kind::kBigInt:
+        return "int (over 64 bits)";
+      case Kind::kFloat:
+        return "float";
+      case Kind::kString:
+        return "str";
+      case Kind::kBytes:
+        return "bytes";
+      case Kind::kTuple:
+        return "tuple";
+      case Kind::kList:
+        return "list";
+      case Kind::kDict:
+        return "dict";
+      case Kind::kTensor:
+        return "tensor";
+      case Kind::kStorage:
+        return "storage";
+      case Kind::kGlobal:
+        return "global";
     }
     return "?";
   }
@@ -190,7 +216,8 @@ class PickleBuilder {
     parent.container_->items.push_back(child);
   }
   /// Inserts or replaces `key` -> `value` in the kDict `parent`, with the same rules as append.
-  static void set_item(PickleValue& parent, const PickleValue& key, const PickleValue& value, const std::string& where) {
+  static void set_item(PickleValue& parent, const PickleValue& key, const PickleValue& value,
+                       const std::string& where) {
     check<FormatError>(parent.is(PickleValue::Kind::kDict), where, ": SETITEM on a ",
                        PickleValue::kind_name(parent.kind()), ", expected a dict");
     check<FormatError>(key.is(PickleValue::Kind::kString) || key.is(PickleValue::Kind::kInt) ||
@@ -216,8 +243,7 @@ class PickleBuilder {
     check<FormatError>(child.container_ != parent.container_, where, ": refused a container that contains itself");
     child.container_->sealed = true;
     parent.container_->depth = std::max(parent.container_->depth, child.container_->depth + 1);
-    check<FormatError>(parent.container_->depth <= kMaxDepth, where, ": nesting deeper than ", kMaxDepth,
-                       " levels");
+    check<FormatError>(parent.container_->depth <= kMaxDepth, where, ": nesting deeper than ", kMaxDepth, " levels");
   }
 };
 
@@ -225,26 +251,35 @@ namespace detail {
 
 /// dtype of a `torch.<Name>Storage` global, or Undefined when it is not one we accept.
 inline at::ScalarType storage_dtype(const std::string& global) {
-  static const std::map<std::string, at::ScalarType> kTypes = {
-      {"torch.FloatStorage", at::kFloat},          {"torch.DoubleStorage", at::kDouble},
-      {"torch.HalfStorage", at::kHalf},            {"torch.BFloat16Storage", at::kBFloat16},
-      {"torch.LongStorage", at::kLong},            {"torch.IntStorage", at::kInt},
-      {"torch.ShortStorage", at::kShort},          {"torch.CharStorage", at::kChar},
-      {"torch.ByteStorage", at::kByte},            {"torch.BoolStorage", at::kBool},
-      {"torch.ComplexFloatStorage", at::kComplexFloat}, {"torch.ComplexDoubleStorage", at::kComplexDouble},
-      {"torch.UntypedStorage", at::kByte},         {"torch.storage.UntypedStorage", at::kByte}};
+  static const std::map<std::string, at::ScalarType> kTypes = {{"torch.FloatStorage", at::kFloat},
+                                                               {"torch.DoubleStorage", at::kDouble},
+                                                               {"torch.HalfStorage", at::kHalf},
+                                                               {"torch.BFloat16Storage", at::kBFloat16},
+                                                               {"torch.LongStorage", at::kLong},
+                                                               {"torch.IntStorage", at::kInt},
+                                                               {"torch.ShortStorage", at::kShort},
+                                                               {"torch.CharStorage", at::kChar},
+                                                               {"torch.ByteStorage", at::kByte},
+                                                               {"torch.BoolStorage", at::kBool},
+                                                               {"torch.ComplexFloatStorage", at::kComplexFloat},
+                                                               {"torch.ComplexDoubleStorage", at::kComplexDouble},
+                                                               {"torch.UntypedStorage", at::kByte},
+                                                               {"torch.storage.UntypedStorage", at::kByte}};
   const auto it = kTypes.find(global);
   return it == kTypes.end() ? at::ScalarType::Undefined : it->second;
 }
 
 /// The globals a weights-only checkpoint may name.
 inline bool allowed_global(const std::string& name) {
-  static const std::set<std::string> kAllowed = {
-      "collections.OrderedDict",           "torch._utils._rebuild_tensor",
-      "torch._utils._rebuild_tensor_v2",   "torch._utils._rebuild_parameter",
-      "torch._utils._rebuild_parameter_with_state", "torch._tensor._rebuild_from_type_v2",
-      "torch._tensor.Tensor",              "torch.Tensor",
-      "torch.nn.parameter.Parameter"};
+  static const std::set<std::string> kAllowed = {"collections.OrderedDict",
+                                                 "torch._utils._rebuild_tensor",
+                                                 "torch._utils._rebuild_tensor_v2",
+                                                 "torch._utils._rebuild_parameter",
+                                                 "torch._utils._rebuild_parameter_with_state",
+                                                 "torch._tensor._rebuild_from_type_v2",
+                                                 "torch._tensor.Tensor",
+                                                 "torch.Tensor",
+                                                 "torch.nn.parameter.Parameter"};
   return kAllowed.count(name) != 0 || storage_dtype(name) != at::ScalarType::Undefined;
 }
 
@@ -262,31 +297,57 @@ class WeightsOnlyUnpickler {
       const size_t at = pos_;
       const uint8_t op = read_u8();
       switch (op) {
-        case 0x80: read_u8(); break;  // PROTO
-        case 0x95: read_n(8); break;  // FRAME: framing hint only
-        case '.': {                   // STOP
+        case 0x80:
+          read_u8();
+          break;  // PROTO
+        case 0x95:
+          read_n(8);
+          break;     // FRAME: framing hint only
+        case '.': {  // STOP
           check<FormatError>(stack_.size() == 1 && marks_.empty(), where_, ": malformed pickle (STOP with ",
                              stack_.size(), " values on the stack)");
           return stack_.back();
         }
-        case '(': marks_.push_back(stack_.size()); break;  // MARK
-        case '0': pop(); break;                            // POP
-        case '1': pop_mark(); break;                       // POP_MARK
-        case '2': push(top()); break;                      // DUP
-        case 'N': push(PickleValue::none()); break;
-        case 0x88: push(PickleValue::boolean(true)); break;
-        case 0x89: push(PickleValue::boolean(false)); break;
+        case '(':
+          marks_.push_back(stack_.size());
+          break;  // MARK
+        case '0':
+          pop();
+          break;  // POP
+        case '1':
+          pop_mark();
+          break;  // POP_MARK
+        case '2':
+          push(top());
+          break;  // DUP
+        case 'N':
+          push(PickleValue::none());
+          break;
+        case 0x88:
+          push(PickleValue::boolean(true));
+          break;
+        case 0x89:
+          push(PickleValue::boolean(false));
+          break;
         case 'J': {  // BININT
           int32_t v = 0;
           std::memcpy(&v, read_n(4), 4);
           push(PickleValue::integer(v));
           break;
         }
-        case 'K': push(PickleValue::integer(read_u8())); break;  // BININT1
-        case 'M': push(PickleValue::integer(read_le(2))); break;  // BININT2
-        case 0x8a: push_long(read_u8()); break;                   // LONG1
-        case 0x8b: push_long(static_cast<size_t>(read_le(4))); break;  // LONG4
-        case 'G': {                                                      // BINFLOAT (big-endian)
+        case 'K':
+          push(PickleValue::integer(read_u8()));
+          break;  // BININT1
+        case 'M':
+          push(PickleValue::integer(read_le(2)));
+          break;  // BININT2
+        case 0x8a:
+          push_long(read_u8());
+          break;  // LONG1
+        case 0x8b:
+          push_long(static_cast<size_t>(read_le(4)));
+          break;     // LONG4
+        case 'G': {  // BINFLOAT (big-endian)
           const uint8_t* p = read_n(8);
           uint64_t bits = 0;
           for (int i = 0; i < 8; ++i) bits = (bits << 8) | p[i];
@@ -295,22 +356,52 @@ class WeightsOnlyUnpickler {
           push(PickleValue::real(v));
           break;
         }
-        case 'X': push_text(PickleValue::Kind::kString, read_le(4)); break;    // BINUNICODE
-        case 0x8c: push_text(PickleValue::Kind::kString, read_u8()); break;   // SHORT_BINUNICODE
-        case 0x8d: push_text(PickleValue::Kind::kString, read_le(8)); break;  // BINUNICODE8
-        case 'T': push_text(PickleValue::Kind::kString, read_le(4)); break;    // BINSTRING
-        case 'U': push_text(PickleValue::Kind::kString, read_u8()); break;    // SHORT_BINSTRING
-        case 'B': push_text(PickleValue::Kind::kBytes, read_le(4)); break;     // BINBYTES
-        case 'C': push_text(PickleValue::Kind::kBytes, read_u8()); break;     // SHORT_BINBYTES
-        case 0x8e: push_text(PickleValue::Kind::kBytes, read_le(8)); break;   // BINBYTES8
-        case ')': push(PickleValue::container(PickleValue::Kind::kTuple)); break;
-        case 't': push(make_sequence(PickleValue::Kind::kTuple, pop_mark())); break;
-        case 0x85: push(make_sequence(PickleValue::Kind::kTuple, pop_n(1))); break;
-        case 0x86: push(make_sequence(PickleValue::Kind::kTuple, pop_n(2))); break;
-        case 0x87: push(make_sequence(PickleValue::Kind::kTuple, pop_n(3))); break;
-        case ']': push(PickleValue::container(PickleValue::Kind::kList)); break;
-        case 'l': push(make_sequence(PickleValue::Kind::kList, pop_mark())); break;  // LIST
-        case 'a': {                                                                   // APPEND
+        case 'X':
+          push_text(PickleValue::Kind::kString, read_le(4));
+          break;  // BINUNICODE
+        case 0x8c:
+          push_text(PickleValue::Kind::kString, read_u8());
+          break;  // SHORT_BINUNICODE
+        case 0x8d:
+          push_text(PickleValue::Kind::kString, read_le(8));
+          break;  // BINUNICODE8
+        case 'T':
+          push_text(PickleValue::Kind::kString, read_le(4));
+          break;  // BINSTRING
+        case 'U':
+          push_text(PickleValue::Kind::kString, read_u8());
+          break;  // SHORT_BINSTRING
+        case 'B':
+          push_text(PickleValue::Kind::kBytes, read_le(4));
+          break;  // BINBYTES
+        case 'C':
+          push_text(PickleValue::Kind::kBytes, read_u8());
+          break;  // SHORT_BINBYTES
+        case 0x8e:
+          push_text(PickleValue::Kind::kBytes, read_le(8));
+          break;  // BINBYTES8
+        case ')':
+          push(PickleValue::container(PickleValue::Kind::kTuple));
+          break;
+        case 't':
+          push(make_sequence(PickleValue::Kind::kTuple, pop_mark()));
+          break;
+        case 0x85:
+          push(make_sequence(PickleValue::Kind::kTuple, pop_n(1)));
+          break;
+        case 0x86:
+          push(make_sequence(PickleValue::Kind::kTuple, pop_n(2)));
+          break;
+        case 0x87:
+          push(make_sequence(PickleValue::Kind::kTuple, pop_n(3)));
+          break;
+        case ']':
+          push(PickleValue::container(PickleValue::Kind::kList));
+          break;
+        case 'l':
+          push(make_sequence(PickleValue::Kind::kList, pop_mark()));
+          break;     // LIST
+        case 'a': {  // APPEND
           const PickleValue v = pop();
           PickleValue& list = top();
           check_kind(list, PickleValue::Kind::kList, "APPEND");
@@ -324,7 +415,9 @@ class WeightsOnlyUnpickler {
           for (const PickleValue& v : values) PickleBuilder::append(list, v, where_);
           break;
         }
-        case '}': push(PickleValue::container(PickleValue::Kind::kDict)); break;
+        case '}':
+          push(PickleValue::container(PickleValue::Kind::kDict));
+          break;
         case 'd': {  // DICT
           const std::vector<PickleValue> kv = pop_mark();
           PickleValue dict = PickleValue::container(PickleValue::Kind::kDict);
@@ -343,12 +436,22 @@ class WeightsOnlyUnpickler {
           set_items(top(), kv);
           break;
         }
-        case 'q': memo_[read_u8()] = top(); break;                      // BINPUT
-        case 'r': memo_[static_cast<uint64_t>(read_le(4))] = top(); break;  // LONG_BINPUT
-        case 0x94: memo_[memo_.size()] = top(); break;                  // MEMOIZE
-        case 'h': push(memo_get(read_u8())); break;                     // BINGET
-        case 'j': push(memo_get(static_cast<uint64_t>(read_le(4)))); break;  // LONG_BINGET
-        case 'c': {                                                      // GLOBAL
+        case 'q':
+          memo_[read_u8()] = top();
+          break;  // BINPUT
+        case 'r':
+          memo_[static_cast<uint64_t>(read_le(4))] = top();
+          break;  // LONG_BINPUT
+        case 0x94:
+          memo_[memo_.size()] = top();
+          break;  // MEMOIZE
+        case 'h':
+          push(memo_get(read_u8()));
+          break;  // BINGET
+        case 'j':
+          push(memo_get(static_cast<uint64_t>(read_le(4))));
+          break;     // LONG_BINGET
+        case 'c': {  // GLOBAL
           std::string module = read_line();
           std::string name = read_line();
           push_global(module + "." + name);
@@ -362,8 +465,10 @@ class WeightsOnlyUnpickler {
           push_global(module.as_string() + "." + name.as_string());
           break;
         }
-        case 'Q': push(persistent_load(pop())); break;  // BINPERSID
-        case 'R': {                                     // REDUCE
+        case 'Q':
+          push(persistent_load(pop()));
+          break;     // BINPERSID
+        case 'R': {  // REDUCE
           const PickleValue args = pop();
           const PickleValue callable = pop();
           push(reduce(callable, args));
@@ -393,7 +498,8 @@ class WeightsOnlyUnpickler {
   }
 
   const uint8_t* read_n(size_t n) {
-    check<FormatError>(n <= size_ - pos_, where_, ": truncated pickle (need ", n, " bytes at ", pos_, " of ", size_, ")");
+    check<FormatError>(n <= size_ - pos_, where_, ": truncated pickle (need ", n, " bytes at ", pos_, " of ", size_,
+                       ")");
     const uint8_t* p = data_ + pos_;
     pos_ += n;
     return p;
@@ -416,7 +522,8 @@ class WeightsOnlyUnpickler {
 
   void push(PickleValue v) { stack_.push_back(std::move(v)); }
   PickleValue& top() {
-    check<FormatError>(stack_.size() > (marks_.empty() ? 0 : marks_.back()), where_, ": malformed pickle (stack underflow at byte ", pos_, ")");
+    check<FormatError>(stack_.size() > (marks_.empty() ? 0 : marks_.back()), where_,
+                       ": malformed pickle (stack underflow at byte ", pos_, ")");
     return stack_.back();
   }
   PickleValue pop() {
@@ -529,8 +636,8 @@ class WeightsOnlyUnpickler {
     const std::vector<int64_t> size = int_tuple(a[2], where_, "size");
     const std::vector<int64_t> stride = int_tuple(a[3], where_, "stride");
     const int64_t storage_numel = storage.numel();
-    check<FormatError>(size.size() == stride.size(), where_, ": tensor has ", size.size(), " sizes but ",
-                       stride.size(), " strides");
+    check<FormatError>(size.size() == stride.size(), where_, ": tensor has ", size.size(), " sizes but ", stride.size(),
+                       " strides");
     check<FormatError>(offset >= 0 && offset <= storage_numel, where_, ": tensor offset ", offset,
                        " outside its storage of ", storage_numel, " elements");
     bool empty = false;
@@ -547,8 +654,8 @@ class WeightsOnlyUnpickler {
       for (size_t d = 0; d < size.size(); ++d) {
         if (stride[d] == 0 || size[d] == 1) continue;
         check<FormatError>(size[d] - 1 <= room / stride[d], where_, ": tensor of size ", at::IntArrayRef(size),
-                           ", stride ", at::IntArrayRef(stride), ", offset ", offset,
-                           " reaches past its storage of ", storage_numel, " elements");
+                           ", stride ", at::IntArrayRef(stride), ", offset ", offset, " reaches past its storage of ",
+                           storage_numel, " elements");
         room -= (size[d] - 1) * stride[d];
       }
     }
@@ -576,12 +683,12 @@ class WeightsOnlyUnpickler {
       check<FormatError>(a.size() == 4 && a[0].is(PickleValue::Kind::kGlobal) && a[1].is(PickleValue::Kind::kGlobal),
                          where_, ": malformed _rebuild_from_type_v2 arguments");
       const std::string& type = a[1].as_string();
-      check<FormatError>(type == "torch._tensor.Tensor" || type == "torch.Tensor" ||
-                             type == "torch.nn.parameter.Parameter",
-                         where_, ": refused tensor subclass '", type, "'");
-      check<FormatError>(a[3].is(PickleValue::Kind::kNone) ||
-                             (a[3].is(PickleValue::Kind::kDict) && a[3].entries().empty()),
-                         where_, ": refused tensor with Python state");
+      check<FormatError>(
+          type == "torch._tensor.Tensor" || type == "torch.Tensor" || type == "torch.nn.parameter.Parameter", where_,
+          ": refused tensor subclass '", type, "'");
+      check<FormatError>(
+          a[3].is(PickleValue::Kind::kNone) || (a[3].is(PickleValue::Kind::kDict) && a[3].entries().empty()), where_,
+          ": refused tensor with Python state");
       PickleValue inner = reduce(a[0], a[2]);
       check<FormatError>(inner.is(PickleValue::Kind::kTensor), where_, ": _rebuild_from_type_v2 did not give a tensor");
       return inner;
@@ -640,11 +747,10 @@ inline PickleValue read_pytorch_pickle(const std::string& path) {
       const std::string record = "data/" + key;
       check<FormatError>(reader->hasRecord(record), where, ": storage record '", record, "' is missing");
       auto [data, n] = reader->getRecord(record);
-      const size_t itemsize = at::elementSize(dtype);
+      const size_t itemsize = c10::elementSize(dtype);
       check<FormatError>(static_cast<uint64_t>(numel) <= n / std::max<size_t>(itemsize, 1) &&
                              n == static_cast<size_t>(numel) * itemsize,
-                         where, ": storage record '", record, "' has ", n, " bytes; expected ", numel, " x ",
-                         itemsize);
+                         where, ": storage record '", record, "' has ", n, " bytes; expected ", numel, " x ", itemsize);
       const auto options = at::TensorOptions().dtype(dtype);
       if (numel == 0) return at::empty({0}, options);
       if (dtype == at::kBool) {
@@ -654,10 +760,10 @@ inline PickleValue read_pytorch_pickle(const std::string& path) {
       }
       auto holder = std::make_shared<detail::RecordHolder>(detail::RecordHolder{std::move(data)});
       void* ptr = holder->data.get();
-      return at::from_blob(ptr, {numel}, [holder](void*) {}, options);
+      return at::from_blob(
+          ptr, {numel}, [holder](void*) {}, options);
     };
-    detail::WeightsOnlyUnpickler unpickler(static_cast<const uint8_t*>(pickle.get()), pickle_size, where,
-                                           load_storage);
+    detail::WeightsOnlyUnpickler unpickler(static_cast<const uint8_t*>(pickle.get()), pickle_size, where, load_storage);
     return unpickler.run();
   } catch (const agla::Error&) {
     throw;
@@ -713,7 +819,8 @@ inline StateDict read_pytorch_checkpoint(const std::string& path, const std::str
     }
     std::string keys;
     for (const auto& [k, v] : root.entries())
-      keys += (keys.empty() ? "" : ", ") + (k.is(PickleValue::Kind::kString) ? k.as_string() : std::string("<non-str>"));
+      keys +=
+          (keys.empty() ? "" : ", ") + (k.is(PickleValue::Kind::kString) ? k.as_string() : std::string("<non-str>"));
     throw FormatError(agla::detail::concat(where, ": top-level dict is not a state dict and has no 'model' or ",
                                            "'state_dict' entry; keys: ", keys, " (pass the key to use)"));
   }
@@ -742,8 +849,8 @@ inline StateDict read_pytorch_checkpoint_index(const std::string& index_json_pat
   for (auto it = index["weight_map"].begin(); it != index["weight_map"].end(); ++it) {
     check<FormatError>(it.value().is_string(), where, ": weight_map entry '", it.key(), "' must name a shard file");
     const std::string shard = it.value().get<std::string>();
-    check<FormatError>(!shard.empty() && shard.find('/') == std::string::npos && shard.find('\\') == std::string::npos &&
-                           shard != "." && shard != "..",
+    check<FormatError>(!shard.empty() && shard.find('/') == std::string::npos &&
+                           shard.find('\\') == std::string::npos && shard != "." && shard != "..",
                        where, ": tensor '", it.key(), "' maps to invalid shard name '", shard, "'");
     by_shard[shard].insert(it.key());
   }

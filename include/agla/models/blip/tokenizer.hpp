@@ -73,8 +73,8 @@ inline std::string pre_caption(const std::string& text, size_t max_words = 50) {
   std::u32string s;
   s.reserve(lowered.size());
   for (char32_t c : lowered) {
-    const bool removed = c == '.' || c == '!' || c == '"' || c == '(' || c == ')' || c == '*' || c == '#' ||
-                         c == ':' || c == ';' || c == '~';
+    const bool removed = c == '.' || c == '!' || c == '"' || c == '(' || c == ')' || c == '*' || c == '#' || c == ':' ||
+                         c == ';' || c == '~';
     s.push_back(removed ? U' ' : c);
   }
   // re.sub(r"\s{2,}", " ", caption): only runs of two or more collapse; a lone tab stays.
@@ -208,8 +208,8 @@ class WordPieceTokenizer {
       }
     }
     static const std::pair<const char*, const char*> kCleanUp[] = {
-        {" .", "."}, {" ?", "?"}, {" !", "!"}, {" ,", ","}, {" ' ", "'"}, {" n't", "n't"},
-        {" 'm", "'m"}, {" 's", "'s"}, {" 've", "'ve"}, {" 're", "'re"}};
+        {" .", "."},     {" ?", "?"},   {" !", "!"},   {" ,", ","},     {" ' ", "'"},
+        {" n't", "n't"}, {" 'm", "'m"}, {" 's", "'s"}, {" 've", "'ve"}, {" 're", "'re"}};
     for (const auto& [from, to] : kCleanUp) {
       const std::string f(from), t(to);
       for (size_t pos = text.find(f); pos != std::string::npos; pos = text.find(f, pos + t.size()))
