@@ -575,6 +575,8 @@ TEST(DecodeErrorTest, RejectsBadLogits) {
   expect_error<agla::NumericError>([&] { agla::decode_logits(good, neg_aug, vcd, generator); },
                                    {"final scores", "stream 0"});
   expect_error<agla::InvalidArgument>([&] { agla::decode_logits(good, good, options); }, {"generator"});
+  expect_error<agla::InvalidArgument>([&] { agla::MultinomialSampler{}(good.to(at::kMeta), generator); },
+                                      {"generator must be on the scores' device"});
   agla::DecodeOptions never = options;
   never.finite_check = agla::FiniteCheck::Never;
   EXPECT_NO_THROW(agla::decode_logits(good, good, never, generator));

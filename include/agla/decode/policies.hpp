@@ -212,6 +212,10 @@ struct MultinomialSampler {
     check<InvalidArgument>(generator.defined(),
                            "agla::MultinomialSampler: sampling needs a generator; got an undefined "
                            "at::Generator (pass e.g. at::make_generator<at::CPUGeneratorImpl>(seed))");
+    check<InvalidArgument>(generator.device().type() == scores.device().type(),
+                           "agla::MultinomialSampler: the generator must be on the scores' device "
+                           "type; got a ", generator.device(), " generator for ", scores.device(),
+                           " scores");
     const at::Tensor probs = scores.softmax(-1);
     if (probs.is_cpu() && probs.scalar_type() == at::kFloat && probs.dim() == 2 &&
         generator.device().is_cpu())

@@ -203,7 +203,10 @@ class TorchSampler {
 
 /// The decoding step over raw float logits, with the policies of an `agla::DecodeOptions` and an
 /// elementwise fusion (`float(float l, float l_aug)`; the `agla` fusion policies qualify). Owns
-/// its workspace; one `Decoder` per thread.
+/// its workspace; one `Decoder` per thread. The sampler is the caller's choice per step
+/// (`GreedySampler`, `FastSampler`, `TorchSampler` or any `int64(const KeptRow&)`), so
+/// `options.greedy` is not consulted; nor is `local_view_tokens`: pass a null `logits_aug` on the
+/// steps where `options.uses_local_view(step)` is false.
 template <typename Fusion = MethodFusion>
 class Decoder {
  public:
