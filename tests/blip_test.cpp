@@ -421,6 +421,9 @@ TEST(BlipLoadTest, AcceptsShardsLegacyBuffersAndTiedLmHead) {
   for (const auto& entry : vision) index["weight_map"][entry.first] = "model-00001-of-00002.safetensors";
   for (const auto& entry : text) index["weight_map"][entry.first] = "model-00002-of-00002.safetensors";
   std::ofstream(dir + "/model.safetensors.index.json") << index.dump();
+  // Without its vocab.txt the directory falls back to bert-base-uncased, which does not fit 128 ids.
+  EXPECT_THROW(agla::blip::BlipCaptioner::load(dir), agla::FormatError);
+  copy_file(kBlip + "/caption/vocab.txt", dir + "/vocab.txt");
   const auto model = agla::blip::BlipCaptioner::load(dir);
   const at::Tensor image = model.encode_image(pixels(0));
   expect_close(model.logits_full(image, fx("caption.i0.prompt.input_ids")), fx("caption.i0.prompt.logits"), 3e-4,

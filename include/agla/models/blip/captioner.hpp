@@ -77,6 +77,7 @@ class BlipCaptioner {
       : model_(std::move(model)), tokenizer_(std::make_shared<WordPieceTokenizer>(std::move(tokenizer))),
         device_(device), dtype_(dtype) {
     detail::check_model_placement("agla::blip::BlipCaptioner", device, dtype);
+    detail::check_tokenizer("agla::blip::BlipCaptioner", *tokenizer_, model_->config());
     model_->to(device, dtype);
     model_->eval();
     detail::freeze(*model_);

@@ -72,6 +72,12 @@ inline void check_model_placement(const char* fn, at::Device device, at::ScalarT
                          ": Half is supported on CUDA only; use Float (or BFloat16) on CPU");
 }
 
+/// Refuses a tokenizer whose ids (including `[DEC]`/`[ENC]`) do not fit the model's vocabulary.
+inline void check_tokenizer(const char* fn, const WordPieceTokenizer& tokenizer, const BlipConfig& config) {
+  check<FormatError>(static_cast<int64_t>(tokenizer.size()) <= config.text.vocab_size, fn, ": the tokenizer has ",
+                     tokenizer.size(), " ids but the model's vocabulary has ", config.text.vocab_size);
+}
+
 /// Sets every parameter to requires_grad = false (inference only; GradCAM needs no parameter gradients).
 inline void freeze(torch::nn::Module& module) {
   for (auto& p : module.parameters(true)) p.set_requires_grad(false);
@@ -134,6 +140,7 @@ class BlipItm {
       : model_(std::move(model)), tokenizer_(std::make_shared<WordPieceTokenizer>(std::move(tokenizer))),
         device_(device), dtype_(dtype) {
     detail::check_model_placement("agla::blip::BlipItm", device, dtype);
+    detail::check_tokenizer("agla::blip::BlipItm", *tokenizer_, model_->config());
     model_->to(device, dtype);
     model_->eval();
     detail::freeze(*model_);
