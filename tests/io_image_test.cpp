@@ -80,6 +80,15 @@ TEST(ImageTest, NormalizeMatchesBlipPixelValues) {
   EXPECT_LE((hf - want[0]).abs().max().item<double>(), 1e-5);
 }
 
+TEST(ImageTest, NormalizeOnCudaMatchesCpu) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  const at::Tensor img = agla::io::read_image(kData + "/blip/images/chelsea_32.png");
+  const at::Tensor cpu = agla::io::normalize_image(img);
+  const at::Tensor cuda = agla::io::normalize_image(img.to(at::kCUDA));
+  EXPECT_TRUE(cuda.is_cuda());
+  EXPECT_LE((cuda.cpu() - cpu).abs().max().item<double>(), 1e-6);
+}
+
 TEST(ImageTest, ResizeMatchesPillowUpDownAndMixed) {
   const at::Tensor input = agla::io::read_npy(kData + "/image_resize/input.npy");
   const std::pair<int64_t, int64_t> sizes[] = {{50, 61}, {11, 7}, {23, 10}, {40, 37}, {1, 1}, {5, 100}};
