@@ -6,6 +6,10 @@
 #include "agla/models/llava.hpp"
 
 #include <cmath>
+#include <cstdio>
+#include <filesystem>
+
+#include <unistd.h>
 #include <fstream>
 #include <string>
 #include <vector>
@@ -379,5 +383,77 @@ TEST(LlavaLvlmTest, DrivesAglaGenerate) {
       seq = at::cat({seq, token.view({1, 1})}, 1);
     }
     EXPECT_EQ(lvlm.cached_length(agla::View::Augmented), 15 + 7);
+  }
+}
+
+TEST(LlavaLoaderTest, LoadsShardedCheckpointsAndSparseConfigs) {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::temp_directory_path() / ("agla_llava_sharded_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  fs::copy_file(fixture_dir("tiny_t_gqa") + "/config.sparse.json", dir / "config.json",
+                fs::copy_options::overwrite_existing);
+  const auto dict = agla::io::read_safetensors(fixture_dir("tiny_t_gqa") + "/model.safetensors");
+  agla::io::StateDict vision_part, text_part;
+  nlohmann::json index;
+  for (const auto& item : dict) {
+    const bool text = item.first.rfind("language_model.", 0) == 0;
+    (text ? text_part : vision_part)[item.first] = item.second;
+    index["weight_map"][item.first] = text ? "model-00002-of-00002.safetensors" : "model-00001-of-00002.safetensors";
+  }
+  agla::io::write_safetensors((dir / "model-00001-of-00002.safetensors").string(), vision_part);
+  agla::io::write_safetensors((dir / "model-00002-of-00002.safetensors").string(), text_part);
+  std::ofstream(dir / "model.safetensors.index.json") << index.dump();
+  auto model = llava::load_model(dir.string());
+  const auto ref = agla::io::SafetensorsFile::open(fixture_dir("tiny_t_gqa") + "/reference.safetensors");
+  expect_close(model->forward(ref.tensor("input_ids"), ref.tensor("pixel_values")), ref.tensor("logits"), 5e-5,
+               "sharded tiny_t_gqa logits");
+  fs::remove_all(dir);
+  EXPECT_THROW(llava::load_model(dir.string()), agla::FormatError);
+}
+
+TEST(LlavaLoaderTest, TiedEmbeddingsUseTheTokenTable) {
+  auto json = nlohmann::json::parse(std::ifstream(fixture_dir("tiny_t") + "/config.sparse.json"));
+  json["text_config"]["tie_word_embeddings"] = true;
+  auto dict = agla::io::read_safetensors(fixture_dir("tiny_t") + "/model.safetensors");
+  auto model = llava::LlavaModel(llava::parse_config(json));
+  llava::load_weights(model, dict, "tied (lm_head stored)");  // a stored copy is accepted and ignored
+  dict.erase("language_model.lm_head.weight");
+  model = llava::LlavaModel(llava::parse_config(json));
+  llava::load_weights(model, dict, "tied");
+  EXPECT_TRUE(model->language_model->lm_head.is_empty());
+  const auto hidden = at::randn({2, 48});
+  const auto expected = at::matmul(hidden, dict.at("language_model.model.embed_tokens.weight").t());
+  EXPECT_TRUE(at::allclose(model->language_model->logits(hidden), expected, 1e-5, 1e-5));
+}
+
+TEST(LlavaParityTest, ReducedPrecisionStaysCloseToFloat32) {
+  // bfloat16 keeps 8 significant bits: logits of size ~5 move by up to ~0.1 over the tiny model (float16: ~1e-2).
+  std::vector<std::pair<at::Device, at::ScalarType>> runs = {{at::kCPU, at::kBFloat16}};
+  if (at::hasCUDA()) {
+    runs.push_back({at::Device(at::kCUDA, 0), at::kHalf});
+    runs.push_back({at::Device(at::kCUDA, 0), at::kBFloat16});
+  }
+  for (const auto& name : kConfigs) {
+    const auto ref = agla::io::SafetensorsFile::open(fixture_dir(name) + "/reference.safetensors");
+    for (const auto& [device, dtype] : runs) {
+      llava::LoadOptions options;
+      options.device = device;
+      options.dtype = dtype;
+      auto model = llava::load_model(fixture_dir(name), options);
+      const double tol = dtype == at::kHalf ? 5e-2 : 2.5e-1;
+      const auto logits = model->forward(ref.tensor("batch2_input_ids"), ref.tensor("batch2_pixel_values"));
+      EXPECT_EQ(logits.scalar_type(), at::kFloat);
+      EXPECT_EQ(logits.device(), device);
+      const auto diff = max_diff(logits.cpu(), ref.tensor("batch2_logits"));
+      EXPECT_LT(diff, tol) << name << " " << device << " " << dtype;
+      // The cached functor agrees with the full forward in the same precision.
+      llava::LlavaLvlm lvlm(model);
+      const auto pixels = ref.tensor("batch2_pixel_values");
+      lvlm.begin(ref.tensor("input_ids"), pixels.narrow(0, 0, 1), pixels.narrow(0, 1, 1));
+      const auto both = lvlm(ref.tensor("input_ids").to(device), agla::BothViews{});
+      EXPECT_LT(max_diff(both.cpu(), logits.select(1, 14).cpu()), tol / 4) << name << " " << device << " " << dtype;
+      std::printf("%s %s %s: max |logits - float32 reference| = %.3g\n", name.c_str(), device.str().c_str(),
+                  c10::toString(dtype), diff);
+    }
   }
 }
