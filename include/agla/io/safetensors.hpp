@@ -219,7 +219,7 @@ class SafetensorsFile {
                            "' holds byte value ", static_cast<int>(ptr[i]), " at element ", i, "; expected 0 or 1");
       }
     }
-    const size_t element = at::elementSize(meta.scalar_type);
+    const size_t element = c10::elementSize(meta.scalar_type);
     auto keep_alive = mapping_;
     at::Tensor view = at::from_blob(
         ptr, meta.shape, [keep_alive](void*) mutable { keep_alive.reset(); }, options);
