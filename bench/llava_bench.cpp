@@ -5,13 +5,8 @@
 //
 //   llava_bench [--threads N] [--llava-small] [google-benchmark flags]
 
-#include "agla/decode.hpp"
-#include "agla/models/llava.hpp"
-#include "agla/runtime.hpp"
-
-#include <benchmark/benchmark.h>
-
 #include <ATen/CPUGeneratorImpl.h>
+#include <benchmark/benchmark.h>
 
 #include <cstdio>
 #include <cstdlib>
@@ -20,6 +15,10 @@
 #include <string>
 #include <utility>
 #include <vector>
+
+#include "agla/decode.hpp"
+#include "agla/models/llava.hpp"
+#include "agla/runtime.hpp"
 
 namespace {
 
@@ -140,7 +139,8 @@ void prefill_bench(benchmark::State& state, Mode mode) {
     auto token = run_step(mode, lvlm, m.prompt, options, gen);
     benchmark::DoNotOptimize(token.data_ptr());
   }
-  state.counters["prompts/s"] = benchmark::Counter(static_cast<double>(state.iterations()), benchmark::Counter::kIsRate);
+  state.counters["prompts/s"] =
+      benchmark::Counter(static_cast<double>(state.iterations()), benchmark::Counter::kIsRate);
 }
 
 void BM_LlavaDecodeRegular(benchmark::State& state) { decode_bench(state, Mode::Regular); }

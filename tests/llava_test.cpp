@@ -1,18 +1,19 @@
 // Parity of the LLaVA-1.5 implementation with Hugging Face transformers v4.37.2 on the fixtures in
 // tests/data/llava (tolerances from its README), plus loader, prompt and padding behaviour.
 
-#include "agla/decode.hpp"
-#include "agla/io/safetensors.hpp"
 #include "agla/models/llava.hpp"
+
+#include <unistd.h>
 
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
-
-#include <unistd.h>
 #include <fstream>
 #include <string>
 #include <vector>
+
+#include "agla/decode.hpp"
+#include "agla/io/safetensors.hpp"
 
 namespace {
 
@@ -211,8 +212,7 @@ TEST(LlavaParityTest, TwoViewBatch) {
 
 TEST(LlavaParityTest, Float64MatchesFloat64Reference) {
   auto f = load_fixture("tiny_t", at::kDouble);
-  expect_close(f.model->image_features(f.get("pixel_values")), f.get("image_features_f64"), 1e-5,
-               "image_features_f64");
+  expect_close(f.model->image_features(f.get("pixel_values")), f.get("image_features_f64"), 1e-5, "image_features_f64");
   expect_close(f.model->forward(image_ids(f), f.get("pixel_values")), f.get("logits_f64"), 5e-5, "logits_f64");
   expect_close(f.model->forward(f.get("batch2_input_ids"), f.get("batch2_pixel_values")), f.get("batch2_logits_f64"),
                5e-5, "batch2_logits_f64");
@@ -256,8 +256,8 @@ TEST(LlavaLvlmTest, RejectsMisuse) {
   llava::LlavaLvlm lvlm(f.model);
   const auto ids = image_ids(f);
   const auto pixels = f.get("pixel_values");
-  EXPECT_THROW(lvlm(ids, agla::View::Original), agla::InvalidArgument);  // no begin()
-  EXPECT_THROW(lvlm.begin(ids.narrow(1, 4, 8), pixels), agla::InvalidArgument);  // no image token
+  EXPECT_THROW(lvlm(ids, agla::View::Original), agla::InvalidArgument);             // no begin()
+  EXPECT_THROW(lvlm.begin(ids.narrow(1, 4, 8), pixels), agla::InvalidArgument);     // no image token
   EXPECT_THROW(lvlm.begin(at::cat({ids, ids}, 1), pixels), agla::InvalidArgument);  // two image tokens
   EXPECT_THROW(lvlm.begin(ids, pixels.squeeze(0)), agla::ShapeError);
   lvlm.begin(ids, pixels);
@@ -331,8 +331,8 @@ TEST(LlavaPreprocessTest, MatchesFixturePixelValuesAndHandlesAspect) {
   const auto ref = agla::io::SafetensorsFile::open(fixture_dir("tiny_t") + "/reference.safetensors");
   const auto image = ref.tensor("image_uint8");
   EXPECT_TRUE(at::equal(llava::preprocess_image(image, 28), ref.tensor("pixel_values")[0]));
-  EXPECT_TRUE(at::equal(llava::preprocess_image(ref.tensor("image_halfzero_uint8"), 28),
-                        ref.tensor("batch2_pixel_values")[1]));
+  EXPECT_TRUE(
+      at::equal(llava::preprocess_image(ref.tensor("image_halfzero_uint8"), 28), ref.tensor("batch2_pixel_values")[1]));
   // 28 x 40: the shortest side is already 28, so the centre crop keeps columns 6..33.
   const auto wide = at::cat({image, image.narrow(1, 0, 12)}, 1).contiguous();
   const auto cropped = llava::preprocess_image(wide, 28);

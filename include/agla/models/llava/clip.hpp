@@ -4,25 +4,25 @@
 /// patch + CLS embeddings, `pre_layrnorm`, pre-norm encoder layers. Module names follow Hugging
 /// Face so that `vision_tower.vision_model.*` checkpoint keys map one to one.
 
-#include "agla/error.hpp"
-#include "agla/models/llava/config.hpp"
-#include "agla/models/llava/layers.hpp"
-
+#include <ATen/ATen.h>
 #include <torch/nn/module.h>
 #include <torch/nn/modules/container/modulelist.h>
 #include <torch/nn/pimpl.h>
 
-#include <ATen/ATen.h>
-
 #include <cmath>
 #include <vector>
+
+#include "agla/error.hpp"
+#include "agla/models/llava/config.hpp"
+#include "agla/models/llava/layers.hpp"
 
 namespace agla::llava {
 
 /// Patch embedding (Conv2d, stride = patch, no bias), CLS token and learned positions (`CLIPVisionEmbeddings`).
 class ClipEmbeddingsImpl : public torch::nn::Module {
  public:
-  /// Registers `class_embedding` `[D]`, `patch_embedding.weight` `[D, C, p, p]`, `position_embedding.weight` `[P+1, D]`.
+  /// Registers `class_embedding` `[D]`, `patch_embedding.weight` `[D, C, p, p]`, `position_embedding.weight` `[P+1,
+  /// D]`.
   explicit ClipEmbeddingsImpl(const ClipVisionConfig& c) : patch_size_(c.patch_size) {
     class_embedding = register_parameter("class_embedding", at::empty({c.hidden_size}), false);
     patch_embedding = register_module("patch_embedding", std::make_shared<torch::nn::Module>());
@@ -33,7 +33,8 @@ class ClipEmbeddingsImpl : public torch::nn::Module {
   /// pixel_values `[N, C, S, S]` -> `[N, 1 + P, D]`: CLS first, then patches in row-major grid order
   /// (the conv output flattened), plus position embeddings (row 0 belongs to CLS).
   at::Tensor forward(const at::Tensor& pixel_values) {
-    auto patches = at::conv2d(pixel_values.to(patch_weight.scalar_type()), patch_weight, {}, {patch_size_, patch_size_});
+    auto patches =
+        at::conv2d(pixel_values.to(patch_weight.scalar_type()), patch_weight, {}, {patch_size_, patch_size_});
     patches = patches.flatten(2).transpose(1, 2);
     const auto n = pixel_values.size(0);
     auto cls = class_embedding.view({1, 1, -1}).expand({n, 1, class_embedding.size(0)});
@@ -145,8 +146,8 @@ class ClipVisionTransformerImpl : public torch::nn::Module {
   /// entry i the output of encoder layer i; layers after `count` are not run.
   std::vector<at::Tensor> hidden_states(const at::Tensor& pixel_values, int64_t count) {
     check<InvalidArgument>(count >= 0 && count <= static_cast<int64_t>(blocks_.size()),
-                           "agla::llava::ClipVisionTransformer::hidden_states: count must be in [0, ",
-                           layers->size(), "]; got ", count);
+                           "agla::llava::ClipVisionTransformer::hidden_states: count must be in [0, ", layers->size(),
+                           "]; got ", count);
     std::vector<at::Tensor> out;
     out.push_back(pre_layrnorm(embeddings(pixel_values)));
     for (int64_t i = 0; i < count; ++i) out.push_back(blocks_[i]->forward(out.back()));
@@ -156,17 +157,17 @@ class ClipVisionTransformerImpl : public torch::nn::Module {
   /// Output of encoder layer `index` (hidden_states index, 0 = after `pre_layrnorm`), `[N, 1 + P, D]`.
   at::Tensor forward(const at::Tensor& pixel_values, int64_t index) {
     check<InvalidArgument>(index >= 0 && index <= static_cast<int64_t>(blocks_.size()),
-                           "agla::llava::ClipVisionTransformer::forward: layer index must be in [0, ",
-                           layers->size(), "]; got ", index);
+                           "agla::llava::ClipVisionTransformer::forward: layer index must be in [0, ", layers->size(),
+                           "]; got ", index);
     auto h = pre_layrnorm(embeddings(pixel_values));
     for (int64_t i = 0; i < index; ++i) h = blocks_[i]->forward(h);
     return h;
   }
 
-  ClipEmbeddings embeddings{nullptr};      ///< patch, CLS and position embeddings
-  LayerNorm pre_layrnorm{nullptr};         ///< LayerNorm before the encoder
-  torch::nn::ModuleList layers{nullptr};   ///< `encoder.layers.*`
-  LayerNorm post_layernorm{nullptr};       ///< unused by LLaVA
+  ClipEmbeddings embeddings{nullptr};     ///< patch, CLS and position embeddings
+  LayerNorm pre_layrnorm{nullptr};        ///< LayerNorm before the encoder
+  torch::nn::ModuleList layers{nullptr};  ///< `encoder.layers.*`
+  LayerNorm post_layernorm{nullptr};      ///< unused by LLaVA
 
  private:
   std::vector<ClipEncoderLayer> blocks_;

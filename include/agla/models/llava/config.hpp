@@ -4,27 +4,26 @@
 /// with the defaults of transformers v4.37.2 filled in for the keys `save_pretrained` omits
 /// (`LlavaConfig`, `LlamaConfig`, `CLIPVisionConfig`; see tests/data/llava/README.md).
 
-#include "agla/error.hpp"
-
-#include <nlohmann/json.hpp>
-
 #include <cstdint>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <string>
+
+#include "agla/error.hpp"
 
 namespace agla::llava {
 
 /// CLIP vision tower settings (`vision_config`, class `CLIPVisionConfig`).
 struct ClipVisionConfig {
-  int64_t hidden_size = 768;           ///< width of the patch embeddings
-  int64_t intermediate_size = 3072;    ///< MLP width
-  int64_t num_hidden_layers = 12;      ///< encoder layers
-  int64_t num_attention_heads = 12;    ///< heads; head dim = hidden_size / heads
-  int64_t num_channels = 3;            ///< image channels
-  int64_t image_size = 224;            ///< square input side in pixels
-  int64_t patch_size = 32;             ///< square patch side in pixels
+  int64_t hidden_size = 768;              ///< width of the patch embeddings
+  int64_t intermediate_size = 3072;       ///< MLP width
+  int64_t num_hidden_layers = 12;         ///< encoder layers
+  int64_t num_attention_heads = 12;       ///< heads; head dim = hidden_size / heads
+  int64_t num_channels = 3;               ///< image channels
+  int64_t image_size = 224;               ///< square input side in pixels
+  int64_t patch_size = 32;                ///< square patch side in pixels
   std::string hidden_act = "quick_gelu";  ///< MLP activation: "quick_gelu" or "gelu"
-  double layer_norm_eps = 1e-5;        ///< LayerNorm epsilon
+  double layer_norm_eps = 1e-5;           ///< LayerNorm epsilon
 
   /// Patches per image, (image_size / patch_size)^2.
   int64_t num_patches() const { return (image_size / patch_size) * (image_size / patch_size); }
@@ -32,20 +31,20 @@ struct ClipVisionConfig {
 
 /// LLaMA language model settings (`text_config`, class `LlamaConfig`).
 struct LlamaConfig {
-  int64_t vocab_size = 32000;               ///< rows of embed_tokens and lm_head
-  int64_t hidden_size = 4096;               ///< model width
-  int64_t intermediate_size = 11008;        ///< SwiGLU width
-  int64_t num_hidden_layers = 32;           ///< decoder layers
-  int64_t num_attention_heads = 32;         ///< query heads
-  int64_t num_key_value_heads = 32;         ///< key/value heads (< query heads: grouped-query attention)
-  std::string hidden_act = "silu";          ///< MLP gate activation (only "silu" is supported)
-  int64_t max_position_embeddings = 2048;   ///< context length the model was trained for
-  double rms_norm_eps = 1e-6;               ///< RMSNorm epsilon (Vicuna-based LLaVA-1.5: 1e-5)
-  double rope_theta = 10000.0;              ///< RoPE base
-  bool attention_bias = false;              ///< q/k/v/o projections carry biases
-  bool tie_word_embeddings = false;         ///< lm_head shares embed_tokens' weight
-  int64_t bos_token_id = 1;                 ///< beginning-of-sequence id
-  int64_t eos_token_id = 2;                 ///< end-of-sequence id
+  int64_t vocab_size = 32000;              ///< rows of embed_tokens and lm_head
+  int64_t hidden_size = 4096;              ///< model width
+  int64_t intermediate_size = 11008;       ///< SwiGLU width
+  int64_t num_hidden_layers = 32;          ///< decoder layers
+  int64_t num_attention_heads = 32;        ///< query heads
+  int64_t num_key_value_heads = 32;        ///< key/value heads (< query heads: grouped-query attention)
+  std::string hidden_act = "silu";         ///< MLP gate activation (only "silu" is supported)
+  int64_t max_position_embeddings = 2048;  ///< context length the model was trained for
+  double rms_norm_eps = 1e-6;              ///< RMSNorm epsilon (Vicuna-based LLaVA-1.5: 1e-5)
+  double rope_theta = 10000.0;             ///< RoPE base
+  bool attention_bias = false;             ///< q/k/v/o projections carry biases
+  bool tie_word_embeddings = false;        ///< lm_head shares embed_tokens' weight
+  int64_t bos_token_id = 1;                ///< beginning-of-sequence id
+  int64_t eos_token_id = 2;                ///< end-of-sequence id
 
   /// Dimension of one attention head, hidden_size / num_attention_heads.
   int64_t head_dim() const { return hidden_size / num_attention_heads; }
@@ -53,23 +52,20 @@ struct LlamaConfig {
 
 /// Top-level LLaVA settings (`LlavaConfig`) with both sub-configs.
 struct LlavaConfig {
-  ClipVisionConfig vision;                       ///< `vision_config`
-  LlamaConfig text;                              ///< `text_config`
-  int64_t image_token_index = 32000;             ///< id of the `<image>` placeholder in input_ids
-  int64_t pad_token_id = -1;                     ///< top-level pad id (-1 when null)
-  std::string projector_hidden_act = "gelu";     ///< activation between the two projector layers
-  int64_t vision_feature_layer = -2;             ///< index into CLIP's hidden_states (0 = after pre_layrnorm)
+  ClipVisionConfig vision;                                 ///< `vision_config`
+  LlamaConfig text;                                        ///< `text_config`
+  int64_t image_token_index = 32000;                       ///< id of the `<image>` placeholder in input_ids
+  int64_t pad_token_id = -1;                               ///< top-level pad id (-1 when null)
+  std::string projector_hidden_act = "gelu";               ///< activation between the two projector layers
+  int64_t vision_feature_layer = -2;                       ///< index into CLIP's hidden_states (0 = after pre_layrnorm)
   std::string vision_feature_select_strategy = "default";  ///< "default" drops CLS, "full" keeps it
 
   /// Number of CLIP encoder layers whose output the projector sees (hidden_states index, >= 0).
   int64_t vision_layers_used() const {
-    return vision_feature_layer < 0 ? vision.num_hidden_layers + 1 + vision_feature_layer
-                                    : vision_feature_layer;
+    return vision_feature_layer < 0 ? vision.num_hidden_layers + 1 + vision_feature_layer : vision_feature_layer;
   }
   /// Feature rows one image contributes to the merged sequence.
-  int64_t image_tokens() const {
-    return vision.num_patches() + (vision_feature_select_strategy == "full" ? 1 : 0);
-  }
+  int64_t image_tokens() const { return vision.num_patches() + (vision_feature_select_strategy == "full" ? 1 : 0); }
 };
 
 namespace detail {
@@ -83,7 +79,7 @@ T json_or(const nlohmann::json& object, const char* key, T fallback) {
     return it->get<T>();
   } catch (const nlohmann::json::exception& e) {
     throw FormatError(agla::detail::concat("agla::llava::parse_config: key \"", key, "\" has the wrong type (",
-                                     it->type_name(), "): ", e.what()));
+                                           it->type_name(), "): ", e.what()));
   }
 }
 
@@ -156,8 +152,8 @@ inline LlavaConfig parse_config(const nlohmann::json& json) {
                      "vision_config.image_size must be a multiple of patch_size; got ", vc.image_size, " and ",
                      vc.patch_size);
   check<FormatError>(tc.hidden_size % tc.num_attention_heads == 0, fn,
-                     "text_config.hidden_size must be divisible by num_attention_heads; got ", tc.hidden_size,
-                     " and ", tc.num_attention_heads);
+                     "text_config.hidden_size must be divisible by num_attention_heads; got ", tc.hidden_size, " and ",
+                     tc.num_attention_heads);
   check<FormatError>(tc.head_dim() % 2 == 0, fn, "text head dim must be even for RoPE; got ", tc.head_dim());
   check<FormatError>(tc.num_attention_heads % tc.num_key_value_heads == 0, fn,
                      "text_config.num_attention_heads must be a multiple of num_key_value_heads; got ",
@@ -168,8 +164,8 @@ inline LlavaConfig parse_config(const nlohmann::json& json) {
                      "\"");
   check<FormatError>(c.projector_hidden_act == "gelu", fn, "projector_hidden_act must be \"gelu\"; got \"",
                      c.projector_hidden_act, "\"");
-  check<FormatError>(c.vision_feature_select_strategy == "default" || c.vision_feature_select_strategy == "full",
-                     fn, "vision_feature_select_strategy must be \"default\" or \"full\"; got \"",
+  check<FormatError>(c.vision_feature_select_strategy == "default" || c.vision_feature_select_strategy == "full", fn,
+                     "vision_feature_select_strategy must be \"default\" or \"full\"; got \"",
                      c.vision_feature_select_strategy, "\"");
   const int64_t used = c.vision_layers_used();
   check<FormatError>(used >= 0 && used <= vc.num_hidden_layers, fn, "vision_feature_layer ", c.vision_feature_layer,

@@ -6,15 +6,14 @@
 /// construction. Random initialisation of a 7B model would cost minutes and the memory of a
 /// second copy.
 
-#include "agla/error.hpp"
-
+#include <ATen/ATen.h>
 #include <torch/nn/module.h>
 #include <torch/nn/pimpl.h>
 
-#include <ATen/ATen.h>
-
 #include <cmath>
 #include <limits>
+
+#include "agla/error.hpp"
 
 namespace agla::llava {
 

@@ -5,20 +5,19 @@
 /// SwiGLU MLP, grouped-query attention. Module names follow Hugging Face so that
 /// `language_model.*` checkpoint keys map one to one.
 
-#include "agla/error.hpp"
-#include "agla/models/llava/config.hpp"
-#include "agla/models/llava/layers.hpp"
-
+#include <ATen/ATen.h>
 #include <torch/nn/module.h>
 #include <torch/nn/modules/container/modulelist.h>
 #include <torch/nn/pimpl.h>
-
-#include <ATen/ATen.h>
 
 #include <algorithm>
 #include <cmath>
 #include <utility>
 #include <vector>
+
+#include "agla/error.hpp"
+#include "agla/models/llava/config.hpp"
+#include "agla/models/llava/layers.hpp"
 
 namespace agla::llava {
 
@@ -84,8 +83,8 @@ struct KvSlot {
 /// cos and sin of the rotary angles for int64 `position_ids` `[N, T]`, as `[N, 1, T, head_dim]` in
 /// `dtype`: angles `pos * theta^(-2i/d)` for i < d/2, duplicated (`cat(f, f)`), computed in float32
 /// like `LlamaRotaryEmbedding` (float64 for a double model).
-inline std::pair<at::Tensor, at::Tensor> rotary_cos_sin(const at::Tensor& position_ids, int64_t head_dim,
-                                                        double theta, at::ScalarType dtype) {
+inline std::pair<at::Tensor, at::Tensor> rotary_cos_sin(const at::Tensor& position_ids, int64_t head_dim, double theta,
+                                                        at::ScalarType dtype) {
   const auto compute = at::promote_types(at::kFloat, dtype);
   const auto opts = position_ids.options().dtype(compute);
   const auto exponents = at::arange(0, head_dim, 2, opts) / static_cast<double>(head_dim);
@@ -202,10 +201,10 @@ class LlamaDecoderLayerImpl : public torch::nn::Module {
     return h + mlp(post_attention_layernorm(h));
   }
 
-  LlamaAttention self_attn{nullptr};         ///< attention
-  LlamaMlp mlp{nullptr};                     ///< feed-forward
-  RmsNorm input_layernorm{nullptr};          ///< before attention
-  RmsNorm post_attention_layernorm{nullptr}; ///< before the MLP
+  LlamaAttention self_attn{nullptr};          ///< attention
+  LlamaMlp mlp{nullptr};                      ///< feed-forward
+  RmsNorm input_layernorm{nullptr};           ///< before attention
+  RmsNorm post_attention_layernorm{nullptr};  ///< before the MLP
 };
 TORCH_MODULE(LlamaDecoderLayer);
 
@@ -268,9 +267,9 @@ class LlamaModelImpl : public torch::nn::Module {
   /// The text config this was built from.
   const LlamaConfig& config() const { return config_; }
 
-  Embedding embed_tokens{nullptr};       ///< `[V, D]`
-  torch::nn::ModuleList layers{nullptr}; ///< `layers.*`
-  RmsNorm norm{nullptr};                 ///< final norm
+  Embedding embed_tokens{nullptr};        ///< `[V, D]`
+  torch::nn::ModuleList layers{nullptr};  ///< `layers.*`
+  RmsNorm norm{nullptr};                  ///< final norm
 
  private:
   LlamaConfig config_;

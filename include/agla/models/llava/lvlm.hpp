@@ -10,16 +10,16 @@
 /// merged sequence, as transformers v4.37.2 does for left-padded batches. Without a mask every
 /// prompt token is real.
 
-#include "agla/decode/view.hpp"
-#include "agla/error.hpp"
-#include "agla/models/llava/llama.hpp"
-#include "agla/models/llava/model.hpp"
-
 #include <ATen/ATen.h>
 
 #include <array>
 #include <initializer_list>
 #include <utility>
+
+#include "agla/decode/view.hpp"
+#include "agla/error.hpp"
+#include "agla/models/llava/llama.hpp"
+#include "agla/models/llava/model.hpp"
 
 namespace agla::llava {
 
@@ -43,8 +43,8 @@ class LlavaLvlm {
                       prompt_ids.scalar_type());
     const auto b = prompt_ids.size(0);
     auto check_pixels = [&](const at::Tensor& pixels, const char* name) {
-      check<ShapeError>(pixels.dim() == 4 && pixels.size(0) == b, fn, name, " must be [", b,
-                        ", 3, S, S]; got ", pixels.sizes());
+      check<ShapeError>(pixels.dim() == 4 && pixels.size(0) == b, fn, name, " must be [", b, ", 3, S, S]; got ",
+                        pixels.sizes());
     };
     check_pixels(original_pixels, "original_pixels");
     if (augmented_pixels.defined()) check_pixels(augmented_pixels, "augmented_pixels");
@@ -70,8 +70,9 @@ class LlavaLvlm {
   at::Tensor operator()(const at::Tensor& step_tokens, View view) {
     const int v = view == View::Original ? 0 : 1;
     check<InvalidArgument>(cache_.defined(), "agla::llava::LlavaLvlm: call begin() before decoding");
-    check<InvalidArgument>(v == 0 || pixels_[1].defined(),
-                           "agla::llava::LlavaLvlm: the augmented view was requested but begin() got no augmented image");
+    check<InvalidArgument>(
+        v == 0 || pixels_[1].defined(),
+        "agla::llava::LlavaLvlm: the augmented view was requested but begin() got no augmented image");
     if (past_[v] == 0) {
       check_prompt(step_tokens);
       return prefill(pixels_[v], v * batch_, batch_, {v});
@@ -131,15 +132,16 @@ class LlavaLvlm {
   }
 
   at::Tensor step(const at::Tensor& tokens, int64_t row_begin, int64_t rows, std::initializer_list<int> views) {
-    check<ShapeError>(tokens.dim() == 2 && tokens.size(0) == rows && tokens.size(1) > 0 &&
-                          tokens.scalar_type() == at::kLong,
-                      "agla::llava::LlavaLvlm: step_tokens must be int64 [", batch_, ", T] with T > 0; got ",
-                      tokens.sizes(), " ", tokens.scalar_type());
+    check<ShapeError>(
+        tokens.dim() == 2 && tokens.size(0) == rows && tokens.size(1) > 0 && tokens.scalar_type() == at::kLong,
+        "agla::llava::LlavaLvlm: step_tokens must be int64 [", batch_, ", T] with T > 0; got ", tokens.sizes(), " ",
+        tokens.scalar_type());
     const int64_t past = past_[*views.begin()];
     const int64_t t = tokens.size(1);
     const int64_t merged_len = model_->config().image_tokens() + prompt_.size(1) - 1;
     const auto offsets = at::arange(t, next_position_.options()).view({1, t});
-    const auto positions = (next_position_.view({batch_, 1}) + (past - merged_len) + offsets).repeat({rows / batch_, 1});
+    const auto positions =
+        (next_position_.view({batch_, 1}) + (past - merged_len) + offsets).repeat({rows / batch_, 1});
     at::Tensor key_mask;
     if (merged_mask_.defined()) {
       key_mask = at::cat({merged_mask_, at::ones({batch_, past + t - merged_len}, merged_mask_.options())}, 1)

@@ -6,6 +6,16 @@
 /// (`config.json` + single or sharded `model.safetensors`) with Hugging Face names, strictly and
 /// without copying weights whose dtype and device already match.
 
+#include <ATen/ATen.h>
+#include <torch/nn/module.h>
+#include <torch/nn/pimpl.h>
+
+#include <optional>
+#include <set>
+#include <sstream>
+#include <string>
+#include <vector>
+
 #include "agla/error.hpp"
 #include "agla/io/checkpoint.hpp"
 #include "agla/io/state_dict.hpp"
@@ -13,17 +23,6 @@
 #include "agla/models/llava/config.hpp"
 #include "agla/models/llava/layers.hpp"
 #include "agla/models/llava/llama.hpp"
-
-#include <torch/nn/module.h>
-#include <torch/nn/pimpl.h>
-
-#include <ATen/ATen.h>
-
-#include <optional>
-#include <set>
-#include <sstream>
-#include <string>
-#include <vector>
 
 namespace agla::llava {
 
@@ -53,8 +52,8 @@ struct MergedInputs {
 
 /// How `load_model` places the weights.
 struct LoadOptions {
-  at::Device device = at::kCPU;             ///< where the model runs
-  at::ScalarType dtype = at::kFloat;        ///< floating-point type of every weight
+  at::Device device = at::kCPU;       ///< where the model runs
+  at::ScalarType dtype = at::kFloat;  ///< floating-point type of every weight
 };
 
 /// LLaVA-1.5: `vision_tower`, `multi_modal_projector`, `language_model` (HF names).
@@ -120,14 +119,13 @@ class LlavaModelImpl : public torch::nn::Module {
                       "input_ids must be int64 [B, L] with L > 0; got ", input_ids.sizes(), " ",
                       input_ids.scalar_type());
     const auto b = input_ids.size(0), l = input_ids.size(1);
-    check<ShapeError>(image_features.dim() == 3 && image_features.size(0) == b &&
-                          image_features.size(2) == config_.text.hidden_size,
-                      fn, "image_features must be [", b, ", P, ", config_.text.hidden_size, "]; got ",
-                      image_features.sizes());
+    check<ShapeError>(
+        image_features.dim() == 3 && image_features.size(0) == b && image_features.size(2) == config_.text.hidden_size,
+        fn, "image_features must be [", b, ", P, ", config_.text.hidden_size, "]; got ", image_features.sizes());
     at::Tensor mask = attention_mask;
     if (mask.defined()) {
-      check<ShapeError>(mask.dim() == 2 && mask.size(0) == b && mask.size(1) == l, fn, "attention_mask must be [",
-                        b, ", ", l, "]; got ", mask.sizes());
+      check<ShapeError>(mask.dim() == 2 && mask.size(0) == b && mask.size(1) == l, fn, "attention_mask must be [", b,
+                        ", ", l, "]; got ", mask.sizes());
       mask = (mask.to(at::kCPU) != 0).to(at::kLong);
     } else {
       mask = at::ones({b, l}, at::kLong);
@@ -146,8 +144,8 @@ class LlavaModelImpl : public torch::nn::Module {
     std::vector<at::Tensor> rows, masks;
     for (int64_t r = 0; r < b; ++r) {
       const auto at_image = positions_of_image[r].item<int64_t>();
-      rows.push_back(at::cat({embeds[r].narrow(0, 0, at_image), features[r],
-                              embeds[r].narrow(0, at_image + 1, l - at_image - 1)}));
+      rows.push_back(at::cat(
+          {embeds[r].narrow(0, 0, at_image), features[r], embeds[r].narrow(0, at_image + 1, l - at_image - 1)}));
       masks.push_back(at::cat({mask[r].narrow(0, 0, at_image), at::ones({p}, at::kLong),
                                mask[r].narrow(0, at_image + 1, l - at_image - 1)}));
     }
@@ -163,7 +161,8 @@ class LlavaModelImpl : public torch::nn::Module {
   /// Full forward without cache: float32 logits `[B, M, V]` for every merged position, for int64
   /// `input_ids` `[B, L]` (one image token per row), `pixel_values` `[B, 3, S, S]` and optional
   /// `attention_mask` `[B, L]` (left padding).
-  at::Tensor forward(const at::Tensor& input_ids, const at::Tensor& pixel_values, const at::Tensor& attention_mask = {}) {
+  at::Tensor forward(const at::Tensor& input_ids, const at::Tensor& pixel_values,
+                     const at::Tensor& attention_mask = {}) {
     check<ShapeError>(pixel_values.dim() == 4 && input_ids.dim() == 2 && pixel_values.size(0) == input_ids.size(0),
                       "agla::llava::LlavaModel::forward: pixel_values [B, 3, S, S] and input_ids [B, L] must agree "
                       "on B; got ",
@@ -200,11 +199,11 @@ inline void load_weights(LlavaModel& model, const io::StateDict& dict, const std
     if (it == dict.end()) {
       missing.push_back(item.key());
     } else if (it->second.sizes() != item.value().sizes()) {
-      mismatched.push_back(agla::detail::concat(item.key(), ": checkpoint ", it->second.sizes(), ", model ",
-                                          item.value().sizes()));
+      mismatched.push_back(
+          agla::detail::concat(item.key(), ": checkpoint ", it->second.sizes(), ", model ", item.value().sizes()));
     } else if (!at::isFloatingType(it->second.scalar_type())) {
-      mismatched.push_back(agla::detail::concat(item.key(), ": checkpoint dtype ", it->second.scalar_type(),
-                                          " is not floating"));
+      mismatched.push_back(
+          agla::detail::concat(item.key(), ": checkpoint dtype ", it->second.scalar_type(), " is not floating"));
     }
   }
   const bool tied = model->config().text.tie_word_embeddings;

@@ -7,14 +7,14 @@
 /// pad the image to a square filled with the mean colour (`expand2square`), so nothing is cropped
 /// away; `AspectMode::PadToSquare` offers that.
 
-#include "agla/error.hpp"
-#include "agla/io/image.hpp"
-
 #include <ATen/ATen.h>
 
 #include <array>
 #include <cmath>
 #include <cstdint>
+
+#include "agla/error.hpp"
+#include "agla/io/image.hpp"
 
 namespace agla::llava {
 
@@ -33,7 +33,8 @@ inline std::array<uint8_t, 3> clip_mean_fill() {
 
 /// RGB uint8 `[H, W, 3]` (CPU) -> float32 `[3, size, size]` (CPU), the vision tower's input for one
 /// image; `size` is `vision_config.image_size` (336 for LLaVA-1.5).
-inline at::Tensor preprocess_image(const at::Tensor& hwc_uint8, int64_t size, AspectMode mode = AspectMode::CenterCrop) {
+inline at::Tensor preprocess_image(const at::Tensor& hwc_uint8, int64_t size,
+                                   AspectMode mode = AspectMode::CenterCrop) {
   check<InvalidArgument>(size > 0, "agla::llava::preprocess_image: size must be positive; got ", size);
   at::Tensor image = hwc_uint8;
   if (mode == AspectMode::PadToSquare) image = io::expand_to_square(image, clip_mean_fill());

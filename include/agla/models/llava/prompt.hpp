@@ -4,11 +4,11 @@
 /// as the AGLA reference builds them (LLaVA's `conv_templates["llava_v1"]` and
 /// `llava.mm_utils.tokenizer_image_token`), independent of any tokenizer library.
 
-#include "agla/error.hpp"
-
 #include <cstdint>
 #include <string>
 #include <vector>
+
+#include "agla/error.hpp"
 
 namespace agla::llava {
 
@@ -20,10 +20,10 @@ inline constexpr const char* kPopeSuffix = " Please answer this question with on
 
 /// A two-role conversation template (LLaVA `SeparatorStyle.TWO` for one user turn).
 struct ConversationTemplate {
-  std::string system;                     ///< system prompt; empty = none (and no separator before USER)
-  std::string user_role = "USER";         ///< role of the question
+  std::string system;                        ///< system prompt; empty = none (and no separator before USER)
+  std::string user_role = "USER";            ///< role of the question
   std::string assistant_role = "ASSISTANT";  ///< role of the answer
-  std::string separator = " ";            ///< between system prompt and the user turn, and after the user turn
+  std::string separator = " ";               ///< between system prompt and the user turn, and after the user turn
 };
 
 /// LLaVA-1.5's `llava_v1` template, the one the AGLA reference uses (`--conv-mode llava_v1`).

@@ -4,15 +4,15 @@
 /// Not part of the `agla/models/llava.hpp` umbrella: include it explicitly and link `sentencepiece`
 /// (Debian: libsentencepiece-dev).
 
-#include "agla/error.hpp"
-#include "agla/models/llava/prompt.hpp"
-
 #include <sentencepiece_processor.h>
 
 #include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
+
+#include "agla/error.hpp"
+#include "agla/models/llava/prompt.hpp"
 
 namespace agla::llava {
 
@@ -21,10 +21,11 @@ namespace agla::llava {
 class SentencePieceTokenizer {
  public:
   /// Loads `path` (a `tokenizer.model`); throws `agla::FormatError` when it cannot be read.
-  explicit SentencePieceTokenizer(const std::string& path) : sp_(std::make_shared<sentencepiece::SentencePieceProcessor>()) {
+  explicit SentencePieceTokenizer(const std::string& path)
+      : sp_(std::make_shared<sentencepiece::SentencePieceProcessor>()) {
     const auto status = sp_->Load(path);
-    check<FormatError>(status.ok(), "agla::llava::SentencePieceTokenizer: cannot load \"", path, "\": ",
-                       status.ToString());
+    check<FormatError>(status.ok(), "agla::llava::SentencePieceTokenizer: cannot load \"", path,
+                       "\": ", status.ToString());
   }
 
   /// Ids of `text` without BOS/EOS (SentencePiece adds its dummy-prefix space).
@@ -37,7 +38,8 @@ class SentencePieceTokenizer {
 
   /// Prompt ids with BOS and `image_token_id` at the `<image>` placeholder (see `prompt_ids`).
   std::vector<int64_t> encode_prompt(const std::string& prompt, int64_t image_token_id) const {
-    return prompt_ids(prompt, [this](const std::string& piece) { return encode(piece); }, bos_id(), image_token_id);
+    return prompt_ids(
+        prompt, [this](const std::string& piece) { return encode(piece); }, bos_id(), image_token_id);
   }
 
   /// Text of `ids`, skipping control tokens (BOS, EOS, pad) and ids outside the SentencePiece
