@@ -1,0 +1,575 @@
+#pragma once
+/// \file
+/// The `agla_pope` program: runs an LVLM with one decoding method over a POPE-format question file
+/// (or ShapesWorld's caption split) and scores the answers; scores answer files (`--evaluate`);
+/// and turns the results of many runs into markdown tables (`--summarize`). The logic lives here so
+/// the tests can run it in-process (`run_pope`).
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <iomanip>
+#include <iostream>
+#include <map>
+#include <optional>
+#include <set>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "agla/decode.hpp"
+#include "agla/error.hpp"
+#include "agla/eval.hpp"
+#include "agla/io/image.hpp"
+#include "agla/runtime.hpp"
+#include "agla/shapesworld/world.hpp"
+#include "caption_app.hpp"
+#include "cli.hpp"
+#include "lvlm.hpp"
+#include "methods.hpp"
+
+namespace agla::examples {
+
+/// `agla_pope`'s usage text.
+inline void pope_usage(std::ostream& out) {
+  out << "usage: agla_pope --questions FILE.jsonl --method NAME [options]      run a model, write answers, score\n"
+         "       agla_pope --evaluate GT.jsonl ANSWERS.jsonl [--parser pope|substring] [--json]\n"
+         "       agla_pope --summarize RESULTS.jsonl                            markdown tables of many runs\n"
+         "Run mode:\n"
+         "  --questions FILE      POPE question file (question_id, image, text, label) or a caption file\n"
+         "                        (question_id, image, objects: CHAIR); a line may carry prompt_ids (token ids\n"
+         "                        used as given, for checkpoints without a tokenizer)\n"
+         "  --image-folder DIR    where the images are (default: FILE's folder + /images, ShapesWorld's layout)\n"
+         "  --method NAME         regular | greedy | sharpened | cutoff-only | vcd | agla | agla-random-mask |\n"
+         "                        agla-released (default agla)\n"
+         "  --lvlm DIR            BLIP captioning or llava-hf LLaVA-1.5 directory (default: the shipped\n"
+         "                        ShapesWorld LVLM, else the random-weight test model)\n"
+         "  --itm DIR             BLIP ITM directory for the IPM views (default: shipped, else test model)\n"
+         "  --answers FILE        answers jsonl to write (default answers.jsonl)\n"
+         "  --model-id NAME       model_id written with each answer (default: the LVLM folder's name)\n"
+         "  --alpha A, --beta B   fusion weight and cutoff (defaults: vcd 1 / 0.1, the others 2 / 0.5)\n"
+         "  --temperature T, --top-k K, --top-p P, --greedy   sampling (defaults 1, 0 = off, 1 = off, sampling)\n"
+         "  --seed N              seed (default 1); question i samples from its own generator\n"
+         "  --noise-step N        VCD's diffusion step (default 500 of 1000)\n"
+         "  --max-new-tokens N    default 16 for questions, 64 for captions\n"
+         "  --question-template T BLIP prompt for a question, {question} replaced (default\n"
+         "                        '{question} Please answer this question with one word.')\n"
+         "  --caption-prompt T    captioning prompt (default: none for BLIP)\n"
+         "  --itm-caption-prompt T  IPM's text for captions (default: the caption prompt, else 'the image')\n"
+         "  --llava-hf-template   LLaVA: the bare llava-hf template instead of llava_v1 (system prompt)\n"
+         "  --pad-to-square       LLaVA: pad images to square (original LLaVA) instead of centre-cropping\n"
+         "  --num-chunks N --chunk-idx I   run chunk I of N (LLaVA's split; concatenate the answer files)\n"
+         "  --limit N             only the first N questions\n"
+         "  --results FILE        append one JSON line with the run's tags and metrics (for --summarize)\n"
+         "  --quiet               no progress bar\n"
+         "Scoring:\n"
+         "  --parser NAME         pope (default): POPE's evaluate.py -- first sentence, 'no' if it has the word\n"
+         "                        No/no/not, else 'yes'; substring: the AGLA/VCD scripts -- 'yes' in the answer for\n"
+         "                        yes-questions, 'no' in the answer for no-questions\n"
+         "  --json                print the metrics as one JSON object\n"
+         "  --threads N           intra-op threads (0 = all cores; default 1)\n";
+}
+
+/// Parsed `agla_pope` options.
+struct PopeOptions {
+  enum class Mode { Run, Evaluate, Summarize } mode = Mode::Run;
+  std::string questions, image_folder, lvlm, itm, answers = "answers.jsonl", model_id, results;
+  std::string ground_truth, summarize;  ///< evaluate: ground_truth + answers; summarize: results file
+  Method method = Method::Agla;
+  SamplingSettings sampling;
+  uint64_t seed = 1;
+  int64_t noise_step = 500;
+  std::optional<int64_t> max_new_tokens;
+  PromptOptions prompts;
+  std::string caption_prompt;
+  std::optional<std::string> itm_caption_prompt;
+  int num_chunks = 1, chunk_idx = 0;
+  std::optional<int64_t> limit;
+  bool quiet = false, json = false, help = false;
+  eval::AnswerParser parser = eval::AnswerParser::Pope;
+  int threads = 1;
+};
+
+/// Parses `agla_pope`'s arguments (argv without the program name).
+inline PopeOptions parse_pope_options(const std::vector<std::string>& args) {
+  const std::string program = "agla_pope";
+  PopeOptions o;
+  bool evaluate = false, summarize = false, run = false;
+  ArgCursor cursor(args, program);
+  while (cursor.more()) {
+    const std::string arg = cursor.next();
+    if (arg == "--help" || arg == "-h") {
+      o.help = true;
+    } else if (arg == "--evaluate") {
+      o.ground_truth = cursor.value(arg);
+      check<InvalidArgument>(cursor.more(), "agla_pope: --evaluate needs GT.jsonl and ANSWERS.jsonl");
+      o.answers = cursor.value(arg);
+      evaluate = true;
+    } else if (arg == "--summarize") {
+      o.summarize = cursor.value(arg);
+      summarize = true;
+    } else if (arg == "--questions") {
+      o.questions = cursor.value(arg);
+      run = true;
+    } else if (arg == "--image-folder") {
+      o.image_folder = cursor.value(arg);
+    } else if (arg == "--method") {
+      o.method = parse_method(cursor.value(arg));
+    } else if (arg == "--lvlm") {
+      o.lvlm = cursor.value(arg);
+    } else if (arg == "--itm") {
+      o.itm = cursor.value(arg);
+    } else if (arg == "--answers") {
+      o.answers = cursor.value(arg);
+    } else if (arg == "--model-id") {
+      o.model_id = cursor.value(arg);
+    } else if (arg == "--alpha") {
+      o.sampling.alpha = parse_number(program, arg, cursor.value(arg));
+    } else if (arg == "--beta") {
+      o.sampling.beta = parse_number(program, arg, cursor.value(arg));
+    } else if (arg == "--temperature") {
+      o.sampling.temperature = parse_number(program, arg, cursor.value(arg));
+    } else if (arg == "--top-k") {
+      o.sampling.top_k = parse_integer(program, arg, cursor.value(arg), 0);
+    } else if (arg == "--top-p") {
+      o.sampling.top_p = parse_number(program, arg, cursor.value(arg));
+    } else if (arg == "--greedy") {
+      o.sampling.greedy = true;
+    } else if (arg == "--seed") {
+      o.seed = static_cast<uint64_t>(parse_integer(program, arg, cursor.value(arg), 0));
+    } else if (arg == "--noise-step") {
+      o.noise_step = parse_integer(program, arg, cursor.value(arg), 0, 999);
+    } else if (arg == "--max-new-tokens") {
+      o.max_new_tokens = parse_integer(program, arg, cursor.value(arg), 1, 4096);
+    } else if (arg == "--question-template") {
+      o.prompts.blip_question_template = cursor.value(arg);
+      check<InvalidArgument>(o.prompts.blip_question_template.find("{question}") != std::string::npos,
+                             "agla_pope: --question-template must contain {question}; got '",
+                             o.prompts.blip_question_template, "'");
+    } else if (arg == "--caption-prompt") {
+      o.caption_prompt = cursor.value(arg);
+    } else if (arg == "--itm-caption-prompt") {
+      o.itm_caption_prompt = cursor.value(arg);
+    } else if (arg == "--llava-hf-template") {
+      o.prompts.llava_hf_template = true;
+    } else if (arg == "--pad-to-square") {
+      o.prompts.llava_pad_to_square = true;
+    } else if (arg == "--num-chunks") {
+      o.num_chunks = static_cast<int>(parse_integer(program, arg, cursor.value(arg), 1, 1 << 20));
+    } else if (arg == "--chunk-idx") {
+      o.chunk_idx = static_cast<int>(parse_integer(program, arg, cursor.value(arg), 0, 1 << 20));
+    } else if (arg == "--limit") {
+      o.limit = parse_integer(program, arg, cursor.value(arg), 1);
+    } else if (arg == "--results") {
+      o.results = cursor.value(arg);
+    } else if (arg == "--quiet") {
+      o.quiet = true;
+    } else if (arg == "--parser") {
+      o.parser = eval::parse_answer_parser(cursor.value(arg));
+    } else if (arg == "--json") {
+      o.json = true;
+    } else if (arg == "--threads") {
+      o.threads = parse_threads(program, cursor.value(arg));
+    } else {
+      throw InvalidArgument("agla_pope: unknown option '" + arg + "' (see --help)");
+    }
+  }
+  if (o.help) return o;
+  check<InvalidArgument>(static_cast<int>(evaluate) + static_cast<int>(summarize) + static_cast<int>(run) == 1,
+                         "agla_pope: give exactly one of --questions FILE (run), --evaluate GT ANSWERS or "
+                         "--summarize RESULTS (see --help)");
+  o.mode = evaluate ? PopeOptions::Mode::Evaluate : summarize ? PopeOptions::Mode::Summarize : PopeOptions::Mode::Run;
+  check<InvalidArgument>(o.chunk_idx < o.num_chunks, "agla_pope: --chunk-idx must be below --num-chunks (",
+                         o.num_chunks, "); got ", o.chunk_idx);
+  method_options(o.method, o.sampling);  // range errors before any model is loaded
+  return o;
+}
+
+/// The ShapesWorld class names, CHAIR's vocabulary for the caption split.
+inline eval::ChairVocabulary shapesworld_vocabulary() {
+  std::vector<std::string> names(shapesworld::kShapeNames.begin(), shapesworld::kShapeNames.end());
+  return eval::ChairVocabulary::from_names(names);
+}
+
+/// True for a caption ground-truth file (lines with `objects` and no `label`).
+inline bool is_caption_file(const std::vector<eval::JsonLine>& lines) {
+  return !lines.empty() && lines.front().value.contains("objects") && !lines.front().value.contains("label");
+}
+
+/// One question (or caption item) to run.
+struct RunItem {
+  nlohmann::json question_id;
+  std::string key;    ///< question_id as a matching key
+  std::string image;  ///< file name relative to the image folder
+  std::string text;   ///< the question (empty for captions)
+  std::optional<std::vector<int64_t>> prompt_ids;
+  std::size_t index = 0;  ///< 0-based position in the file (seeds derive from it)
+};
+
+/// Reads the items of a question or caption file; throws `agla::FormatError` naming file and line.
+inline std::vector<RunItem> read_run_items(const std::vector<eval::JsonLine>& lines, const std::string& path,
+                                           bool captions) {
+  const std::string who = "agla_pope";
+  std::vector<RunItem> items;
+  std::set<std::string> seen;
+  for (const eval::JsonLine& line : lines) {
+    RunItem item;
+    item.index = items.size();
+    item.key = eval::id_field(line, path, who);
+    item.question_id = line.value.at("question_id");
+    item.image = eval::string_field(line, "image", path, who);
+    if (!captions) item.text = eval::string_field(line, "text", path, who);
+    if (const auto it = line.value.find("prompt_ids"); it != line.value.end()) {
+      check<FormatError>(it->is_array() && !it->empty(), who, ": ", path, ":", line.line,
+                         ": field \"prompt_ids\" must be a non-empty list of token ids");
+      std::vector<int64_t> ids;
+      for (const auto& id : *it) {
+        check<FormatError>(id.is_number_integer() && id.get<int64_t>() >= 0, who, ": ", path, ":", line.line,
+                           ": prompt_ids must hold non-negative integers; got ", id.dump());
+        ids.push_back(id.get<int64_t>());
+      }
+      item.prompt_ids = std::move(ids);
+    }
+    check<FormatError>(seen.insert(item.key).second, who, ": ", path, ":", line.line, ": question_id ", item.key,
+                       " repeats");
+    items.push_back(std::move(item));
+  }
+  check<FormatError>(!items.empty(), who, ": ", path, ": no questions");
+  return items;
+}
+
+/// The split name of a question file: its file name without `.jsonl` and ShapesWorld's prefix.
+inline std::string split_name(const std::string& path) {
+  std::string name = std::filesystem::path(path).filename().string();
+  for (const std::string prefix : {"shapesworld_pope_", "shapesworld_"})
+    if (name.rfind(prefix, 0) == 0) name = name.substr(prefix.size());
+  const auto dot = name.rfind(".jsonl");
+  return dot == std::string::npos ? name : name.substr(0, dot);
+}
+
+/// Mean of the finite values (NaN when none).
+inline double finite_mean(const std::vector<double>& values) {
+  double sum = 0;
+  int n = 0;
+  for (double v : values)
+    if (std::isfinite(v)) {
+      sum += v;
+      ++n;
+    }
+  return n == 0 ? std::numeric_limits<double>::quiet_NaN() : sum / n;
+}
+
+/// Run mode: answers every item of the chunk, then scores the answers when the run covers them.
+inline int run_pope_questions(const PopeOptions& o, std::ostream& out, std::ostream& err) {
+  const std::vector<eval::JsonLine> lines = eval::read_jsonl(o.questions, "agla_pope");
+  check<FormatError>(!lines.empty(), "agla_pope: ", o.questions, ": no questions");
+  const bool captions = is_caption_file(lines);
+  std::vector<RunItem> all = read_run_items(lines, o.questions, captions);
+  if (o.limit && static_cast<std::size_t>(*o.limit) < all.size()) all.resize(static_cast<std::size_t>(*o.limit));
+  const eval::ChunkRange chunk = eval::chunk_range(all.size(), o.num_chunks, o.chunk_idx);
+  const std::string folder = !o.image_folder.empty()
+                                 ? o.image_folder
+                                 : (std::filesystem::path(o.questions).parent_path() / "images").string();
+
+  const ModelChoice models = resolve_models(o.itm, o.lvlm);
+  if ((models.lvlm_fixture || (models.itm_fixture && method_needs_itm(o.method))))
+    err << "agla_pope: NOTE: no trained model in " << data_dir()
+        << "/models; using the untrained random-weight test models under tests/data/blip\n";
+  const std::unique_ptr<Lvlm> lvlm = load_lvlm(models.lvlm, o.prompts);
+  std::optional<blip::BlipItm> itm;
+  if (method_needs_itm(o.method)) itm.emplace(load_itm(models.itm));
+  const ViewBuilder views(itm ? &*itm : nullptr, *lvlm, o.noise_step);
+  const DecodeOptions decoding = method_options(o.method, o.sampling);
+  const ViewKind view_kind = method_view(o.method);
+  GenerateOptions limits;
+  limits.max_new_tokens = o.max_new_tokens.value_or(captions ? 64 : 16);
+  limits.eos_token_ids = lvlm->stop_ids();
+  limits.pad_token_id = lvlm->pad_id();
+  const std::string model_id =
+      !o.model_id.empty() ? o.model_id
+                          : std::filesystem::path(models.lvlm).lexically_normal().filename().string();
+  const std::string itm_caption_prompt =
+      o.itm_caption_prompt ? *o.itm_caption_prompt
+                           : (o.caption_prompt.empty() ? std::string(kCaptionItmText) : o.caption_prompt);
+  std::optional<std::vector<int64_t>> caption_ids;
+
+  eval::AnswerWriter writer(o.answers);
+  std::optional<eval::ProgressBar> bar;
+  if (!o.quiet) bar.emplace(chunk.size(), err, "agla_pope " + std::string(method_name(o.method)));
+  std::vector<double> itcs, kept;
+  std::map<std::string, std::string> texts;
+  long long generated = 0;
+  const auto start = std::chrono::steady_clock::now();
+  for (std::size_t i = chunk.begin; i < chunk.end; ++i) {
+    const RunItem& item = all[i];
+    const at::Tensor image = io::read_image((std::filesystem::path(folder) / item.image).string());
+    const at::Tensor original = lvlm->pixel_values(image);
+    std::vector<int64_t> prompt;
+    if (item.prompt_ids) {
+      prompt = *item.prompt_ids;
+    } else if (captions) {
+      if (!caption_ids) caption_ids = lvlm->caption_prompt(o.caption_prompt);
+      prompt = *caption_ids;
+    } else {
+      prompt = lvlm->question_prompt(item.text);
+    }
+    const std::string itm_prompt = captions ? itm_caption_prompt : item.text;
+    // Independent draws for the view (noise, random mask) and for sampling, per question.
+    const AugmentedView view = views.build(view_kind, image, itm_prompt, original,
+                                           seeded_generator(question_seed(o.seed ^ 0x5EEDF00Dull, item.index)));
+    const GenerateResult result = lvlm->generate(prompt, original, view.pixels, decoding, limits,
+                                                 seeded_generator(question_seed(o.seed, item.index)));
+    const at::Tensor row = result.tokens[0].narrow(0, 0, result.lengths[0]).contiguous();
+    const std::vector<int64_t> ids(row.data_ptr<int64_t>(), row.data_ptr<int64_t>() + row.numel());
+    generated += static_cast<long long>(ids.size());
+
+    eval::AnswerRecord record;
+    record.question_id = item.question_id;
+    record.prompt = captions ? o.caption_prompt : item.text;
+    record.text = lvlm->decode(ids);
+    record.model_id = model_id;
+    record.image = item.image;
+    record.metadata = {{"method", method_name(o.method)}, {"seed", o.seed},      {"alpha", decoding.alpha},
+                       {"beta", decoding.beta},           {"output_ids", ids}, {"prompt_ids", prompt}};
+    if (view.match) {
+      record.metadata["itc"] = view.itc;
+      record.metadata["kept_fraction"] = view.kept_fraction;
+      record.metadata["ipm_ms"] = view.ipm_ms;
+      itcs.push_back(view.itc);
+      kept.push_back(view.kept_fraction);
+    }
+    writer.write(record);
+    texts[item.key] = record.text;
+    if (bar) bar->advance();
+  }
+  if (bar) bar->finish();
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+
+  nlohmann::json summary{{"model_id", model_id},
+                         {"method", method_name(o.method)},
+                         {"seed", o.seed},
+                         {"alpha", decoding.alpha},
+                         {"beta", decoding.beta},
+                         {"split", split_name(o.questions)},
+                         {"questions", chunk.size()},
+                         {"answers", o.answers},
+                         {"seconds", seconds},
+                         {"tokens_per_second", seconds > 0 ? static_cast<double>(generated) / seconds : 0.0}};
+  if (!itcs.empty()) {
+    summary["mean_itc"] = finite_mean(itcs);
+    summary["mean_kept_fraction"] = finite_mean(kept);
+  }
+  if (o.num_chunks > 1) {
+    out << "agla_pope: wrote " << chunk.size() << " answers (chunk " << o.chunk_idx << " of " << o.num_chunks
+        << ") to " << o.answers << "; score the concatenated chunks with agla_pope --evaluate " << o.questions
+        << " ANSWERS.jsonl\n";
+    if (o.json) out << summary.dump() << "\n";
+    return 0;
+  }
+
+  // Score the answered items (the whole file, or its first --limit items).
+  if (captions) {
+    const eval::ChairVocabulary vocabulary = shapesworld_vocabulary();
+    std::vector<std::string> caption_texts;
+    std::vector<std::set<std::string>> objects;
+    for (std::size_t i = 0; i < all.size(); ++i) {
+      const auto it = lines[all[i].index].value.find("objects");
+      check<FormatError>(it != lines[all[i].index].value.end() && it->is_array(), "agla_pope: ", o.questions, ":",
+                         lines[all[i].index].line, ": field \"objects\" must be a list of object names");
+      std::set<std::string> truth;
+      for (const auto& name : *it) {
+        check<FormatError>(name.is_string() && vocabulary.knows_object(name.get<std::string>()), "agla_pope: ",
+                           o.questions, ":", lines[all[i].index].line, ": unknown object ", name.dump());
+        truth.insert(name.get<std::string>());
+      }
+      objects.push_back(truth);
+      caption_texts.push_back(texts.at(all[i].key));
+    }
+    const eval::ChairMetrics metrics = eval::evaluate_chair(caption_texts, objects, vocabulary);
+    summary["metrics"] = eval::to_json(metrics);
+    if (o.json)
+      out << summary.dump() << "\n";
+    else
+      out << eval::format_chair(metrics);
+  } else {
+    std::vector<eval::PopeQuestion> questions = eval::read_pope_questions(o.questions);
+    questions.resize(all.size());
+    std::vector<eval::ModelAnswer> answers;
+    for (const auto& q : questions) answers.push_back(eval::ModelAnswer{q.id, texts.at(q.id), 0});
+    const eval::PopeReport report = eval::evaluate_pope(questions, answers, o.parser);
+    summary["metrics"] = eval::to_json(report);
+    if (o.json)
+      out << summary.dump() << "\n";
+    else
+      out << eval::format_report(report);
+  }
+  if (!o.json) {
+    out << "Model: " << model_id << ", method " << method_name(o.method) << " (alpha " << decoding.alpha << ", beta "
+        << decoding.beta << "), seed " << o.seed << ", " << chunk.size() << " items in " << std::fixed
+        << std::setprecision(1) << seconds << " s\n";
+    if (!itcs.empty())
+      out << "IPM: mean ITC " << std::setprecision(3) << finite_mean(itcs) << ", mean kept fraction "
+          << finite_mean(kept) << " (per answer in its metadata)\n";
+    out << "Answers: " << o.answers << "\n";
+  }
+  if (!o.results.empty()) {
+    std::ofstream results(o.results, std::ios::app | std::ios::binary);
+    check<FormatError>(results.good(), "agla_pope: cannot open '", o.results, "' for appending");
+    results << summary.dump() << "\n";
+  }
+  return 0;
+}
+
+/// Evaluate-only mode (POPE or CHAIR ground truth).
+inline int run_pope_evaluate(const PopeOptions& o, std::ostream& out) {
+  if (is_caption_file(eval::read_jsonl(o.ground_truth, "agla_pope"))) {
+    const eval::ChairMetrics metrics = eval::evaluate_chair_files(o.ground_truth, o.answers, shapesworld_vocabulary());
+    out << (o.json ? eval::to_json(metrics).dump() + "\n" : eval::format_chair(metrics));
+    return 0;
+  }
+  const eval::PopeReport report = eval::evaluate_pope_files(o.ground_truth, o.answers, o.parser);
+  out << (o.json ? eval::to_json(report).dump() + "\n" : eval::format_report(report));
+  return 0;
+}
+
+/// Mean and sample standard deviation (0 for one value) of `values`.
+inline std::pair<double, double> mean_sd(const std::vector<double>& values) {
+  double mean = 0;
+  for (double v : values) mean += v;
+  mean /= static_cast<double>(values.size());
+  double ss = 0;
+  for (double v : values) ss += (v - mean) * (v - mean);
+  const double sd = values.size() > 1 ? std::sqrt(ss / static_cast<double>(values.size() - 1)) : 0.0;
+  return {mean, sd};
+}
+
+/// "mean ± sd" in percent with one decimal (the count of seeds when they differ from `seeds`).
+inline std::string percent_cell(const std::vector<double>& values) {
+  if (values.empty()) return "–";
+  const auto [mean, sd] = mean_sd(values);
+  std::ostringstream cell;
+  cell << std::fixed << std::setprecision(1) << 100.0 * mean << " ± " << 100.0 * sd;
+  return cell.str();
+}
+
+/// `--summarize`: reads the results lines of many runs (`--results`) and prints markdown tables,
+/// per model: each POPE split (accuracy, F1, yes-ratio, false-positive rate), the contrast split
+/// (false-positive rate with and without the partner, and their difference) and CHAIR. Cells are
+/// mean ± sample standard deviation over the seeds, in percent.
+inline int run_pope_summarize(const PopeOptions& o, std::ostream& out) {
+  const std::string path = o.summarize;
+  const std::vector<eval::JsonLine> lines = eval::read_jsonl(path, "agla_pope --summarize");
+  check<FormatError>(!lines.empty(), "agla_pope --summarize: ", path, ": no results");
+  // model -> split -> method -> metric -> values over seeds
+  std::map<std::string, std::map<std::string, std::map<std::string, std::map<std::string, std::vector<double>>>>> data;
+  std::map<std::string, std::set<uint64_t>> seeds;
+  std::vector<std::string> method_order;
+  for (Method m : all_methods()) method_order.push_back(method_name(m));
+  for (const eval::JsonLine& line : lines) {
+    const nlohmann::json& j = line.value;
+    for (const char* key : {"model_id", "method", "split", "metrics"})
+      check<FormatError>(j.contains(key), "agla_pope --summarize: ", path, ":", line.line, ": missing field \"", key,
+                         "\"");
+    std::string method = j["method"].get<std::string>();
+    // Runs with non-default alpha/beta get their own row.
+    const Method m = parse_method(method);
+    SamplingSettings defaults;
+    const DecodeOptions d = method_options(m, defaults);
+    if (j.contains("alpha") && j.contains("beta") &&
+        (std::abs(j["alpha"].get<double>() - d.alpha) > 1e-12 || std::abs(j["beta"].get<double>() - d.beta) > 1e-12)) {
+      std::ostringstream tag;
+      tag << method << " (alpha " << j["alpha"].get<double>() << ", beta " << j["beta"].get<double>() << ")";
+      method = tag.str();
+      if (std::find(method_order.begin(), method_order.end(), method) == method_order.end()) {
+        const auto base = std::find(method_order.begin(), method_order.end(), method_name(m));
+        method_order.insert(base + 1, method);
+      }
+    }
+    const std::string model = j["model_id"].get<std::string>();
+    auto& cell = data[model][j["split"].get<std::string>()][method];
+    const nlohmann::json& metrics = j["metrics"];
+    for (auto it = metrics.begin(); it != metrics.end(); ++it)
+      if (it->is_number_float()) cell[it.key()].push_back(it->get<double>());
+    if (metrics.contains("partner_present")) {
+      cell["fp_present"].push_back(metrics["partner_present"]["false_positive_rate"].get<double>());
+      cell["fp_absent"].push_back(metrics["partner_absent"]["false_positive_rate"].get<double>());
+    }
+    if (j.contains("seed")) seeds[model].insert(j["seed"].get<uint64_t>());
+  }
+  const auto table = [&](const std::string& title, const auto& splits, const std::string& split,
+                         const std::vector<std::pair<std::string, std::string>>& columns) {
+    const auto found = splits.find(split);
+    if (found == splits.end()) return;
+    out << "\n" << title << "\n\n| method |";
+    for (const auto& c : columns) out << " " << c.second << " |";
+    out << "\n| --- |";
+    for (std::size_t i = 0; i < columns.size(); ++i) out << " ---: |";
+    out << "\n";
+    for (const std::string& method : method_order) {
+      const auto row = found->second.find(method);
+      if (row == found->second.end()) continue;
+      out << "| " << method << " |";
+      for (const auto& c : columns) {
+        const auto values = row->second.find(c.first);
+        out << " " << (values == row->second.end() ? std::string("–") : percent_cell(values->second)) << " |";
+      }
+      out << "\n";
+    }
+  };
+  for (const auto& [model, splits] : data) {
+    out << "\n### " << model << " (" << seeds[model].size() << " seed" << (seeds[model].size() == 1 ? "" : "s")
+        << "; mean ± sd over seeds, percent)\n";
+    const std::vector<std::pair<std::string, std::string>> pope = {
+        {"accuracy", "accuracy"}, {"f1", "F1"}, {"yes_ratio", "yes-ratio"}, {"false_positive_rate", "FP rate"}};
+    for (const std::string split : {"random", "popular", "adversarial"})
+      table("POPE " + split + ":", splits, split, pope);
+    table("Within-class contrast (all questions are 'no'):", splits, "contrast",
+          {{"fp_present", "FP rate, partner present"},
+           {"fp_absent", "FP rate, partner absent"},
+           {"false_positive_rate_difference", "difference"}});
+    table("CHAIR (caption split):", splits, "captions",
+          {{"chair_i", "CHAIR_i"}, {"chair_s", "CHAIR_s"}, {"recall", "recall"}});
+    for (const auto& [split, methods] : splits) {
+      if (split == "random" || split == "popular" || split == "adversarial" || split == "contrast" ||
+          split == "captions")
+        continue;
+      table("Split " + split + ":", splits, split, pope);
+    }
+  }
+  return 0;
+}
+
+/// Runs `agla_pope` with `args`; writes the report to `out`, progress and errors to `err`; returns
+/// the exit status.
+inline int run_pope(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
+  try {
+    const PopeOptions o = parse_pope_options(args);
+    if (o.help) {
+      pope_usage(out);
+      return 0;
+    }
+    agla::configure_threads(o.threads);
+    switch (o.mode) {
+      case PopeOptions::Mode::Evaluate:
+        return run_pope_evaluate(o, out);
+      case PopeOptions::Mode::Summarize:
+        return run_pope_summarize(o, out);
+      case PopeOptions::Mode::Run:
+        return run_pope_questions(o, out, err);
+    }
+  } catch (const Error& e) {
+    err << e.what() << "\n";
+  } catch (const std::exception& e) {
+    err << "agla_pope: " << e.what() << "\n";
+  }
+  return 1;
+}
+
+}  // namespace agla::examples

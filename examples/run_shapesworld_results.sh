@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Produces the ShapesWorld results table of the README: writes the evaluation set, runs every
+# decoding method x seed x model (biased, control) over the random / popular / adversarial /
+# contrast / caption splits with agla_pope, and prints markdown tables of mean ± sd over the seeds.
+#
+#   examples/run_shapesworld_results.sh [BUILD_DIR]
+#
+# BUILD_DIR holds examples/agla_pope and examples/agla_shapesworld (default: build). Settings
+# (environment variables):
+#   QUESTIONS  questions per POPE split and in the contrast split (default 1000; even)
+#   CAPTIONS   images in the caption split (default QUESTIONS / 2)
+#   SEEDS      decoding seeds (default "1 2 3"); greedy decoding is deterministic and runs once
+#   OUT        output folder (default shapesworld_results): eval/, answers/, results.jsonl, results.md
+#   MODELS     folder with shapesworld-itm, shapesworld-lvlm, shapesworld-lvlm-control
+#              (default examples/data/models)
+#   JOBS       runs in parallel (default 1; one thread each)
+#   SPLITS     splits to run (default "random popular adversarial contrast captions")
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+build="${1:-build}"
+pope="$build/examples/agla_pope"
+world="$build/examples/agla_shapesworld"
+questions="${QUESTIONS:-1000}"
+captions="${CAPTIONS:-$((questions / 2))}"
+seeds="${SEEDS:-1 2 3}"
+out="${OUT:-shapesworld_results}"
+models="${MODELS:-$here/data/models}"
+jobs="${JOBS:-1}"
+splits="${SPLITS:-random popular adversarial contrast captions}"
+
+for program in "$pope" "$world"; do
+  [[ -x "$program" ]] || { echo "error: $program not found; build it first (cmake --build $build --target $(basename "$program"))" >&2; exit 1; }
+done
+[[ -f "$models/shapesworld-itm/config.json" ]] || { echo "error: no ITM model in $models/shapesworld-itm" >&2; exit 1; }
+
+mkdir -p "$out/answers"
+"$world" --out "$out/eval" --seed 1 --questions-per-split "$questions" --captions "$captions" >/dev/null
+: > "$out/results.jsonl"
+
+file_of() {
+  case "$1" in
+    contrast) echo "$out/eval/shapesworld_contrast.jsonl" ;;
+    captions) echo "$out/eval/shapesworld_captions.jsonl" ;;
+    *) echo "$out/eval/shapesworld_pope_$1.jsonl" ;;
+  esac
+}
+
+# One line per run: model dir, model id, method, extra options, seed, split.
+plan="$out/plan.txt"
+: > "$plan"
+for variant in biased control; do
+  dir="$models/shapesworld-lvlm"; [[ $variant == control ]] && dir="$models/shapesworld-lvlm-control"
+  if [[ ! -f "$dir/config.json" ]]; then
+    echo "warning: no $variant model in $dir; its rows are skipped" >&2
+    continue
+  fi
+  for method in regular greedy sharpened cutoff-only vcd vcd-2 agla agla-random-mask agla-released; do
+    for seed in $seeds; do
+      for split in $splits; do
+        echo "$dir shapesworld-lvlm-$variant $method $seed $split" >> "$plan"
+      done
+      [[ $method == greedy ]] && break
+    done
+  done
+done
+
+run_one() {
+  local dir="$1" id="$2" method="$3" seed="$4" split="$5" extra=()
+  if [[ $method == vcd-2 ]]; then method=vcd; extra=(--alpha 2 --beta 0.5); fi
+  "$pope" --questions "$(file_of "$split")" --method "$method" "${extra[@]}" --seed "$seed" \
+    --lvlm "$dir" --itm "$models/shapesworld-itm" --model-id "$id" \
+    --answers "$out/answers/$id.$3.seed$seed.$split.jsonl" --results "$out/results.jsonl" \
+    --quiet --json --threads 1 >/dev/null
+  echo "done: $id $3 seed $seed $split" >&2
+}
+export -f run_one file_of
+export pope out models
+
+start=$(date +%s)
+total=$(wc -l < "$plan")
+echo "running $total runs of $questions questions ($captions captions), $jobs in parallel" >&2
+xargs -P "$jobs" -L 1 bash -c 'run_one "$@"' _ < "$plan"
+echo "all runs done in $(( $(date +%s) - start )) s" >&2
+
+"$pope" --summarize "$out/results.jsonl" | tee "$out/results.md"
