@@ -86,6 +86,10 @@ TEST(LlavaConfigTest, RejectsUnsupportedOrBrokenConfigs) {
   bad["text_config"]["hidden_size"] = "48";
   EXPECT_THROW(llava::parse_config(bad), agla::FormatError);
   EXPECT_THROW(llava::read_config(fixture_dir("tiny_t") + "/missing.json"), agla::FormatError);
+  EXPECT_TRUE(llava::is_llava_checkpoint(fixture_dir("tiny_t")));
+  EXPECT_TRUE(llava::is_llava_checkpoint(fixture_dir("tiny_t_gqa") + "/"));
+  EXPECT_FALSE(llava::is_llava_checkpoint(fixture_dir("")));
+  EXPECT_FALSE(llava::is_llava_checkpoint(std::string(AGLA_TEST_DATA_DIR) + "/blip/itm"));
 }
 
 TEST(LlavaParityTest, VisionHiddenStatesAndFeatures) {

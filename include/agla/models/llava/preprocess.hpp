@@ -12,6 +12,7 @@
 #include <array>
 #include <cmath>
 #include <cstdint>
+#include <vector>
 
 #include "agla/error.hpp"
 #include "agla/io/image.hpp"
@@ -40,6 +41,16 @@ inline at::Tensor preprocess_image(const at::Tensor& hwc_uint8, int64_t size,
   if (mode == AspectMode::PadToSquare) image = io::expand_to_square(image, clip_mean_fill());
   image = io::center_crop(io::resize_shortest_side(image, size), size, size);
   return io::normalize_image(image, io::kClipMean, io::kClipStd, io::PixelRescale::kTransformers);
+}
+
+/// RGB uint8 images `[H_i, W_i, 3]` (CPU) -> the vision tower's batch, float32 `[N, 3, size, size]` (CPU).
+inline at::Tensor preprocess_images(const std::vector<at::Tensor>& images, int64_t size,
+                                    AspectMode mode = AspectMode::CenterCrop) {
+  check<InvalidArgument>(!images.empty(), "agla::llava::preprocess_images: no images given");
+  std::vector<at::Tensor> out;
+  out.reserve(images.size());
+  for (const auto& image : images) out.push_back(preprocess_image(image, size, mode));
+  return at::stack(out);
 }
 
 }  // namespace agla::llava
