@@ -131,8 +131,7 @@ int run(int argc, char** argv) {
               << "timings (ms):    encode " << match.timings.encode << ", itm+gradcam " << match.timings.itm_gradcam
               << ", itc " << match.timings.itc << ", postprocess " << match.timings.postprocess << ", total "
               << match.timings.total << "\n";
-    if (!options.out.empty())
-      std::cout << "wrote:           " << options.out << "/{heatmap,mask,augmented}.png\n";
+    if (!options.out.empty()) std::cout << "wrote:           " << options.out << "/{heatmap,mask,augmented}.png\n";
   }
   return 0;
 }

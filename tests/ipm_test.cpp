@@ -1,13 +1,7 @@
 // Image-prompt matching: GradCAM (Eq. 2) against the BLIP fixture, the mask post-processing
 // against every case of tests/data/augment (README tolerances), VCD's noise view, and the
 // ImagePromptMatcher template on a fixture-backed fake ITM model.
-#include "agla/io/npy.hpp"
-#include "agla/io/safetensors.hpp"
-#include "agla/io/image.hpp"
 #include "agla/ipm.hpp"
-#include "agla/models/blip.hpp"
-
-#include <nlohmann/json.hpp>
 
 #include <array>
 #include <cmath>
@@ -15,7 +9,13 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <string>
+
+#include "agla/io/image.hpp"
+#include "agla/io/npy.hpp"
+#include "agla/io/safetensors.hpp"
+#include "agla/models/blip.hpp"
 
 namespace {
 
@@ -170,8 +170,7 @@ TEST(GradCamTest, MatchesTheFixturePerPair) {
       const agla::ipm::GradCamMaps maps = agla::ipm::gradcam(attention, grads, mask);
       EXPECT_LE((maps.per_token[0] - fixture(base + "per_token")).abs().max().item<double>(), 1e-6);
       EXPECT_LE((maps.average[0] - fixture(base + "avg")).abs().max().item<double>(), 1e-6);
-      EXPECT_LE((agla::ipm::lavis_layout(maps, 0) - fixture(base + "lavis_output")).abs().max().item<double>(),
-                1e-6);
+      EXPECT_LE((agla::ipm::lavis_layout(maps, 0) - fixture(base + "lavis_output")).abs().max().item<double>(), 1e-6);
       EXPECT_EQ(maps.token_counts[0], attention.size(2) - 2);
     }
   }
@@ -279,8 +278,8 @@ class FixtureItm {
     return batch;
   }
 
-  FakeScore score_itm(const at::Tensor& image_embeds, const at::Tensor& itm_input_ids,
-                      const at::Tensor& attention_mask, int64_t layer) const {
+  FakeScore score_itm(const at::Tensor& image_embeds, const at::Tensor& itm_input_ids, const at::Tensor& attention_mask,
+                      int64_t layer) const {
     agla::check<agla::InvalidArgument>(layer == 2, "FixtureItm::score_itm: the fixture holds layer 2 only; got ",
                                        layer);
     EXPECT_EQ(image_embeds.size(0), 1);
@@ -457,8 +456,8 @@ TEST(MatcherTest, JsonReportHasTheDocumentedKeys) {
   const agla::ipm::ImagePromptMatcher<FixtureItm> matcher(model);
   const agla::ipm::Match m = matcher.match(fixture_image(), fixture_prompts()[1]);
   const nlohmann::json j = agla::ipm::match_to_json(m, matcher.image_size());
-  for (const char* key : {"itm_logits", "itm_probability", "itc", "mask_ratio", "kept_fraction", "grid", "image_size",
-                          "timings_ms"})
+  for (const char* key :
+       {"itm_logits", "itm_probability", "itc", "mask_ratio", "kept_fraction", "grid", "image_size", "timings_ms"})
     EXPECT_TRUE(j.contains(key)) << key;
   EXPECT_EQ(j.size(), 8u);
   EXPECT_EQ(j["itm_logits"].size(), 2u);
@@ -582,14 +581,13 @@ TEST(InspectorTest, JsonOutputAndExitCodes) {
     EXPECT_EQ(written.sizes(), (at::IntArrayRef{32, 32, 3})) << png;
   }
 
-  for (const std::string& bad :
-       {std::string("--itm /nonexistent --image '") + image + "' --prompt x",
-        "--itm '" + model + "' --image /nonexistent.png --prompt x",
-        "--itm '" + model + "' --image '" + kBlipDir + "fixtures.json' --prompt x",
-        "--itm '" + model + "' --image '" + image + "' --prompt '...'",
-        "--itm '" + model + "' --image '" + image + "' --prompt x --block 4",
-        "--itm '" + model + "' --image '" + image + "' --prompt x --block two",
-        "--itm '" + model + "' --image '" + image + "'", std::string("--unknown")}) {
+  for (const std::string& bad : {std::string("--itm /nonexistent --image '") + image + "' --prompt x",
+                                 "--itm '" + model + "' --image /nonexistent.png --prompt x",
+                                 "--itm '" + model + "' --image '" + kBlipDir + "fixtures.json' --prompt x",
+                                 "--itm '" + model + "' --image '" + image + "' --prompt '...'",
+                                 "--itm '" + model + "' --image '" + image + "' --prompt x --block 4",
+                                 "--itm '" + model + "' --image '" + image + "' --prompt x --block two",
+                                 "--itm '" + model + "' --image '" + image + "'", std::string("--unknown")}) {
     SCOPED_TRACE(bad);
     std::string err;
     EXPECT_EQ(run_command("'" + tool + "' " + bad + " 2>&1 1>/dev/null", err), 1);

@@ -39,8 +39,7 @@ inline int64_t square_grid_side(int64_t patches, const char* caller) {
 /// logit, and the text `attention_mask` `[P, L]` (0/1, any integer or float dtype). As LAVIS: CLS
 /// column dropped, gradients clamped at 0, both factors multiplied by the mask, mean over heads;
 /// the average runs over rows 1..T with T = mask.sum() - 2 and divides by T.
-inline GradCamMaps gradcam(const at::Tensor& attention, const at::Tensor& gradients,
-                           const at::Tensor& attention_mask) {
+inline GradCamMaps gradcam(const at::Tensor& attention, const at::Tensor& gradients, const at::Tensor& attention_mask) {
   check<ShapeError>(attention.defined() && attention.dim() == 4 && at::isFloatingType(attention.scalar_type()),
                     "agla::ipm::gradcam: attention must be [P, H, L, N] floating point; got ",
                     attention.defined() ? attention.sizes() : at::IntArrayRef{}, " ",

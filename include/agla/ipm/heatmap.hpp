@@ -46,8 +46,8 @@ inline std::vector<double> segmented_lut(const std::vector<Anchor>& anchors, int
 inline const std::vector<std::array<double, 3>>& jet_colormap() {
   static const std::vector<std::array<double, 3>> table = [] {
     using detail::Anchor;
-    const auto red = detail::segmented_lut(
-        {{0.0, 0, 0}, {0.35, 0, 0}, {0.66, 1, 1}, {0.89, 1, 1}, {1.0, 0.5, 0.5}}, 256);
+    const auto red =
+        detail::segmented_lut({{0.0, 0, 0}, {0.35, 0, 0}, {0.66, 1, 1}, {0.89, 1, 1}, {1.0, 0.5, 0.5}}, 256);
     const auto green = detail::segmented_lut(
         {{0.0, 0, 0}, {0.125, 0, 0}, {0.375, 1, 1}, {0.64, 1, 1}, {0.91, 0, 0}, {1.0, 0, 0}}, 256);
     const auto blue =

@@ -117,11 +117,10 @@ inline int64_t reflect_index(int64_t i, int64_t n) {
 
 /// A contiguous float32 CPU copy of a 2-D map, with a checked shape.
 inline at::Tensor cpu_float_map(const at::Tensor& map, const char* caller) {
-  check<ShapeError>(map.defined() && map.dim() == 2 && map.size(0) > 0 && map.size(1) > 0 &&
-                        at::isFloatingType(map.scalar_type()),
-                    caller, ": map must be a non-empty [H, W] floating-point tensor; got ",
-                    map.defined() ? map.sizes() : at::IntArrayRef{}, " ",
-                    map.defined() ? map.scalar_type() : at::kFloat);
+  check<ShapeError>(
+      map.defined() && map.dim() == 2 && map.size(0) > 0 && map.size(1) > 0 && at::isFloatingType(map.scalar_type()),
+      caller, ": map must be a non-empty [H, W] floating-point tensor; got ",
+      map.defined() ? map.sizes() : at::IntArrayRef{}, " ", map.defined() ? map.scalar_type() : at::kFloat);
   return map.detach().to(at::kCPU, at::kFloat).contiguous();
 }
 
@@ -218,8 +217,8 @@ inline at::Tensor spline_resize(const at::Tensor& map, int64_t height, int64_t w
 /// The normalised 1-D Gaussian SciPy 1.10 `_gaussian_kernel1d(sigma, 0, radius)` builds:
 /// `exp(-0.5 / sigma^2 * x^2)` for x = -radius..radius, divided by its NumPy sum (double).
 inline std::vector<double> gaussian_kernel(double sigma, int64_t radius) {
-  check<InvalidArgument>(sigma > 0 && radius >= 0, "agla::ipm::gaussian_kernel: sigma must be > 0 and radius >= 0; got ",
-                         sigma, ", ", radius);
+  check<InvalidArgument>(sigma > 0 && radius >= 0,
+                         "agla::ipm::gaussian_kernel: sigma must be > 0 and radius >= 0; got ", sigma, ", ", radius);
   const double sigma2 = sigma * sigma;
   std::vector<double> phi(static_cast<size_t>(2 * radius + 1));
   for (int64_t x = -radius; x <= radius; ++x)
@@ -341,12 +340,11 @@ struct Threshold {
 /// Index of the threshold pixel for `pixels` pixels and `ratio` (clamped to the last pixel).
 inline int64_t threshold_index(int64_t pixels, const KeepRatio& ratio) {
   check<InvalidArgument>(pixels > 0 && std::isfinite(ratio.keep) && ratio.keep >= 0,
-                         "agla::ipm::threshold_index: need pixels > 0 and a finite keep ratio >= 0; got ", pixels,
-                         ", ", ratio.keep);
-  const int64_t index =
-      ratio.single_precision
-          ? static_cast<int64_t>(static_cast<float>(pixels) * static_cast<float>(ratio.keep))
-          : static_cast<int64_t>(static_cast<double>(pixels) * ratio.keep);
+                         "agla::ipm::threshold_index: need pixels > 0 and a finite keep ratio >= 0; got ", pixels, ", ",
+                         ratio.keep);
+  const int64_t index = ratio.single_precision
+                            ? static_cast<int64_t>(static_cast<float>(pixels) * static_cast<float>(ratio.keep))
+                            : static_cast<int64_t>(static_cast<double>(pixels) * ratio.keep);
   // Upstream would index out of range for keep >= 1; the last pixel is the nearest valid choice.
   return std::min(index, pixels - 1);
 }
@@ -390,8 +388,7 @@ inline at::Tensor apply_mask(const at::Tensor& image, const at::Tensor& mask) {
                     "agla::ipm::apply_mask: image must be [H, W, C] uint8; got ",
                     image.defined() ? image.sizes() : at::IntArrayRef{}, " ",
                     image.defined() ? image.scalar_type() : at::kByte);
-  check<ShapeError>(mask.defined() && mask.dim() == 2 && mask.size(0) == image.size(0) &&
-                        mask.size(1) == image.size(1),
+  check<ShapeError>(mask.defined() && mask.dim() == 2 && mask.size(0) == image.size(0) && mask.size(1) == image.size(1),
                     "agla::ipm::apply_mask: mask must be [", image.size(0), ", ", image.size(1), "]; got ",
                     mask.defined() ? mask.sizes() : at::IntArrayRef{});
   const at::Tensor keep = mask.to(at::kCPU).ne(0).contiguous();

@@ -113,8 +113,7 @@ class ImagePromptMatcher {
     check<InvalidArgument>(block_ >= 0 && block_ < layers, "agla::ipm::ImagePromptMatcher: block must be in [0, ",
                            layers, ") for this model's ", layers, " text layers; got ", block_);
     grid_ = model.patch_grid();  // the model throws for a non-square grid
-    check<ShapeError>(grid_ > 0, "agla::ipm::ImagePromptMatcher: the model's patch grid must be positive; got ",
-                      grid_);
+    check<ShapeError>(grid_ > 0, "agla::ipm::ImagePromptMatcher: the model's patch grid must be positive; got ", grid_);
     image_size_ = model.image_size();
     check<InvalidArgument>(static_cast<bool>(options_.keep_rule),
                            "agla::ipm::ImagePromptMatcher: keep_rule must be set");
@@ -171,8 +170,8 @@ class ImagePromptMatcher {
     const auto text = model_->encode_text(prompts);
     const int64_t count = static_cast<int64_t>(prompts.size());
     check<ShapeError>(text.itm_input_ids.dim() == 2 && text.itm_input_ids.size(0) == count,
-                      "agla::ipm::ImagePromptMatcher::match: encode_text must give [", count,
-                      ", L] ids; got ", text.itm_input_ids.sizes());
+                      "agla::ipm::ImagePromptMatcher::match: encode_text must give [", count, ", L] ids; got ",
+                      text.itm_input_ids.sizes());
     synchronize(image_embeds);
     const auto encoded = Clock::now();
 
@@ -193,9 +192,8 @@ class ImagePromptMatcher {
       maps = gradcam(score.attention.detach(), gradient, text.attention_mask);
       logits = score.logits.detach().to(at::kCPU, at::kFloat);
     }
-    check<ShapeError>(maps.average.size(1) == grid_,
-                      "agla::ipm::ImagePromptMatcher::match: the attention covers a ", maps.average.size(1), "x",
-                      maps.average.size(1), " grid; the model reports ", grid_, "x", grid_);
+    check<ShapeError>(maps.average.size(1) == grid_, "agla::ipm::ImagePromptMatcher::match: the attention covers a ",
+                      maps.average.size(1), "x", maps.average.size(1), " grid; the model reports ", grid_, "x", grid_);
     const at::Tensor grids = maps.average.to(at::kCPU, at::kFloat);
     const at::Tensor per_token = maps.per_token.to(at::kCPU, at::kFloat);
     const auto scored = Clock::now();
@@ -236,8 +234,8 @@ class ImagePromptMatcher {
     }
     const auto done = Clock::now();
 
-    const MatchTimings timings{ms(start, encoded), ms(encoded, scored), ms(scored, contrasted),
-                               ms(contrasted, done), ms(start, done)};
+    const MatchTimings timings{ms(start, encoded), ms(encoded, scored), ms(scored, contrasted), ms(contrasted, done),
+                               ms(start, done)};
     for (Match& m : results) m.timings = timings;
     return results;
   }

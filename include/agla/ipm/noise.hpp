@@ -30,8 +30,7 @@ inline DiffusionCoefficients diffusion_coefficients(int64_t step, int64_t steps 
                          " (steps = ", steps, ")");
   const at::Tensor betas = at::sigmoid(at::linspace(-6, 6, steps, at::kFloat)) * (0.5e-2 - 1e-5) + 1e-5;
   const at::Tensor abar = at::cumprod(1 - betas, 0);
-  return DiffusionCoefficients{at::sqrt(abar)[step].item<float>(),
-                               at::sqrt(1 - abar)[step].item<float>()};
+  return DiffusionCoefficients{at::sqrt(abar)[step].item<float>(), at::sqrt(1 - abar)[step].item<float>()};
 }
 
 /// VCD's `add_diffusion_noise`: `pixel_values` (normalised, floating point, any shape and
