@@ -5,8 +5,10 @@
 
 #include <nlohmann/json.hpp>
 
+#include <cmath>
 #include <cstdint>
 #include <fstream>
+#include <limits>
 #include <string>
 
 #include "agla/error.hpp"
@@ -43,12 +45,17 @@ class JsonConfig {
   int64_t get_int(const std::string& key, int64_t fallback) const {
     if (!has(key)) return fallback;
     const nlohmann::json& v = object_.at(key);
-    if (v.is_number_integer()) return v.get<int64_t>();
-    // Some writers emit 768.0 for integers; accept exact integral floats.
-    if (v.is_number_float() && v.get<double>() == static_cast<double>(static_cast<int64_t>(v.get<double>()))) {
-      return static_cast<int64_t>(v.get<double>());
+    if (v.is_number_unsigned()) {
+      if (v.get<uint64_t>() <= static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) return v.get<int64_t>();
+    } else if (v.is_number_integer()) {
+      return v.get<int64_t>();
+    } else if (v.is_number_float()) {
+      // Some writers emit 768.0 for integers; accept exact integral floats. The range test comes
+      // first: converting a double outside [-2^63, 2^63) to int64_t is undefined behaviour.
+      const double d = v.get<double>();
+      if (d >= -0x1p63 && d < 0x1p63 && d == std::trunc(d)) return static_cast<int64_t>(d);
     }
-    throw FormatError(agla::detail::concat(where_, ".", key, " must be an integer; got ", v.dump()));
+    throw FormatError(agla::detail::concat(where_, ".", key, " must be an integer in the int64 range; got ", v.dump()));
   }
 
   /// Number `key`, or `fallback` when absent/null.
