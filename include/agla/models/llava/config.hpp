@@ -4,14 +4,21 @@
 /// with the defaults of transformers v4.37.2 filled in for the keys `save_pretrained` omits
 /// (`LlavaConfig`, `LlamaConfig`, `CLIPVisionConfig`; see tests/data/llava/README.md).
 
+#include <cmath>
 #include <cstdint>
 #include <fstream>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <type_traits>
 
 #include "agla/error.hpp"
 
 namespace agla::llava {
+
+/// Largest value a size field of the config (widths, layer and head counts, image and patch
+/// sides, vocabulary, context length) may hold: 2^24.
+inline constexpr int64_t kMaxConfigSize = int64_t{1} << 24;
 
 /// CLIP vision tower settings (`vision_config`, class `CLIPVisionConfig`).
 struct ClipVisionConfig {
@@ -75,6 +82,21 @@ template <typename T>
 T json_or(const nlohmann::json& object, const char* key, T fallback) {
   auto it = object.find(key);
   if (it == object.end() || it->is_null()) return fallback;
+  if constexpr (std::is_same_v<T, int64_t>) {
+    // nlohmann converts any number (and a boolean) with a plain cast: a double outside the int64
+    // range is undefined behaviour, an unsigned above INT64_MAX wraps. Only exact integers pass.
+    const bool fits = it->is_number_unsigned()
+                          ? it->template get<uint64_t>() <= static_cast<uint64_t>(std::numeric_limits<int64_t>::max())
+                          : it->is_number_integer() ||
+                                (it->is_number_float() && it->template get<double>() >= -0x1p63 &&
+                                 it->template get<double>() < 0x1p63 &&
+                                 it->template get<double>() == std::trunc(it->template get<double>()));
+    if (!fits) {
+      throw FormatError(agla::detail::concat("agla::llava::parse_config: key \"", key,
+                                             "\" must be an integer in the int64 range; got ", it->dump()));
+    }
+    if (it->is_number_float()) return static_cast<int64_t>(it->template get<double>());
+  }
   try {
     return it->get<T>();
   } catch (const nlohmann::json::exception& e) {
@@ -129,8 +151,11 @@ inline LlavaConfig parse_config(const nlohmann::json& json) {
   tc.bos_token_id = json_or<int64_t>(t, "bos_token_id", tc.bos_token_id);
   tc.eos_token_id = json_or<int64_t>(t, "eos_token_id", tc.eos_token_id);
 
+  // The cap keeps every product the model forms from these sizes (patch grids, head splits,
+  // vision_layers_used) far from int64 overflow; released models are orders of magnitude below it.
   auto positive = [&](int64_t value, const char* name) {
-    check<FormatError>(value > 0, fn, name, " must be positive; got ", value);
+    check<FormatError>(value > 0 && value <= kMaxConfigSize, fn, name, " must be in [1, ", kMaxConfigSize, "]; got ",
+                       value);
   };
   positive(vc.hidden_size, "vision_config.hidden_size");
   positive(vc.intermediate_size, "vision_config.intermediate_size");
@@ -145,6 +170,11 @@ inline LlavaConfig parse_config(const nlohmann::json& json) {
   positive(tc.num_hidden_layers, "text_config.num_hidden_layers");
   positive(tc.num_attention_heads, "text_config.num_attention_heads");
   positive(tc.num_key_value_heads, "text_config.num_key_value_heads");
+  positive(tc.max_position_embeddings, "text_config.max_position_embeddings");
+  check<FormatError>(vc.layer_norm_eps > 0 && tc.rms_norm_eps > 0 && tc.rope_theta > 0, fn,
+                     "vision_config.layer_norm_eps, text_config.rms_norm_eps and text_config.rope_theta must be "
+                     "positive; got ",
+                     vc.layer_norm_eps, ", ", tc.rms_norm_eps, ", ", tc.rope_theta);
   check<FormatError>(vc.hidden_size % vc.num_attention_heads == 0, fn,
                      "vision_config.hidden_size must be divisible by num_attention_heads; got ", vc.hidden_size,
                      " and ", vc.num_attention_heads);
