@@ -13,6 +13,10 @@
 
 namespace agla::blip {
 
+/// Largest value a size field of the config (widths, layer and head counts, image and patch
+/// sides, vocabulary, positions) may hold: 2^24.
+inline constexpr int64_t kMaxConfigSize = int64_t{1} << 24;
+
 /// `BlipTextConfig`: the BERT text encoder/decoder (defaults = upstream `BlipTextConfig.__init__`).
 struct BlipTextConfig {
   int64_t vocab_size = 30524;             ///< ids, bert-base-uncased + `[DEC]` + `[ENC]`
@@ -52,8 +56,11 @@ struct BlipConfig {
 
   /// Checks every size and id; throws `agla::FormatError` prefixed with `where` naming the bad field.
   void validate(const std::string& where = "agla::blip::BlipConfig") const {
+    // The cap keeps the products the model forms from these sizes (patch grid squared, head
+    // splits) far from int64 overflow; released BLIP models are orders of magnitude below it.
     auto positive = [&](int64_t v, const char* name) {
-      check<FormatError>(v > 0, where, ": ", name, " must be positive; got ", v);
+      check<FormatError>(v > 0 && v <= kMaxConfigSize, where, ": ", name, " must be in [1, ", kMaxConfigSize,
+                         "]; got ", v);
     };
     positive(text.vocab_size, "text_config.vocab_size");
     positive(text.hidden_size, "text_config.hidden_size");
@@ -76,8 +83,8 @@ struct BlipConfig {
     check<FormatError>(vision.hidden_size % vision.num_attention_heads == 0, where, ": vision_config.hidden_size (",
                        vision.hidden_size, ") must be divisible by vision_config.num_attention_heads (",
                        vision.num_attention_heads, ")");
-    check<FormatError>(vision.patch_size <= vision.image_size, where, ": vision_config.patch_size (",
-                       vision.patch_size, ") exceeds image_size (", vision.image_size, ")");
+    check<FormatError>(vision.patch_size <= vision.image_size, where, ": vision_config.patch_size (", vision.patch_size,
+                       ") exceeds image_size (", vision.image_size, ")");
     check<FormatError>(text.layer_norm_eps > 0 && vision.layer_norm_eps > 0, where,
                        ": layer_norm_eps must be positive; got text ", text.layer_norm_eps, ", vision ",
                        vision.layer_norm_eps);
