@@ -150,12 +150,38 @@ void BM_LlavaPrefillRegular(benchmark::State& state) { prefill_bench(state, Mode
 void BM_LlavaPrefillAglaSequential(benchmark::State& state) { prefill_bench(state, Mode::AglaSequential); }
 void BM_LlavaPrefillAglaBatched(benchmark::State& state) { prefill_bench(state, Mode::AglaBatched); }
 
-BENCHMARK(BM_LlavaDecodeRegular)->Arg(1)->Arg(4)->Iterations(12)->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK(BM_LlavaDecodeAglaSequential)->Arg(1)->Arg(4)->Iterations(12)->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK(BM_LlavaDecodeAglaBatched)->Arg(1)->Arg(4)->Iterations(12)->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK(BM_LlavaPrefillRegular)->Iterations(1)->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK(BM_LlavaPrefillAglaSequential)->Iterations(1)->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK(BM_LlavaPrefillAglaBatched)->Iterations(1)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_LlavaDecodeRegular)
+    ->Arg(1)
+    ->Arg(4)
+    ->Iterations(12)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime()
+    ->MeasureProcessCPUTime();
+BENCHMARK(BM_LlavaDecodeAglaSequential)
+    ->Arg(1)
+    ->Arg(4)
+    ->Iterations(12)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime()
+    ->MeasureProcessCPUTime();
+BENCHMARK(BM_LlavaDecodeAglaBatched)
+    ->Arg(1)
+    ->Arg(4)
+    ->Iterations(12)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime()
+    ->MeasureProcessCPUTime();
+BENCHMARK(BM_LlavaPrefillRegular)->Iterations(1)->Unit(benchmark::kMillisecond)->UseRealTime()->MeasureProcessCPUTime();
+BENCHMARK(BM_LlavaPrefillAglaSequential)
+    ->Iterations(1)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime()
+    ->MeasureProcessCPUTime();
+BENCHMARK(BM_LlavaPrefillAglaBatched)
+    ->Iterations(1)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime()
+    ->MeasureProcessCPUTime();
 
 // Console output plus the seconds per iteration of every run, for the ratio table.
 class RatioReporter : public benchmark::ConsoleReporter {
@@ -175,7 +201,7 @@ class RatioReporter : public benchmark::ConsoleReporter {
     for (const char* kind : {"Decode", "Prefill"}) {
       for (const std::string arg : {"/1", "/4", ""}) {
         const std::string suffix =
-            arg + "/iterations:" + (std::strcmp(kind, "Decode") == 0 ? "12" : "1") + "/real_time";
+            arg + "/iterations:" + (std::strcmp(kind, "Decode") == 0 ? "12" : "1") + "/process_time/real_time";
         const auto base = seconds_.find(std::string("BM_Llava") + kind + "Regular" + suffix);
         if (base == seconds_.end()) continue;
         std::printf("  %-7s streams %-2s regular 1.00", kind, arg.empty() ? "1" : arg.c_str() + 1);
