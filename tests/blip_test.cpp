@@ -61,7 +61,8 @@ at::Tensor pixels(int64_t i) { return fx("inputs.pixel_values").narrow(0, i, 1);
 at::Tensor ids_row(const std::string& name) { return fx(name).view({1, -1}); }
 
 // LAVIS compute_gradcam for one row: A, G [H, L, N]; mask [L] -> (per_token [L, g, g], avg [g, g]).
-std::pair<at::Tensor, at::Tensor> gradcam(const at::Tensor& a, const at::Tensor& g, const at::Tensor& mask, int64_t grid) {
+std::pair<at::Tensor, at::Tensor> gradcam(const at::Tensor& a, const at::Tensor& g, const at::Tensor& mask,
+                                          int64_t grid) {
   const int64_t l = a.size(1);
   const at::Tensor m = mask.to(at::kFloat).view({1, l, 1});
   const at::Tensor cam = (a.narrow(2, 1, grid * grid) * m) * (g.narrow(2, 1, grid * grid).clamp_min(0) * m);
@@ -135,8 +136,8 @@ TEST(BlipItmTest, MatchesLogitsAttentionGradientsAndGradcamPerPair) {
       agla::blip::TextRun run;
       run.encoder_hidden_states = image;
       torch::NoGradGuard no_grad;
-      expect_close(model.module()->text_encoder->forward(ids, run), fx("itm." + pair + ".text_last_hidden_state"),
-                   1e-4, 1e-4, pair + " text hidden state");
+      expect_close(model.module()->text_encoder->forward(ids, run), fx("itm." + pair + ".text_last_hidden_state"), 1e-4,
+                   1e-4, pair + " text hidden state");
     }
   }
 }
@@ -249,7 +250,8 @@ TEST(BlipCaptionTest, GreedyTokensWithAndWithoutCache) {
   for (int64_t i = 0; i < 2; ++i) {
     for (const std::string variant : {"prompt", "noprompt"}) {
       const std::string name = "caption.i" + std::to_string(i) + "." + variant + ".";
-      const at::Tensor start = variant == "prompt" ? fx("caption.i0.prompt.input_ids") : at::full({1, 1}, 126, at::kLong);
+      const at::Tensor start =
+          variant == "prompt" ? fx("caption.i0.prompt.input_ids") : at::full({1, 1}, 126, at::kLong);
       const at::Tensor expected_ids = fx(name + "greedy_ids");
       const at::Tensor expected_logits = fx(name + "step_logits");
       const at::Tensor image = model.encode_image(pixels(i));
@@ -280,7 +282,7 @@ TEST(BlipCaptionTest, GreedyTokensWithAndWithoutCache) {
 
 TEST(BlipCaptionTest, BatchedViewsMatchSingleStreamsAndMixWithPlainCalls) {
   auto& model = caption_model();
-  const at::Tensor original = fx("inputs.pixel_values");       // streams: image 0, image 1
+  const at::Tensor original = fx("inputs.pixel_values");         // streams: image 0, image 1
   const at::Tensor augmented = original.flip({0}).contiguous();  // the other image per stream
   const at::Tensor prompt = model.prompt_ids("a picture of", 2);
   const at::Tensor ids0 = fx("caption.i0.prompt.greedy_ids"), ids1 = fx("caption.i1.prompt.greedy_ids");
@@ -349,7 +351,8 @@ TEST(BlipCaptionTest, DrivesAglaGenerateThroughBothForms) {
 
 TEST(BlipConfigTest, AppliesHuggingFaceDefaultsAndValidates) {
   const auto c = agla::blip::BlipConfig::from_json(nlohmann::json::parse(R"({"vision_config": {"hidden_size": 1024,
-      "num_hidden_layers": 24, "num_attention_heads": 16, "intermediate_size": 4096}})"), "test");
+      "num_hidden_layers": 24, "num_attention_heads": 16, "intermediate_size": 4096}})"),
+                                                   "test");
   EXPECT_EQ(c.text.vocab_size, 30524);
   EXPECT_EQ(c.text.hidden_size, 768);
   EXPECT_EQ(c.text.num_attention_heads, 8);
@@ -394,9 +397,9 @@ TEST(BlipLoadTest, ListsMissingUnexpectedAndMisshapedNames) {
   agla::io::write_safetensors(dir + "/model.safetensors", dict);
   const std::string message = load_error(dir);
   ASSERT_FALSE(message.empty());
-  for (const char* part : {"missing (2)", "itm_head.bias", "text_encoder.encoder.layer.3.crossattention.self.key.weight",
-                           "unexpected (1)", "text_encoder.pooler.dense.weight", "shape mismatch (1)",
-                           "vision_proj.weight"}) {
+  for (const char* part :
+       {"missing (2)", "itm_head.bias", "text_encoder.encoder.layer.3.crossattention.self.key.weight", "unexpected (1)",
+        "text_encoder.pooler.dense.weight", "shape mismatch (1)", "vision_proj.weight"}) {
     EXPECT_NE(message.find(part), std::string::npos) << part << " not in: " << message;
   }
   fs::remove(dir + "/model.safetensors");
@@ -426,8 +429,8 @@ TEST(BlipLoadTest, AcceptsShardsLegacyBuffersAndTiedLmHead) {
   copy_file(kBlip + "/caption/vocab.txt", dir + "/vocab.txt");
   const auto model = agla::blip::BlipCaptioner::load(dir);
   const at::Tensor image = model.encode_image(pixels(0));
-  expect_close(model.logits_full(image, fx("caption.i0.prompt.input_ids")), fx("caption.i0.prompt.logits"), 3e-4,
-               1e-4, "sharded, tied caption model");
+  expect_close(model.logits_full(image, fx("caption.i0.prompt.input_ids")), fx("caption.i0.prompt.logits"), 3e-4, 1e-4,
+               "sharded, tied caption model");
   // A shard that lacks a listed tensor is refused by name.
   index["weight_map"]["vision_model.extra"] = "model-00001-of-00002.safetensors";
   std::ofstream(dir + "/model.safetensors.index.json") << index.dump();

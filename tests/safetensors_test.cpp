@@ -128,7 +128,8 @@ TEST(SafetensorsTest, RoundTripKeepsEveryDtypeShapeAndMetadata) {
 
 TEST(SafetensorsTest, MisalignedDataIsCopiedToAlignedMemory) {
   // Header length 61 puts the data section at byte 69; the F32 tensor starts one byte further in.
-  std::string header = R"({"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},"b":{"dtype":"F32","shape":[2],"data_offsets":[1,9]}})";
+  std::string header =
+      R"({"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},"b":{"dtype":"F32","shape":[2],"data_offsets":[1,9]}})";
   const float values[2] = {1.5f, -2.25f};
   std::string data(1, '\x07');
   data.append(reinterpret_cast<const char*>(values), sizeof(values));
@@ -156,44 +157,57 @@ TEST(SafetensorsTest, RefusesBrokenFilesWithMessagesNamingFileAndTensor) {
     std::ofstream(path, std::ios::binary) << "abc";
     cases.push_back({"truncated length field", path, {"truncated", "3 bytes"}});
   }
-  cases.push_back({"truncated header", write_raw("trunc_header.safetensors", ok.size(), ok.substr(0, 20)),
+  cases.push_back({"truncated header",
+                   write_raw("trunc_header.safetensors", ok.size(), ok.substr(0, 20)),
                    {"runs past the end of the file"}});
-  cases.push_back({"length past end", write_raw("past_end.safetensors", 4096, ok, eight), {"runs past the end of the file"}});
+  cases.push_back(
+      {"length past end", write_raw("past_end.safetensors", 4096, ok, eight), {"runs past the end of the file"}});
   cases.push_back({"length over cap", write_raw("cap.safetensors", uint64_t{1} << 40, ok, eight), {"exceeds the cap"}});
-  cases.push_back({"bad json", write_file("bad_json.safetensors", R"({"w":{"dtype":"F32",)", eight), {"not valid JSON"}});
+  cases.push_back(
+      {"bad json", write_file("bad_json.safetensors", R"({"w":{"dtype":"F32",)", eight), {"not valid JSON"}});
   cases.push_back({"json not object", write_file("array.safetensors", "[1,2,3]", eight), {"JSON object"}});
   cases.push_back({"unknown dtype",
                    write_file("dtype.safetensors", R"({"w":{"dtype":"C64","shape":[1],"data_offsets":[0,8]}})", eight),
                    {"tensor 'w'", "unsupported dtype 'C64'"}});
-  cases.push_back({"shape bytes mismatch",
-                   write_file("mismatch.safetensors", R"({"w":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})", eight),
-                   {"tensor 'w'", "needs 12"}});
-  cases.push_back({"offsets past end",
-                   write_file("offsets.safetensors", R"({"w":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}})", eight),
-                   {"tensor 'w'", "past the end of the data section"}});
-  cases.push_back({"end before begin",
-                   write_file("reversed.safetensors", R"({"w":{"dtype":"U8","shape":[0],"data_offsets":[8,4]}})", eight),
-                   {"tensor 'w'", "end before begin"}});
-  cases.push_back({"overlap",
-                   write_file("overlap.safetensors",
-                              R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})",
-                              eight),
-                   {"tensor 'b'", "overlaps tensor 'a'"}});
-  cases.push_back({"duplicate name",
-                   write_file("dup.safetensors",
-                              R"({"w":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},"w":{"dtype":"U8","shape":[1],"data_offsets":[1,2]}})",
-                              eight),
-                   {"tensor 'w'", "twice"}});
-  cases.push_back({"negative dim",
-                   write_file("negdim.safetensors", R"({"w":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}})", eight),
-                   {"tensor 'w'", "non-negative"}});
+  cases.push_back(
+      {"shape bytes mismatch",
+       write_file("mismatch.safetensors", R"({"w":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})", eight),
+       {"tensor 'w'", "needs 12"}});
+  cases.push_back(
+      {"offsets past end",
+       write_file("offsets.safetensors", R"({"w":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}})", eight),
+       {"tensor 'w'", "past the end of the data section"}});
+  cases.push_back(
+      {"end before begin",
+       write_file("reversed.safetensors", R"({"w":{"dtype":"U8","shape":[0],"data_offsets":[8,4]}})", eight),
+       {"tensor 'w'", "end before begin"}});
+  cases.push_back(
+      {"overlap",
+       write_file(
+           "overlap.safetensors",
+           R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})",
+           eight),
+       {"tensor 'b'", "overlaps tensor 'a'"}});
+  cases.push_back(
+      {"duplicate name",
+       write_file(
+           "dup.safetensors",
+           R"({"w":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},"w":{"dtype":"U8","shape":[1],"data_offsets":[1,2]}})",
+           eight),
+       {"tensor 'w'", "twice"}});
+  cases.push_back(
+      {"negative dim",
+       write_file("negdim.safetensors", R"({"w":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}})", eight),
+       {"tensor 'w'", "non-negative"}});
   cases.push_back({"overflowing shape",
                    write_file("overflow.safetensors",
                               R"({"w":{"dtype":"F64","shape":[4294967296,4294967296],"data_offsets":[0,8]}})", eight),
                    {"tensor 'w'", "overflows"}});
-  cases.push_back({"missing offsets", write_file("nooffsets.safetensors", R"({"w":{"dtype":"F32","shape":[2]}})", eight),
+  cases.push_back({"missing offsets",
+                   write_file("nooffsets.safetensors", R"({"w":{"dtype":"F32","shape":[2]}})", eight),
                    {"tensor 'w'", "data_offsets"}});
-  cases.push_back({"bad metadata", write_file("meta.safetensors", R"({"__metadata__":{"format":1}})", ""),
+  cases.push_back({"bad metadata",
+                   write_file("meta.safetensors", R"({"__metadata__":{"format":1}})", ""),
                    {"__metadata__", "format"}});
   cases.push_back({"missing file", temp_path("does_not_exist.safetensors"), {"cannot open"}});
   for (const Case& c : cases) {
@@ -271,7 +285,8 @@ TEST(CheckpointTest, LoadsEveryLayoutOfAModelDirectory) {
   agla::io::write_safetensors(st_dir + "/part1.safetensors", {{"a", sharded.at("a")}, {"b", sharded.at("b")}});
   agla::io::write_safetensors(st_dir + "/part2.safetensors", {{"c", sharded.at("c")}});
   const std::string index = st_dir + "/model.safetensors.index.json";
-  std::ofstream(index) << R"({"metadata": {}, "weight_map": {"a": "part1.safetensors", "b": "part1.safetensors", "c": "part2.safetensors"}})";
+  std::ofstream(index)
+      << R"({"metadata": {}, "weight_map": {"a": "part1.safetensors", "b": "part1.safetensors", "c": "part2.safetensors"}})";
   expect_same(agla::io::load_checkpoint(st_dir), sharded);
   for (const std::string& dir : {bin_dir, shard_dir, st_dir}) std::filesystem::remove_all(dir);
 }

@@ -88,8 +88,9 @@ inline StateDict load_checkpoint(const std::string& model_dir) {
   if (detail::file_exists(dir + "pytorch_model.bin.index.json")) {
     return read_pytorch_checkpoint_index(dir + "pytorch_model.bin.index.json");
   }
-  const char* looked_for = "model.safetensors, model.safetensors.index.json, pytorch_model.bin or "
-                           "pytorch_model.bin.index.json";
+  const char* looked_for =
+      "model.safetensors, model.safetensors.index.json, pytorch_model.bin or "
+      "pytorch_model.bin.index.json";
   throw FormatError(agla::detail::concat("agla::io::load_checkpoint: '", model_dir, "' holds no ", looked_for));
 }
 

@@ -63,8 +63,8 @@ inline void load_module_state(torch::nn::Module& module, const StateDict& dict, 
     }
     consumed.insert(entry.key);
     if (it->second.sizes() != entry.target.sizes()) {
-      mismatched.push_back(agla::detail::concat(entry.name, ": checkpoint ", it->second.sizes(), ", model ",
-                                                entry.target.sizes()));
+      mismatched.push_back(
+          agla::detail::concat(entry.name, ": checkpoint ", it->second.sizes(), ", model ", entry.target.sizes()));
     }
   }
   for (const auto& item : dict) {

@@ -58,11 +58,11 @@ inline constexpr uint64_t kSafetensorsMaxHeaderBytes = 100'000'000;
 
 /// What the header says about one tensor: dtype (file spelling and ATen type), shape, byte span.
 struct SafetensorsTensorInfo {
-  std::string dtype;                  ///< file spelling: "F32", "BF16", ...
-  at::ScalarType scalar_type;         ///< the matching ATen type
-  std::vector<int64_t> shape;         ///< dims, row-major (C order)
-  uint64_t begin = 0;                 ///< byte offset of the data, relative to the data section
-  uint64_t end = 0;                   ///< one past the last byte, relative to the data section
+  std::string dtype;           ///< file spelling: "F32", "BF16", ...
+  at::ScalarType scalar_type;  ///< the matching ATen type
+  std::vector<int64_t> shape;  ///< dims, row-major (C order)
+  uint64_t begin = 0;          ///< byte offset of the data, relative to the data section
+  uint64_t end = 0;            ///< one past the last byte, relative to the data section
 };
 
 namespace detail {
@@ -70,10 +70,9 @@ namespace detail {
 /// Element size in bytes and ATen type of a safetensors dtype; false when it is not supported.
 inline bool safetensors_dtype(const std::string& name, at::ScalarType& type, uint64_t& size) {
   static const std::map<std::string, std::pair<at::ScalarType, uint64_t>> table = {
-      {"F64", {at::kDouble, 8}}, {"F32", {at::kFloat, 4}},  {"F16", {at::kHalf, 2}},
-      {"BF16", {at::kBFloat16, 2}}, {"I64", {at::kLong, 8}}, {"I32", {at::kInt, 4}},
-      {"I16", {at::kShort, 2}},  {"I8", {at::kChar, 1}},   {"U8", {at::kByte, 1}},
-      {"BOOL", {at::kBool, 1}}};
+      {"F64", {at::kDouble, 8}}, {"F32", {at::kFloat, 4}}, {"F16", {at::kHalf, 2}},  {"BF16", {at::kBFloat16, 2}},
+      {"I64", {at::kLong, 8}},   {"I32", {at::kInt, 4}},   {"I16", {at::kShort, 2}}, {"I8", {at::kChar, 1}},
+      {"U8", {at::kByte, 1}},    {"BOOL", {at::kBool, 1}}};
   const auto it = table.find(name);
   if (it == table.end()) return false;
   type = it->second.first;
@@ -84,20 +83,30 @@ inline bool safetensors_dtype(const std::string& name, at::ScalarType& type, uin
 /// The safetensors spelling of an ATen type (for writing).
 inline std::string safetensors_dtype_name(at::ScalarType type) {
   switch (type) {
-    case at::kDouble: return "F64";
-    case at::kFloat: return "F32";
-    case at::kHalf: return "F16";
-    case at::kBFloat16: return "BF16";
-    case at::kLong: return "I64";
-    case at::kInt: return "I32";
-    case at::kShort: return "I16";
-    case at::kChar: return "I8";
-    case at::kByte: return "U8";
-    case at::kBool: return "BOOL";
+    case at::kDouble:
+      return "F64";
+    case at::kFloat:
+      return "F32";
+    case at::kHalf:
+      return "F16";
+    case at::kBFloat16:
+      return "BF16";
+    case at::kLong:
+      return "I64";
+    case at::kInt:
+      return "I32";
+    case at::kShort:
+      return "I16";
+    case at::kChar:
+      return "I8";
+    case at::kByte:
+      return "U8";
+    case at::kBool:
+      return "BOOL";
     default:
-      throw InvalidArgument(agla::detail::concat(
-          "agla::io::write_safetensors: unsupported dtype ", type,
-          "; expected one of Double Float Half BFloat16 Long Int Short Char Byte Bool"));
+      throw InvalidArgument(
+          agla::detail::concat("agla::io::write_safetensors: unsupported dtype ", type,
+                               "; expected one of Double Float Half BFloat16 Long Int Short Char Byte Bool"));
   }
 }
 
@@ -197,8 +206,8 @@ class SafetensorsFile {
   /// Dtype, shape and byte span of `name`; throws `agla::InvalidArgument` when absent.
   const SafetensorsTensorInfo& info(const std::string& name) const {
     const auto it = infos_.find(name);
-    check<InvalidArgument>(it != infos_.end(), "agla::io::SafetensorsFile::info: ", path_, ": no tensor named '",
-                           name, "'");
+    check<InvalidArgument>(it != infos_.end(), "agla::io::SafetensorsFile::info: ", path_, ": no tensor named '", name,
+                           "'");
     return it->second;
   }
 
@@ -258,8 +267,7 @@ class SafetensorsFile {
                        ": big-endian hosts are not supported");
     const uint64_t file_size = mapping_->size();
     if (file_size < 8) {
-      fail(agla::detail::concat("truncated: the file has ", file_size,
-                                " bytes, fewer than the 8-byte header length"));
+      fail(agla::detail::concat("truncated: the file has ", file_size, " bytes, fewer than the 8-byte header length"));
     }
     uint64_t header_len = 0;
     for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | mapping_->data()[i];
@@ -347,9 +355,8 @@ class SafetensorsFile {
         fail(agla::detail::concat(where, "data_offsets [", meta.begin, ", ", meta.end, "] end before begin"));
       }
       if (meta.end - meta.begin != nbytes) {
-        fail(agla::detail::concat(where, "data_offsets [", meta.begin, ", ", meta.end, "] span ",
-                                  meta.end - meta.begin, " bytes but shape ", shape.dump(), " x ", meta.dtype,
-                                  " needs ", nbytes));
+        fail(agla::detail::concat(where, "data_offsets [", meta.begin, ", ", meta.end, "] span ", meta.end - meta.begin,
+                                  " bytes but shape ", shape.dump(), " x ", meta.dtype, " needs ", nbytes));
       }
       if (meta.end > data_size) {
         fail(agla::detail::concat(where, "data_offsets [", meta.begin, ", ", meta.end,
@@ -361,9 +368,9 @@ class SafetensorsFile {
     std::sort(spans.begin(), spans.end());
     for (size_t i = 1; i < spans.size(); ++i) {
       if (spans[i].first.first < spans[i - 1].first.second) {
-        fail(agla::detail::concat("tensor '", spans[i].second, "' [", spans[i].first.first, ", ",
-                                  spans[i].first.second, ") overlaps tensor '", spans[i - 1].second, "' [",
-                                  spans[i - 1].first.first, ", ", spans[i - 1].first.second, ")"));
+        fail(agla::detail::concat("tensor '", spans[i].second, "' [", spans[i].first.first, ", ", spans[i].first.second,
+                                  ") overlaps tensor '", spans[i - 1].second, "' [", spans[i - 1].first.first, ", ",
+                                  spans[i - 1].first.second, ")"));
       }
     }
   }
@@ -384,7 +391,8 @@ inline StateDict read_safetensors(const std::string& path) { return SafetensorsF
 /// failed write never leaves a truncated file under `path`.
 inline void write_safetensors(const std::string& path, const StateDict& tensors,
                               const std::map<std::string, std::string>& metadata = {}) {
-  check<InvalidArgument>(detail::host_is_little_endian(), "agla::io::write_safetensors: big-endian hosts are not supported");
+  check<InvalidArgument>(detail::host_is_little_endian(),
+                         "agla::io::write_safetensors: big-endian hosts are not supported");
   nlohmann::json header = nlohmann::json::object();
   if (!metadata.empty()) header["__metadata__"] = metadata;
   std::vector<at::Tensor> payload;
@@ -397,9 +405,8 @@ inline void write_safetensors(const std::string& path, const StateDict& tensors,
     const std::string dtype = detail::safetensors_dtype_name(entry.second.scalar_type());
     at::Tensor data = entry.second.detach().to(at::kCPU).contiguous();
     const uint64_t nbytes = static_cast<uint64_t>(data.numel()) * data.element_size();
-    header[entry.first] = {{"dtype", dtype},
-                           {"shape", data.sizes().vec()},
-                           {"data_offsets", {offset, offset + nbytes}}};
+    header[entry.first] = {
+        {"dtype", dtype}, {"shape", data.sizes().vec()}, {"data_offsets", {offset, offset + nbytes}}};
     offset += nbytes;
     payload.push_back(std::move(data));
   }

@@ -64,7 +64,8 @@ class BlipCaptioner {
     hooks.ignorable = detail::blip_ignorable_key;
     hooks.key_for = [](const std::string& name, const io::StateDict& dict) {
       const std::string decoder = "text_decoder.cls.predictions.decoder.weight";
-      if (name == decoder && dict.count(decoder) == 0) return std::string("text_decoder.bert.embeddings.word_embeddings.weight");
+      if (name == decoder && dict.count(decoder) == 0)
+        return std::string("text_decoder.bert.embeddings.word_embeddings.weight");
       return name;
     };
     io::load_module_state(*model, io::load_checkpoint(dir), dir, hooks);
@@ -74,8 +75,10 @@ class BlipCaptioner {
   /// Wraps a built module; moves it to `device`/`dtype` and freezes it.
   BlipCaptioner(BlipCaptionModel model, WordPieceTokenizer tokenizer, at::Device device = at::kCPU,
                 at::ScalarType dtype = at::kFloat)
-      : model_(std::move(model)), tokenizer_(std::make_shared<WordPieceTokenizer>(std::move(tokenizer))),
-        device_(device), dtype_(dtype) {
+      : model_(std::move(model)),
+        tokenizer_(std::make_shared<WordPieceTokenizer>(std::move(tokenizer))),
+        device_(device),
+        dtype_(dtype) {
     detail::check_model_placement("agla::blip::BlipCaptioner", device, dtype);
     detail::check_tokenizer("agla::blip::BlipCaptioner", *tokenizer_, model_->config());
     model_->to(device, dtype);
@@ -208,8 +211,8 @@ class BlipCaptioner {
   };
 
   void check_tokens(const char* fn, const at::Tensor& tokens, int64_t batch) const {
-    check<ShapeError>(tokens.defined() && tokens.dim() == 2 && tokens.size(1) >= 1 && tokens.scalar_type() == at::kLong &&
-                          (batch < 0 || tokens.size(0) == batch),
+    check<ShapeError>(tokens.defined() && tokens.dim() == 2 && tokens.size(1) >= 1 &&
+                          tokens.scalar_type() == at::kLong && (batch < 0 || tokens.size(0) == batch),
                       fn, ": tokens must be [", batch < 0 ? std::string("B") : std::to_string(batch),
                       ", T >= 1] int64; got ", tokens.defined() ? tokens.sizes() : at::IntArrayRef{}, " ",
                       tokens.defined() ? tokens.scalar_type() : at::ScalarType::Undefined);

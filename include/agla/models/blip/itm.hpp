@@ -52,7 +52,8 @@ namespace detail {
 /// Checkpoint keys that older Hugging Face BLIP files saved but the modules no longer own.
 inline bool blip_ignorable_key(const std::string& key, const io::StateDict& dict) {
   const std::string position_ids = "embeddings.position_ids";
-  if (key.size() >= position_ids.size() && key.compare(key.size() - position_ids.size(), position_ids.size(), position_ids) == 0) {
+  if (key.size() >= position_ids.size() &&
+      key.compare(key.size() - position_ids.size(), position_ids.size(), position_ids) == 0) {
     return true;
   }
   // `cls.predictions.decoder.bias` is the same Parameter as `cls.predictions.bias` upstream.
@@ -137,8 +138,10 @@ class BlipItm {
   /// Wraps an already built (e.g. randomly initialised) module; moves it to `device`/`dtype` and freezes it.
   BlipItm(BlipItmModel model, WordPieceTokenizer tokenizer, at::Device device = at::kCPU,
           at::ScalarType dtype = at::kFloat)
-      : model_(std::move(model)), tokenizer_(std::make_shared<WordPieceTokenizer>(std::move(tokenizer))),
-        device_(device), dtype_(dtype) {
+      : model_(std::move(model)),
+        tokenizer_(std::make_shared<WordPieceTokenizer>(std::move(tokenizer))),
+        device_(device),
+        dtype_(dtype) {
     detail::check_model_placement("agla::blip::BlipItm", device, dtype);
     detail::check_tokenizer("agla::blip::BlipItm", *tokenizer_, model_->config());
     model_->to(device, dtype);
@@ -223,7 +226,8 @@ class BlipItm {
     at::NoGradGuard no_grad;
     check_image(image_embeds, "agla::blip::BlipItm::itc_similarity");
     const at::Tensor text = encode_text_only(input_ids, attention_mask);
-    const at::Tensor image_feat = normalize(model_->vision_proj->forward(image_embeds.to(device_, dtype_).select(1, 0)));
+    const at::Tensor image_feat =
+        normalize(model_->vision_proj->forward(image_embeds.to(device_, dtype_).select(1, 0)));
     const at::Tensor text_feat = normalize(model_->text_proj->forward(text.select(1, 0)));
     return at::matmul(image_feat, text_feat.t());
   }

@@ -291,17 +291,17 @@ class BlipTextModelImpl : public torch::nn::Module {
                            ": the cache holds batch ", run.cache ? run.cache->batch() : 0, "; got input batch ", batch);
     const int64_t layers = static_cast<int64_t>(encoder->layer->size());
     check<InvalidArgument>(run.capture_layer < layers && (run.capture_layer < 0 || run.captured), fn,
-                           ": capture_layer must be in [0, ", layers, ") with an output tensor; got ", run.capture_layer);
+                           ": capture_layer must be in [0, ", layers, ") with an output tensor; got ",
+                           run.capture_layer);
     if (run.capture_layer >= 0) {
       check<InvalidArgument>(run.encoder_hidden_states.defined(), fn,
                              ": capturing cross-attention needs encoder_hidden_states");
     }
     if (run.encoder_hidden_states.defined()) {
       const at::Tensor& e = run.encoder_hidden_states;
-      check<ShapeError>(e.dim() == 3 && (e.size(0) == batch || e.size(0) == 1) &&
-                            e.size(2) == config_.encoder_hidden_size,
-                        fn, ": encoder_hidden_states must be [", batch, " or 1, N, ", config_.encoder_hidden_size,
-                        "]; got ", e.sizes());
+      check<ShapeError>(
+          e.dim() == 3 && (e.size(0) == batch || e.size(0) == 1) && e.size(2) == config_.encoder_hidden_size, fn,
+          ": encoder_hidden_states must be [", batch, " or 1, N, ", config_.encoder_hidden_size, "]; got ", e.sizes());
     }
     const at::Tensor hidden0 = embeddings->forward(input_ids, past);
     const at::Tensor mask = self_attention_mask(run, batch, length, past, hidden0);
@@ -333,10 +333,10 @@ class BlipTextModelImpl : public torch::nn::Module {
     const int64_t keys = past + length;
     at::Tensor keep;
     if (run.attention_mask.defined()) {
-      check<ShapeError>(run.attention_mask.dim() == 2 && run.attention_mask.size(0) == batch &&
-                            run.attention_mask.size(1) == keys,
-                        "agla::blip::BlipTextModel: attention_mask must be [", batch, ", ", keys, "]; got ",
-                        run.attention_mask.sizes());
+      check<ShapeError>(
+          run.attention_mask.dim() == 2 && run.attention_mask.size(0) == batch && run.attention_mask.size(1) == keys,
+          "agla::blip::BlipTextModel: attention_mask must be [", batch, ", ", keys, "]; got ",
+          run.attention_mask.sizes());
       keep = run.attention_mask.to(like.device(), like.scalar_type()).view({batch, 1, 1, keys});
     }
     if (run.causal && length > 1) {
