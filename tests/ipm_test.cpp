@@ -3,6 +3,7 @@
 // ImagePromptMatcher template on a fixture-backed fake ITM model.
 #include "agla/ipm.hpp"
 
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstdio>
@@ -157,6 +158,28 @@ TEST(AugmentTest, BadInputThrowsAglaErrors) {
   EXPECT_THROW(agla::ipm::threshold_map(at::zeros({2, 2, 2}), {}), agla::ShapeError);
 }
 
+TEST(HeatmapTest, JetColoursAndOverlayAsMatplotlib) {
+  const auto& jet = agla::ipm::jet_colormap();
+  ASSERT_EQ(jet.size(), 256u);
+  // matplotlib's _jet_data anchors: entry 128 sits at x = 128/255, on the red ramp 0.35..0.66
+  // (= 125/255), the green plateau and the blue ramp 0.34..0.65.
+  EXPECT_EQ(jet[0], (std::array<double, 3>{0.0, 0.0, 0.5}));
+  EXPECT_NEAR(jet[128][0], 125.0 / 255.0, 1e-12);
+  EXPECT_NEAR(jet[128][1], 1.0, 1e-12);
+  EXPECT_NEAR(jet[128][2], 1.0 - (128.0 / 255.0 - 0.34) / 0.31, 1e-12);
+  EXPECT_EQ(jet[255], (std::array<double, 3>{0.5, 0.0, 0.0}));
+  const at::Tensor image = at::full({2, 2, 3}, 200, at::kByte);
+  at::Tensor relevance = at::zeros({2, 2});
+  relevance[0][1] = 1.0f;
+  relevance[1][0] = std::nanf("");
+  const at::Tensor overlay = agla::ipm::heatmap_overlay(image, relevance);
+  EXPECT_TRUE(at::equal(overlay[0][0], image[0][0]));  // a = 0: the image
+  EXPECT_TRUE(at::equal(overlay[1][0], image[1][0]));  // NaN counts as 0
+  EXPECT_EQ(overlay[0][1][0].item<uint8_t>(), 128);    // a = 1: jet(1) = (0.5, 0, 0)
+  EXPECT_EQ(overlay[0][1][1].item<uint8_t>(), 0);
+  EXPECT_THROW(agla::ipm::heatmap_overlay(image, at::zeros({2, 3})), agla::ShapeError);
+}
+
 // ---------------------------------------------------------------- GradCAM
 
 TEST(GradCamTest, MatchesTheFixturePerPair) {
@@ -298,6 +321,7 @@ class FixtureItm {
         a = a.narrow(3, 0, 16).contiguous();
         g = g.narrow(3, 0, 16).contiguous();
       }
+      if (zero_gradients_) g.zero_();
       probs.push_back(a);
       grads.push_back(g);
       const at::Tensor logits = fixture("itm.logits")[0][p];
@@ -333,6 +357,7 @@ class FixtureItm {
 
   const at::Tensor& last_pixels() const { return *last_pixels_; }
   void drop_cls_column() { drop_cls_column_ = true; }
+  void zero_gradients() { zero_gradients_ = true; }
 
  private:
   static at::Tensor ids(int64_t p, const std::string& kind) {
@@ -349,6 +374,7 @@ class FixtureItm {
   std::vector<std::string> texts_;
   std::shared_ptr<at::Tensor> last_pixels_ = std::make_shared<at::Tensor>();
   bool drop_cls_column_ = false;
+  bool zero_gradients_ = false;
 };
 
 at::Tensor fixture_image() { return fixture("inputs.images_uint8")[0].contiguous(); }
@@ -429,6 +455,21 @@ TEST(MatcherTest, OriginalResolutionOption) {
   EXPECT_EQ(m.threshold_index, 48 * 40 / 2);
   EXPECT_TRUE(at::equal(m.augmented, agla::ipm::apply_mask(image, m.mask)));
   EXPECT_LE(max_abs_diff_nan_aware(m.relevance, agla::ipm::relevance_map(m.grid, 48, 40)), 0);
+}
+
+TEST(MatcherTest, FlatGridKeepsEveryPixelAsUpstream) {
+  FixtureItm model;
+  model.zero_gradients();  // GradCAM all 0: the normalised blur is 0/0 = NaN, the threshold NaN
+  agla::ipm::MatcherOptions options;
+  options.keep_rule = [](double) { return agla::ipm::KeepRatio{0.5, false}; };
+  const agla::ipm::ImagePromptMatcher<FixtureItm> matcher(model, options);
+  const agla::ipm::Match m = matcher.match(fixture_image(), fixture_prompts()[2]);
+  EXPECT_EQ(m.grid.abs().max().item<float>(), 0.0f);
+  EXPECT_TRUE(m.relevance.isnan().all().item<bool>());
+  EXPECT_TRUE(std::isnan(m.threshold));
+  EXPECT_TRUE(m.mask.all().item<bool>());
+  EXPECT_EQ(m.kept_fraction, 1.0);
+  EXPECT_TRUE(at::equal(m.augmented, fixture_image()));
 }
 
 TEST(MatcherTest, BadInputThrowsAglaErrors) {
