@@ -271,6 +271,8 @@ TEST(LlavaLvlmTest, RejectsMisuse) {
   lvlm(ids, agla::View::Original);
   EXPECT_THROW(lvlm(at::full({1, 1}, 96, at::kLong), agla::View::Original), agla::InvalidArgument);  // id >= vocab
   EXPECT_THROW(lvlm(at::full({2, 1}, 5, at::kLong), agla::View::Original), agla::ShapeError);
+  EXPECT_THROW(lvlm.begin(ids, at::zeros({1, 3, 27, 27})), agla::ShapeError);  // not the tower's input size
+  EXPECT_THROW(lvlm(at::full({1, 1}, 5, at::kLong), agla::View::Original), agla::InvalidArgument);  // state dropped
   EXPECT_THROW(f.model->forward(ids, at::zeros({1, 3, 27, 27})), agla::ShapeError);
 }
 

@@ -37,23 +37,28 @@ class LlavaLvlm {
   void begin(const at::Tensor& prompt_ids, const at::Tensor& original_pixels, const at::Tensor& augmented_pixels = {},
              const at::Tensor& prompt_mask = {}, int64_t max_new_tokens = 64) {
     const char* fn = "agla::llava::LlavaLvlm::begin: ";
+    cache_ = KvCache();  // a failed begin leaves no stale generation behind
     check<ShapeError>(prompt_ids.dim() == 2 && prompt_ids.scalar_type() == at::kLong && prompt_ids.size(0) > 0 &&
                           prompt_ids.size(1) > 0,
                       fn, "prompt_ids must be int64 [B, L] with B, L > 0; got ", prompt_ids.sizes(), " ",
                       prompt_ids.scalar_type());
     const auto b = prompt_ids.size(0);
+    const auto& vision = model_->config().vision;
     auto check_pixels = [&](const at::Tensor& pixels, const char* name) {
-      check<ShapeError>(pixels.dim() == 4 && pixels.size(0) == b, fn, name, " must be [", b, ", 3, S, S]; got ",
-                        pixels.sizes());
+      check<ShapeError>(pixels.dim() == 4 && pixels.size(0) == b && pixels.size(1) == vision.num_channels &&
+                            pixels.size(2) == vision.image_size && pixels.size(3) == vision.image_size &&
+                            at::isFloatingType(pixels.scalar_type()),
+                        fn, name, " must be float [", b, ", ", vision.num_channels, ", ", vision.image_size, ", ",
+                        vision.image_size, "]; got ", pixels.sizes(), " ", pixels.scalar_type());
     };
     check_pixels(original_pixels, "original_pixels");
     if (augmented_pixels.defined()) check_pixels(augmented_pixels, "augmented_pixels");
     check<InvalidArgument>(max_new_tokens >= 0, fn, "max_new_tokens must be >= 0; got ", max_new_tokens);
+    // Validates ids, mask and the one image token per row now rather than at the first step.
+    model_->merge(prompt_ids, at::zeros({b, 1, model_->config().text.hidden_size}, model_->dtype()), prompt_mask);
     prompt_ = prompt_ids.to(model_->device());
     prompt_mask_ = prompt_mask;
     pixels_ = {original_pixels, augmented_pixels};
-    // Validates the prompt (one image token per row) now rather than at the first step.
-    model_->merge(prompt_ids, at::zeros({b, 1, model_->config().text.hidden_size}, model_->dtype()), prompt_mask);
     const auto& c = model_->config().text;
     const int64_t merged = prompt_ids.size(1) - 1 + model_->config().image_tokens();
     const int64_t views = augmented_pixels.defined() ? 2 : 1;
