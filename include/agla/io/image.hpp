@@ -205,19 +205,22 @@ inline at::Tensor decode_image(const uint8_t* data, size_t size, const std::stri
     throw FormatError(agla::detail::concat(where, ": ", name_for_errors, ": not a readable JPEG, PNG or BMP image (",
                                            stbi_failure_reason(), ")"));
   }
-  check<FormatError>(width > 0 && height > 0, where, ": ", name_for_errors, ": zero-sized image (", width, "x", height,
+  // stb's BMP header reader reports a top-down BMP's height as stored (negative); its decoder
+  // uses the absolute value. Widened first: -INT_MIN does not fit an int.
+  const int64_t rows = height < 0 ? -static_cast<int64_t>(height) : height;
+  check<FormatError>(width > 0 && rows > 0, where, ": ", name_for_errors, ": zero-sized image (", width, "x", rows,
                      ")");
-  check<FormatError>(static_cast<int64_t>(width) * height <= kMaxImagePixels, where, ": ", name_for_errors,
-                     ": image of ", width, "x", height, " pixels exceeds the limit of 2^28 pixels");
+  check<FormatError>(static_cast<int64_t>(width) * rows <= kMaxImagePixels, where, ": ", name_for_errors,
+                     ": image of ", width, "x", rows, " pixels exceeds the limit of 2^28 pixels");
   int w = 0, h = 0, file_channels = 0;
   stbi_uc* pixels = stbi_load_from_memory(data, len, &w, &h, &file_channels, 3);
   if (pixels == nullptr) {
     throw FormatError(
         agla::detail::concat(where, ": ", name_for_errors, ": corrupt image data (", stbi_failure_reason(), ")"));
   }
-  if (w != width || h != height) {
+  if (w != width || h != rows) {
     stbi_image_free(pixels);
-    throw FormatError(agla::detail::concat(where, ": ", name_for_errors, ": header says ", width, "x", height,
+    throw FormatError(agla::detail::concat(where, ": ", name_for_errors, ": header says ", width, "x", rows,
                                            " but the decoder produced ", w, "x", h));
   }
   at::Tensor out = at::empty({h, w, 3}, at::TensorOptions().dtype(at::kByte));
