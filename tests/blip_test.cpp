@@ -221,6 +221,7 @@ TEST(BlipItmTest, RefusesBadArguments) {
   EXPECT_THROW(model.itm_logits(image, at::zeros({1, 65}, at::kLong), at::ones({1, 65}, at::kLong)),
                agla::InvalidArgument);  // longer than max_position_embeddings (64)
   EXPECT_THROW(agla::blip::BlipItm::load(kBlip + "/itm", at::kCPU, at::kHalf), agla::InvalidArgument);
+  if (!at::hasCUDA()) EXPECT_THROW(agla::blip::BlipItm::load(kBlip + "/itm", at::kCUDA), agla::InvalidArgument);
 }
 
 TEST(BlipItmTest, DoublePrecisionAgreesWithTheFloatReference) {

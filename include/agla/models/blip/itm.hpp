@@ -8,6 +8,7 @@
 
 #include <torch/nn/module.h>
 #include <torch/nn/modules/linear.h>
+#include <ATen/Context.h>
 #include <ATen/core/grad_mode.h>
 
 #include <array>
@@ -71,6 +72,8 @@ inline void check_model_placement(const char* fn, at::Device device, at::ScalarT
                          fn, ": dtype must be Float, Double, Half or BFloat16; got ", dtype);
   check<InvalidArgument>(!(dtype == at::kHalf && device.is_cpu()), fn,
                          ": Half is supported on CUDA only; use Float (or BFloat16) on CPU");
+  check<InvalidArgument>(device.is_cpu() || (device.is_cuda() && at::hasCUDA()), fn, ": device ", device,
+                         " is not available in this libtorch build (CPU", at::hasCUDA() ? " and CUDA" : " only", ")");
 }
 
 /// Refuses a tokenizer whose ids (including `[DEC]`/`[ENC]`) do not fit the model's vocabulary.
