@@ -303,11 +303,17 @@ TEST(LlavaLoaderTest, ReportsMissingUnexpectedAndMisshapedNames) {
   missing.erase("language_model.model.layers.1.mlp.up_proj.weight");
   expect_error(missing, {"missing (1)", "language_model.model.layers.1.mlp.up_proj.weight"});
   auto unexpected = dict;
-  unexpected["vision_tower.vision_model.embeddings.position_ids"] = at::arange(5).view({1, 5});
-  expect_error(unexpected, {"unexpected (1)", "embeddings.position_ids"});
+  unexpected["vision_tower.vision_model.encoder.layers.2.mlp.fc1.bias"] = at::zeros({64});
+  expect_error(unexpected, {"unexpected (1)", "encoder.layers.2.mlp.fc1.bias"});
   auto misshaped = dict;
   misshaped["multi_modal_projector.linear_1.weight"] = at::zeros({48, 31});
   expect_error(misshaped, {"mismatch (1)", "multi_modal_projector.linear_1.weight"});
+  // Buffers that older transformers releases saved are recomputed here, so they are ignored.
+  auto legacy = dict;
+  legacy["vision_tower.vision_model.embeddings.position_ids"] = at::arange(5).view({1, 5});
+  legacy["language_model.model.layers.0.self_attn.rotary_emb.inv_freq"] = at::zeros({6});
+  auto model = llava::LlavaModel(config);
+  EXPECT_NO_THROW(llava::load_weights(model, legacy, "legacy buffers"));
   // A GQA checkpoint does not fit the MHA config: k/v projections have half the rows.
   const auto gqa = agla::io::read_safetensors(fixture_dir("tiny_t_gqa") + "/model.safetensors");
   expect_error(gqa, {"k_proj.weight", "v_proj.weight"});

@@ -185,7 +185,9 @@ TORCH_MODULE(LlavaModel);
 /// `options` (zero-copy where a tensor's dtype and device already match, so a memory-mapped
 /// checkpoint is not duplicated). Strict: throws one `agla::FormatError` naming `source` and listing
 /// every missing, unexpected and mis-shaped name, before anything is changed. With tied embeddings a
-/// stored `language_model.lm_head.weight` is accepted and ignored.
+/// stored `language_model.lm_head.weight` is accepted and ignored; so are the buffers older
+/// transformers releases persisted and this implementation recomputes (CLIP's
+/// `embeddings.position_ids`, LLaMA's `rotary_emb.inv_freq`).
 inline void load_weights(LlavaModel& model, const io::StateDict& dict, const std::string& source,
                          const LoadOptions& options = {}) {
   check<InvalidArgument>(at::isFloatingType(options.dtype), "agla::llava::load_weights: dtype must be floating; got ",
@@ -207,10 +209,15 @@ inline void load_weights(LlavaModel& model, const io::StateDict& dict, const std
     }
   }
   const bool tied = model->config().text.tie_word_embeddings;
+  auto ignorable = [&](const std::string& name) {
+    const std::string layers = "language_model.model.layers.", inv_freq = ".self_attn.rotary_emb.inv_freq";
+    return (tied && name == "language_model.lm_head.weight") ||
+           name == "vision_tower.vision_model.embeddings.position_ids" ||
+           (name.rfind(layers, 0) == 0 && name.size() > inv_freq.size() &&
+            name.compare(name.size() - inv_freq.size(), inv_freq.size(), inv_freq) == 0);
+  };
   for (const auto& item : dict) {
-    if (wanted.count(item.first) == 0 && !(tied && item.first == "language_model.lm_head.weight")) {
-      unexpected.push_back(item.first);
-    }
+    if (wanted.count(item.first) == 0 && !ignorable(item.first)) unexpected.push_back(item.first);
   }
   if (!missing.empty() || !unexpected.empty() || !mismatched.empty()) {
     std::ostringstream out;
