@@ -383,6 +383,9 @@ TEST(BlipConfigTest, AppliesHuggingFaceDefaultsAndValidates) {
             std::string::npos);
   EXPECT_NE(error(R"({"text_config": {"hidden_act": "relu"}})").find("gelu"), std::string::npos);
   EXPECT_NE(error(R"({"text_config": 3})").find("text_config"), std::string::npos);
+  const std::string deep = std::string(200000, '[') + std::string(200000, ']');  // must not recurse
+  EXPECT_NE(error(R"({"text_config": {"hidden_size": )" + deep + "}}").find("an array of 1 elements"),
+            std::string::npos);
   EXPECT_THROW(agla::blip::BlipConfig::from_file(kBlip + "/missing/config.json"), agla::FormatError);
 }
 

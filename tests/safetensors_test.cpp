@@ -209,6 +209,11 @@ TEST(SafetensorsTest, RefusesBrokenFilesWithMessagesNamingFileAndTensor) {
   cases.push_back({"bad metadata",
                    write_file("meta.safetensors", R"({"__metadata__":{"format":1}})", ""),
                    {"__metadata__", "format"}});
+  const std::string deep = std::string(200000, '[') + std::string(200000, ']');  // nesting must not recurse
+  cases.push_back(
+      {"deeply nested shape",
+       write_file("deep.safetensors", R"({"w":{"dtype":"F32","shape":)" + deep + R"(,"data_offsets":[0,8]}})", eight),
+       {"tensor 'w'", "an array of 1 elements"}});
   cases.push_back({"missing file", temp_path("does_not_exist.safetensors"), {"cannot open"}});
   for (const Case& c : cases) {
     const std::string message = open_error(c.path);

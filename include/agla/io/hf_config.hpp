@@ -10,10 +10,31 @@
 #include <fstream>
 #include <limits>
 #include <string>
+#include <utility>
 
 #include "agla/error.hpp"
 
 namespace agla::io {
+
+namespace detail {
+
+/// `value` for an error message: primitives and flat arrays of up to 16 primitives as JSON (at most
+/// 80 characters), anything else by kind and size. Never recurses into nested containers, so a
+/// maliciously deep value cannot exhaust the stack (nlohmann's `dump` is recursive).
+inline std::string describe_json(const nlohmann::json& value) {
+  auto shorten = [](std::string text) { return text.size() > 80 ? text.substr(0, 77) + "..." : text; };
+  if (value.is_primitive()) return shorten(value.dump());
+  if (value.is_array()) {
+    bool flat = value.size() <= 16;
+    for (size_t i = 0; flat && i < value.size(); ++i) flat = value[i].is_primitive();
+    if (flat) return shorten(value.dump());
+    return "an array of " + std::to_string(value.size()) + " elements";
+  }
+  if (value.is_object()) return "an object of " + std::to_string(value.size()) + " keys";
+  return value.type_name();
+}
+
+}  // namespace detail
 
 /// Parses the JSON file `path`; a missing file or a syntax error throws `agla::FormatError`.
 inline nlohmann::json read_json_file(const std::string& path) {
@@ -30,21 +51,25 @@ inline nlohmann::json read_json_file(const std::string& path) {
 /// `"model/config.json: text_config"`) prefixes every error message.
 class JsonConfig {
  public:
-  /// Wraps `object` (must be a JSON object, or null meaning "all defaults").
-  JsonConfig(const nlohmann::json& object, std::string where) : object_(object), where_(std::move(where)) {
-    check<FormatError>(object_.is_object() || object_.is_null(), where_, ": expected a JSON object; got ",
-                       object_.type_name());
+  /// Views `object` (a JSON object, or null meaning "all defaults") without copying it (a copy would
+  /// recurse through nested values): `object` must outlive this view and every `child` of it.
+  JsonConfig(const nlohmann::json& object, std::string where) : object_(&object), where_(std::move(where)) {
+    check<FormatError>(object_->is_object() || object_->is_null(), where_, ": expected a JSON object; got ",
+                       object_->type_name());
   }
+
+  /// Refuses temporaries, which would leave the view dangling.
+  JsonConfig(nlohmann::json&& object, std::string where) = delete;
 
   /// Whether `key` is present and not null.
   bool has(const std::string& key) const {
-    return object_.is_object() && object_.contains(key) && !object_.at(key).is_null();
+    return object_->is_object() && object_->contains(key) && !object_->at(key).is_null();
   }
 
   /// Integer `key`, or `fallback` when absent/null; a non-integer value throws `agla::FormatError`.
   int64_t get_int(const std::string& key, int64_t fallback) const {
     if (!has(key)) return fallback;
-    const nlohmann::json& v = object_.at(key);
+    const nlohmann::json& v = object_->at(key);
     if (v.is_number_unsigned()) {
       if (v.get<uint64_t>() <= static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) return v.get<int64_t>();
     } else if (v.is_number_integer()) {
@@ -55,44 +80,45 @@ class JsonConfig {
       const double d = v.get<double>();
       if (d >= -0x1p63 && d < 0x1p63 && d == std::trunc(d)) return static_cast<int64_t>(d);
     }
-    throw FormatError(agla::detail::concat(where_, ".", key, " must be an integer in the int64 range; got ", v.dump()));
+    throw FormatError(agla::detail::concat(where_, ".", key, " must be an integer in the int64 range; got ",
+                                           detail::describe_json(v)));
   }
 
   /// Number `key`, or `fallback` when absent/null.
   double get_double(const std::string& key, double fallback) const {
     if (!has(key)) return fallback;
-    const nlohmann::json& v = object_.at(key);
-    check<FormatError>(v.is_number(), where_, ".", key, " must be a number; got ", v.dump());
+    const nlohmann::json& v = object_->at(key);
+    check<FormatError>(v.is_number(), where_, ".", key, " must be a number; got ", detail::describe_json(v));
     return v.get<double>();
   }
 
   /// Boolean `key`, or `fallback` when absent/null.
   bool get_bool(const std::string& key, bool fallback) const {
     if (!has(key)) return fallback;
-    const nlohmann::json& v = object_.at(key);
-    check<FormatError>(v.is_boolean(), where_, ".", key, " must be true or false; got ", v.dump());
+    const nlohmann::json& v = object_->at(key);
+    check<FormatError>(v.is_boolean(), where_, ".", key, " must be true or false; got ", detail::describe_json(v));
     return v.get<bool>();
   }
 
   /// String `key`, or `fallback` when absent/null.
   std::string get_string(const std::string& key, const std::string& fallback) const {
     if (!has(key)) return fallback;
-    const nlohmann::json& v = object_.at(key);
-    check<FormatError>(v.is_string(), where_, ".", key, " must be a string; got ", v.dump());
+    const nlohmann::json& v = object_->at(key);
+    check<FormatError>(v.is_string(), where_, ".", key, " must be a string; got ", detail::describe_json(v));
     return v.get<std::string>();
   }
 
   /// The nested object `key` (null when absent), with `where` extended by the key.
   JsonConfig child(const std::string& key) const {
     static const nlohmann::json kNull;
-    return JsonConfig(has(key) ? object_.at(key) : kNull, where_ + ": " + key);
+    return JsonConfig(has(key) ? object_->at(key) : kNull, where_ + ": " + key);
   }
 
   /// Prefix used in error messages.
   const std::string& where() const { return where_; }
 
  private:
-  nlohmann::json object_;
+  const nlohmann::json* object_;
   std::string where_;
 };
 

@@ -39,6 +39,7 @@
 #include <vector>
 
 #include "agla/error.hpp"
+#include "agla/io/hf_config.hpp"
 #include "agla/io/state_dict.hpp"
 
 #if defined(__unix__) || defined(__APPLE__)
@@ -310,7 +311,8 @@ class SafetensorsFile {
         if (!entry.is_object()) fail("__metadata__ must be an object of strings");
         for (auto m = entry.begin(); m != entry.end(); ++m) {
           if (!m.value().is_string()) {
-            fail(agla::detail::concat("__metadata__ entry '", m.key(), "' must be a string; got ", m.value().dump()));
+            fail(agla::detail::concat("__metadata__ entry '", m.key(), "' must be a string; got ",
+                                      detail::describe_json(m.value())));
           }
           metadata_[m.key()] = m.value().get<std::string>();
         }
@@ -336,27 +338,29 @@ class SafetensorsFile {
       for (const auto& dim : shape) {
         uint64_t d = 0;
         if (!to_u64(dim, d) || d > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
-          fail(agla::detail::concat(where, "shape ", shape.dump(), " must hold non-negative integers"));
+          fail(agla::detail::concat(where, "shape ", detail::describe_json(shape), " must hold non-negative integers"));
         }
         meta.shape.push_back(static_cast<int64_t>(d));
         if (d != 0 && count > std::numeric_limits<uint64_t>::max() / d) overflow = true;
         count *= d;
       }
       if (count != 0 && element > std::numeric_limits<uint64_t>::max() / count) overflow = true;
-      if (overflow) fail(agla::detail::concat(where, "shape ", shape.dump(), " overflows 64-bit byte counts"));
+      if (overflow)
+        fail(agla::detail::concat(where, "shape ", detail::describe_json(shape), " overflows 64-bit byte counts"));
       const uint64_t nbytes = count * element;
       const nlohmann::json& offsets = entry["data_offsets"];
       if (!offsets.is_array() || offsets.size() != 2 || !to_u64(offsets[0], meta.begin) ||
           !to_u64(offsets[1], meta.end)) {
         fail(agla::detail::concat(where, "data_offsets must be [begin, end] non-negative integers; got ",
-                                  offsets.dump()));
+                                  detail::describe_json(offsets)));
       }
       if (meta.end < meta.begin) {
         fail(agla::detail::concat(where, "data_offsets [", meta.begin, ", ", meta.end, "] end before begin"));
       }
       if (meta.end - meta.begin != nbytes) {
         fail(agla::detail::concat(where, "data_offsets [", meta.begin, ", ", meta.end, "] span ", meta.end - meta.begin,
-                                  " bytes but shape ", shape.dump(), " x ", meta.dtype, " needs ", nbytes));
+                                  " bytes but shape ", detail::describe_json(shape), " x ", meta.dtype, " needs ",
+                                  nbytes));
       }
       if (meta.end > data_size) {
         fail(agla::detail::concat(where, "data_offsets [", meta.begin, ", ", meta.end,
