@@ -1,0 +1,108 @@
+#!/usr/bin/env python3
+"""Writes the generated seed inputs of tests/fuzz/corpus/ (standard library only).
+
+Run from anywhere: python3 tests/fuzz/make_seeds.py. The other seeds are copies of test data:
+config/ holds the fixture config.json files, image/ the fixture PNG/JPEG/BMP images, tokenizer/
+texts of tests/data/tokenizer/cases.json.
+"""
+import json
+import os
+import struct
+import zlib
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DATA = os.path.join(HERE, "..", "data")
+
+
+def write(target, name, data):
+    path = os.path.join(HERE, "corpus", target, name)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(data if isinstance(data, bytes) else data.encode("utf-8"))
+
+
+# --- safetensors -----------------------------------------------------------------------------
+def safetensors(tensors, metadata=None, pad=True):
+    header, blob = {}, b""
+    if metadata is not None:
+        header["__metadata__"] = metadata
+    for name, dtype, shape, data in tensors:
+        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [len(blob), len(blob) + len(data)]}
+        blob += data
+    text = json.dumps(header, separators=(",", ":")).encode()
+    if pad:
+        text += b" " * ((8 - len(text) % 8) % 8)
+    return struct.pack("<Q", len(text)) + text + blob
+
+
+write("safetensors", "dtypes.safetensors", safetensors([
+    ("a.f32", "F32", [2, 2], struct.pack("<4f", 1.0, -2.0, 0.5, 3.25)),
+    ("b.bf16", "BF16", [3], b"\x80\x3f\x00\x40\x40\xc0"),
+    ("c.f16", "F16", [], b"\x00\x3c"),
+    ("d.i64", "I64", [1], struct.pack("<q", -7)),
+    ("e.bool", "BOOL", [2], b"\x01\x00"),
+    ("f.u8", "U8", [0, 5], b""),
+    ("g.i32", "I32", [1, 1, 1], struct.pack("<i", 42)),
+], metadata={"format": "pt"}))
+write("safetensors", "misaligned.safetensors", safetensors([
+    ("w", "F32", [3], struct.pack("<3f", 1.0, 2.0, 3.0)),
+    ("x", "F64", [1], struct.pack("<d", 0.25)),
+], pad=False))
+write("safetensors", "empty.safetensors", safetensors([]))
+write("safetensors", "metadata_only.safetensors", safetensors([], metadata={"format": "pt", "k": "v"}))
+write("safetensors", "two_i8.safetensors", safetensors([
+    ("p", "I8", [2], b"\x7f\x80"),
+    ("q", "I16", [2], struct.pack("<2h", -1, 1)),
+]))
+
+
+# --- images ----------------------------------------------------------------------------------
+def png(width, height, color_type, bit_depth, rows, extra=b"", interlace=0):
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, bit_depth, color_type, 0, 0, interlace)
+    raw = b"".join(b"\x00" + r for r in rows)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + extra + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+
+
+write("image", "rgb_1x1.png", png(1, 1, 2, 8, [b"\x10\x20\x30"]))
+write("image", "grey16_3x2.png", png(3, 2, 0, 16, [b"\x00\x00\x80\x00\xff\xff", b"\x12\x34\x56\x78\x9a\xbc"]))
+palette = b"\x00\x00\x00\xff\x00\x00\x00\xff\x00\x00\x00\xff"
+write("image", "palette_4x2.png",
+      png(4, 2, 3, 8, [b"\x00\x01\x02\x03", b"\x03\x02\x01\x00"],
+          extra=(struct.pack(">I", len(palette)) + b"PLTE" + palette +
+                 struct.pack(">I", zlib.crc32(b"PLTE" + palette) & 0xFFFFFFFF))))
+write("image", "greyalpha_2x2.png", png(2, 2, 4, 8, [b"\x10\xff\x20\x80", b"\x30\x00\x40\x40"]))
+# Adam7 interlaced 2x2 RGBA: pass 1 holds (0,0), pass 6 (1,0), pass 7 row 1 (both pixels).
+adam7 = b"\x00\x01\x02\x03\xff" + b"\x00\x04\x05\x06\xff" + b"\x00\x07\x08\x09\xff\x0a\x0b\x0c\xff"
+ihdr = struct.pack(">IIBBBBB", 2, 2, 8, 6, 0, 0, 1)
+
+
+def chunk(kind, body):
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+
+
+write("image", "interlaced_2x2.png",
+      b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(adam7)) + chunk(b"IEND", b""))
+
+
+def bmp(width, height, bpp, pixel_rows, palette=b""):
+    row_bytes = ((width * bpp + 31) // 32) * 4
+    data = b"".join(r.ljust(row_bytes, b"\x00") for r in pixel_rows)
+    offset = 14 + 40 + len(palette)
+    info = struct.pack("<IiiHHIIiiII", 40, width, height, 1, bpp, 0, len(data), 2835, 2835, len(palette) // 4, 0)
+    return b"BM" + struct.pack("<IHHI", offset + len(data), 0, 0, offset) + info + palette + data
+
+
+write("image", "rgb24_2x2.bmp", bmp(2, 2, 24, [b"\x00\x00\xff\x00\xff\x00", b"\xff\x00\x00\xff\xff\xff"]))
+write("image", "pal8_3x1.bmp", bmp(3, 1, 8, [b"\x00\x01\x01"], palette=b"\x00\x00\x00\x00\xff\xff\xff\x00"))
+
+# --- tokenizer -------------------------------------------------------------------------------
+with open(os.path.join(DATA, "tokenizer", "cases.json"), encoding="utf-8") as f:
+    cases = json.load(f)["cases"]
+per_category = {}
+for case in cases:
+    if per_category.get(case["category"], 0) < 4:
+        per_category[case["category"]] = per_category.get(case["category"], 0) + 1
+        write("tokenizer", "case_%03d.txt" % case["id"], case["text"])
