@@ -223,6 +223,12 @@ TEST(ExampleCaptionTest, JsonReportOnFixtureModels) {
   EXPECT_EQ(j["regular"]["ids"], k["regular"]["ids"]);
   EXPECT_EQ(j["agla"]["ids"], k["agla"]["ids"]);
 
+  // Prompt and caption never exceed the text model's positions (the fixture has 64).
+  const Output capped = caption({"--itm", kItm, "--lvlm", kCaption, "--json", "--max-new-tokens", "4000", "--threads",
+                                 "1", "--out", out_dir, "--prompt-ids", "126,5,7"});
+  ASSERT_EQ(capped.status, 0) << capped.err;
+  EXPECT_LE(nlohmann::json::parse(capped.out)["regular"]["ids"].size(), 61u);
+
   // Text mode names the random-weight models and prints both captions.
   const Output text = caption({"--itm", kItm, "--lvlm", kCaption, "--max-new-tokens", "4", "--threads", "1", "--out",
                                out_dir, "--prompt", "a picture of"});

@@ -13,6 +13,7 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <filesystem>
 #include <memory>
@@ -123,6 +124,10 @@ class Lvlm {
   virtual int64_t pad_id() const = 0;
   /// Vocabulary size (prompt ids must be below it).
   virtual int64_t vocab_size() const = 0;
+  /// Positions the text model has (`max_position_embeddings`).
+  virtual int64_t max_positions() const = 0;
+  /// Positions `prompt` takes in the text model's sequence.
+  virtual int64_t prompt_positions(const std::vector<int64_t>& prompt) const = 0;
   /// Generates from `prompt` ids for one stream on `original` pixels `[1, 3, S, S]` and, when
   /// defined, `augmented` pixels (required whenever `options` runs the local view).
   virtual GenerateResult generate(const std::vector<int64_t>& prompt, const at::Tensor& original,
@@ -135,6 +140,14 @@ class Lvlm {
     for (int64_t id : prompt)
       check<InvalidArgument>(id >= 0 && id < vocab_size(), who, ": prompt token id ", id,
                              " is outside the vocabulary [0, ", vocab_size(), ")");
+  }
+  /// `limits` with max_new_tokens capped so prompt and answer fit the model's positions.
+  GenerateOptions fit(const char* who, const std::vector<int64_t>& prompt, GenerateOptions limits) const {
+    const int64_t room = max_positions() - prompt_positions(prompt);
+    check<InvalidArgument>(room >= 1, who, ": the prompt takes ", prompt_positions(prompt),
+                           " positions; the model has ", max_positions(), ", leaving none to generate");
+    limits.max_new_tokens = std::min(limits.max_new_tokens, room);
+    return limits;
   }
   static void check_views(const char* who, const at::Tensor& augmented, const DecodeOptions& options) {
     check<InvalidArgument>(augmented.defined() || !options.uses_local_view(0), who,
@@ -183,13 +196,18 @@ class BlipLvlm final : public Lvlm {
   std::vector<int64_t> stop_ids() const override { return {model_.stop_id()}; }
   int64_t pad_id() const override { return model_.pad_id(); }
   int64_t vocab_size() const override { return model_.vocab_size(); }
+  int64_t max_positions() const override { return model_.config().text.max_position_embeddings; }
+  int64_t prompt_positions(const std::vector<int64_t>& prompt) const override {
+    return static_cast<int64_t>(prompt.size());
+  }
   GenerateResult generate(const std::vector<int64_t>& prompt, const at::Tensor& original, const at::Tensor& augmented,
                           const DecodeOptions& options, const GenerateOptions& limits,
                           const at::Generator& generator) override {
     check_prompt("agla::examples::BlipLvlm::generate", prompt);
     check_views("agla::examples::BlipLvlm::generate", augmented, options);
+    const GenerateOptions fitted = fit("agla::examples::BlipLvlm::generate", prompt, limits);
     model_.begin(original, options.uses_local_view(0) ? augmented : at::Tensor());
-    return agla::generate(model_, as_tensor(prompt), options, limits, generator);
+    return agla::generate(model_, as_tensor(prompt), options, fitted, generator);
   }
   /// The wrapped captioner.
   const blip::BlipCaptioner& captioner() const { return model_; }
@@ -245,14 +263,20 @@ class LlavaLvlmAdapter final : public Lvlm {
   std::vector<int64_t> stop_ids() const override { return {model_->config().text.eos_token_id}; }
   int64_t pad_id() const override { return std::max<int64_t>(0, model_->config().pad_token_id); }
   int64_t vocab_size() const override { return model_->config().text.vocab_size; }
+  int64_t max_positions() const override { return model_->config().text.max_position_embeddings; }
+  int64_t prompt_positions(const std::vector<int64_t>& prompt) const override {
+    // The image token expands to the image features.
+    return static_cast<int64_t>(prompt.size()) - 1 + model_->config().image_tokens();
+  }
   GenerateResult generate(const std::vector<int64_t>& prompt, const at::Tensor& original, const at::Tensor& augmented,
                           const DecodeOptions& options, const GenerateOptions& limits,
                           const at::Generator& generator) override {
     check_prompt("agla::examples::LlavaLvlmAdapter::generate", prompt);
     check_views("agla::examples::LlavaLvlmAdapter::generate", augmented, options);
+    const GenerateOptions fitted = fit("agla::examples::LlavaLvlmAdapter::generate", prompt, limits);
     const at::Tensor ids = as_tensor(prompt);
-    lvlm_.begin(ids, original, options.uses_local_view(0) ? augmented : at::Tensor(), {}, limits.max_new_tokens);
-    return agla::generate(lvlm_, ids, options, limits, generator);
+    lvlm_.begin(ids, original, options.uses_local_view(0) ? augmented : at::Tensor(), {}, fitted.max_new_tokens);
+    return agla::generate(lvlm_, ids, options, fitted, generator);
   }
 
  private:
