@@ -188,9 +188,9 @@ TEST(ExampleModelTest, DetectsModelKindsFromConfig) {
 TEST(ExampleSampleTest, SampleImageIsTheDocumentedShapesWorldScene) {
   // examples/data/README.md: scene 10 of seed 2025, unbiased distribution, default world.
   const at::Tensor sample = agla::io::read_image(ex::data_dir() + "/sample.png");
-  const auto scene = agla::shapesworld::generate_scene(agla::shapesworld::scene_seed(2025, 10),
-                                                       agla::shapesworld::WorldOptions{},
-                                                       agla::shapesworld::Distribution::Unbiased);
+  const auto scene =
+      agla::shapesworld::generate_scene(agla::shapesworld::scene_seed(2025, 10), agla::shapesworld::WorldOptions{},
+                                        agla::shapesworld::Distribution::Unbiased);
   EXPECT_TRUE(at::equal(sample, agla::shapesworld::image_tensor(scene)));
   EXPECT_EQ(agla::shapesworld::caption(scene), "a red star, a yellow diamond and a purple circle");
 }
@@ -240,8 +240,8 @@ TEST(ExampleCaptionTest, JsonReportOnFixtureModels) {
 
 TEST(ExampleCaptionTest, DrivesLlavaByTokenIds) {
   const std::string out_dir = temp_dir("caption_llava");
-  const Output o = caption({"--itm", kItm, "--lvlm", kLlava, "--json", "--greedy", "--max-new-tokens", "4",
-                            "--threads", "1", "--out", out_dir, "--prompt-ids", "1,7,95,9"});
+  const Output o = caption({"--itm", kItm, "--lvlm", kLlava, "--json", "--greedy", "--max-new-tokens", "4", "--threads",
+                            "1", "--out", out_dir, "--prompt-ids", "1,7,95,9"});
   ASSERT_EQ(o.status, 0) << o.err;
   const nlohmann::json j = nlohmann::json::parse(o.out);
   EXPECT_EQ(j["lvlm"]["kind"], "llava");
@@ -315,9 +315,9 @@ TEST(ExamplePopeTest, ChunksConcatenateToTheWholeRun) {
   const std::string dir = temp_dir("chunks");
   const std::string questions = eval_set_dir() + "/shapesworld_contrast.jsonl";
   const auto run = [&](const std::string& answers, std::vector<std::string> extra) {
-    std::vector<std::string> args = {"--questions", questions, "--method", "agla", "--itm",   kItm,
-                                     "--lvlm",      kCaption,  "--answers", answers, "--quiet", "--max-new-tokens",
-                                     "3",           "--seed",  "2"};
+    std::vector<std::string> args = {"--questions", questions,          "--method", "agla",      "--itm",
+                                     kItm,          "--lvlm",           kCaption,   "--answers", answers,
+                                     "--quiet",     "--max-new-tokens", "3",        "--seed",    "2"};
     args.insert(args.end(), extra.begin(), extra.end());
     const Output o = pope(args);
     EXPECT_EQ(o.status, 0) << o.err;
@@ -343,9 +343,9 @@ TEST(ExamplePopeTest, ChunksConcatenateToTheWholeRun) {
 
 TEST(ExamplePopeTest, CaptionSplitGivesChair) {
   const std::string dir = temp_dir("chair");
-  const Output o = pope({"--questions", eval_set_dir() + "/shapesworld_captions.jsonl", "--method", "agla-released",
-                         "--itm", kItm, "--lvlm", kCaption, "--answers", dir + "/a.jsonl", "--max-new-tokens", "5",
-                         "--json", "--quiet"});
+  const Output o =
+      pope({"--questions", eval_set_dir() + "/shapesworld_captions.jsonl", "--method", "agla-released", "--itm", kItm,
+            "--lvlm", kCaption, "--answers", dir + "/a.jsonl", "--max-new-tokens", "5", "--json", "--quiet"});
   ASSERT_EQ(o.status, 0) << o.err;
   const nlohmann::json j = nlohmann::json::parse(o.out);
   EXPECT_EQ(j["split"], "captions");
@@ -359,14 +359,15 @@ TEST(ExamplePopeTest, DrivesLlavaByPromptIdsInTheQuestionFile) {
   const std::string questions = dir + "/questions.jsonl";
   {
     std::ofstream file(questions);
-    file << R"({"question_id": 1, "image": "sw_000000.png", "text": "Is there a star in the image?", "label": "yes", "prompt_ids": [1, 7, 95, 9]})"
-         << "\n"
-         << R"({"question_id": 2, "image": "sw_000000.png", "text": "Is there a ring in the image?", "label": "no", "prompt_ids": [1, 8, 95, 9]})"
-         << "\n";
+    file
+        << R"({"question_id": 1, "image": "sw_000000.png", "text": "Is there a star in the image?", "label": "yes", "prompt_ids": [1, 7, 95, 9]})"
+        << "\n"
+        << R"({"question_id": 2, "image": "sw_000000.png", "text": "Is there a ring in the image?", "label": "no", "prompt_ids": [1, 8, 95, 9]})"
+        << "\n";
   }
-  const Output o = pope({"--questions", questions, "--image-folder", eval_set_dir() + "/images", "--method", "agla",
-                         "--itm", kItm, "--lvlm", kLlava, "--answers", dir + "/a.jsonl", "--max-new-tokens", "3",
-                         "--json", "--quiet"});
+  const Output o =
+      pope({"--questions", questions, "--image-folder", eval_set_dir() + "/images", "--method", "agla", "--itm", kItm,
+            "--lvlm", kLlava, "--answers", dir + "/a.jsonl", "--max-new-tokens", "3", "--json", "--quiet"});
   ASSERT_EQ(o.status, 0) << o.err;
   const auto lines = read_lines(dir + "/a.jsonl");
   ASSERT_EQ(lines.size(), 2u);

@@ -11,12 +11,11 @@
 #include <filesystem>
 #include <iomanip>
 #include <iostream>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "agla/decode.hpp"
 #include "agla/error.hpp"
@@ -60,10 +59,10 @@ inline void caption_usage(std::ostream& out) {
 
 /// Parsed `agla_caption` options.
 struct CaptionOptions {
-  std::string image;                            ///< empty: the embedded sample
-  std::optional<std::string> prompt;            ///< captioning prompt
-  std::optional<std::string> itm_prompt;        ///< IPM's text
-  std::string itm, lvlm;                        ///< empty: shipped model, else the fixture
+  std::string image;                      ///< empty: the embedded sample
+  std::optional<std::string> prompt;      ///< captioning prompt
+  std::optional<std::string> itm_prompt;  ///< IPM's text
+  std::string itm, lvlm;                  ///< empty: shipped model, else the fixture
   std::optional<std::vector<int64_t>> prompt_ids;
   SamplingSettings sampling;
   uint64_t seed = 1;
@@ -201,8 +200,7 @@ inline int run_caption(const std::vector<std::string>& args, std::ostream& out, 
     // IPM once: the augmented view both modes share (regular decoding ignores it).
     const ViewBuilder views(&itm, *lvlm);
     const at::Tensor original = lvlm->pixel_values(image);
-    const AugmentedView view =
-        views.build(ViewKind::IpmMask, image, itm_prompt, original, seeded_generator(o.seed));
+    const AugmentedView view = views.build(ViewKind::IpmMask, image, itm_prompt, original, seeded_generator(o.seed));
 
     GenerateOptions limits;
     limits.max_new_tokens = o.max_new_tokens;
@@ -234,7 +232,8 @@ inline int run_caption(const std::vector<std::string>& args, std::ostream& out, 
     if (o.json) {
       nlohmann::json j{
           {"image", image_path},
-          {"lvlm", {{"dir", models.lvlm}, {"kind", model_kind_name(lvlm->kind())}, {"test_fixture", models.lvlm_fixture}}},
+          {"lvlm",
+           {{"dir", models.lvlm}, {"kind", model_kind_name(lvlm->kind())}, {"test_fixture", models.lvlm_fixture}}},
           {"itm", {{"dir", models.itm}, {"test_fixture", models.itm_fixture}}},
           {"prompt_ids", prompt},
           {"itm_prompt", itm_prompt},

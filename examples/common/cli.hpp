@@ -20,7 +20,8 @@ namespace agla::examples {
 class ArgCursor {
  public:
   /// Arguments as given on the command line; `program` prefixes error messages.
-  ArgCursor(std::vector<std::string> args, std::string program) : args_(std::move(args)), program_(std::move(program)) {}
+  ArgCursor(std::vector<std::string> args, std::string program)
+      : args_(std::move(args)), program_(std::move(program)) {}
 
   /// True while arguments remain.
   bool more() const { return index_ < args_.size(); }

@@ -9,7 +9,9 @@
 ///
 /// The LLaVA tokenizer (`agla/models/llava/tokenizer.hpp`) needs `sentencepiece` linked; it is used
 /// when the build defines `AGLA_WITH_SENTENCEPIECE`. Without it a LLaVA checkpoint is driven by
-/// token ids (`--prompt-ids`) and answers are reported as ids.
+/// token ids (`--prompt-ids`) and answers are reported as ids. The default build leaves it off:
+/// Debian's libsentencepiece 0.1.97 exports its own bundled protobuf-lite, and a program that also
+/// loads libtorch 1.13.1's libprotobuf crashes in protobuf's static initialisation before `main`.
 
 #include <ATen/ATen.h>
 
@@ -17,12 +19,11 @@
 #include <cstdint>
 #include <filesystem>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "agla/decode.hpp"
 #include "agla/error.hpp"
@@ -187,8 +188,7 @@ class BlipLvlm final : public Lvlm {
     const std::string key = "{question}";
     const auto at = text.find(key);
     check<InvalidArgument>(at != std::string::npos,
-                           "agla::examples::BlipLvlm: the question template must contain {question}; got '", text,
-                           "'");
+                           "agla::examples::BlipLvlm: the question template must contain {question}; got '", text, "'");
     text.replace(at, key.size(), question);
     return ids_of(text);
   }
@@ -289,15 +289,15 @@ class LlavaLvlmAdapter final : public Lvlm {
     }
 #endif
     (void)pope;
-    throw InvalidArgument(detail::concat(
-        "agla::examples::LlavaLvlmAdapter: cannot tokenise '", text, "': ",
+    throw InvalidArgument(detail::concat("agla::examples::LlavaLvlmAdapter: cannot tokenise '", text, "': ",
 #if defined(AGLA_WITH_SENTENCEPIECE)
-        "the checkpoint has no tokenizer.model",
+                                         "the checkpoint has no tokenizer.model",
 #else
-        "this build has no SentencePiece tokenizer (build with AGLA_WITH_SENTENCEPIECE and link sentencepiece)",
+                                          "this build has no SentencePiece tokenizer (build with "
+                                          "AGLA_WITH_SENTENCEPIECE and link sentencepiece)",
 #endif
-        "; pass the prompt as token ids (--prompt-ids, with one image token ", model_->config().image_token_index,
-        ")"));
+                                         "; pass the prompt as token ids (--prompt-ids, with one image token ",
+                                         model_->config().image_token_index, ")"));
   }
 
   llava::LlavaModel model_;

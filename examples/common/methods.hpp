@@ -38,8 +38,8 @@ enum class Method {
 
 /// Every method, in table order.
 inline const std::vector<Method>& all_methods() {
-  static const std::vector<Method> methods = {Method::Regular, Method::Greedy, Method::Sharpened,
-                                              Method::CutoffOnly, Method::Vcd, Method::Agla,
+  static const std::vector<Method> methods = {Method::Regular,        Method::Greedy,      Method::Sharpened,
+                                              Method::CutoffOnly,     Method::Vcd,         Method::Agla,
                                               Method::AglaRandomMask, Method::AglaReleased};
   return methods;
 }
@@ -75,8 +75,8 @@ inline Method parse_method(const std::string& name) {
     names += names.empty() ? "" : "|";
     names += method_name(m);
   }
-  throw InvalidArgument(detail::concat("agla::examples::parse_method: --method must be one of ", names, "; got '",
-                                       name, "'"));
+  throw InvalidArgument(
+      detail::concat("agla::examples::parse_method: --method must be one of ", names, "; got '", name, "'"));
 }
 
 /// Which augmented view a method decodes with.
@@ -216,9 +216,8 @@ class ViewBuilder {
         view.kept_fraction = match.kept_fraction;
       } else {
         const at::Tensor canvas = matcher_->resize_for_model(image);
-        const at::Tensor mask =
-            random_mask(matcher_->grid(), canvas.size(0), canvas.size(1), match.kept_fraction, generator,
-                        matcher_->options().blur_sigma_fraction);
+        const at::Tensor mask = random_mask(matcher_->grid(), canvas.size(0), canvas.size(1), match.kept_fraction,
+                                            generator, matcher_->options().blur_sigma_fraction);
         view.image = ipm::apply_mask(canvas, mask);
         view.kept_fraction = mask.to(at::kDouble).mean().item<double>();
       }

@@ -16,13 +16,12 @@
 #include <iomanip>
 #include <iostream>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <set>
 #include <sstream>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "agla/decode.hpp"
 #include "agla/error.hpp"
@@ -274,9 +273,8 @@ inline int run_pope_questions(const PopeOptions& o, std::ostream& out, std::ostr
   std::vector<RunItem> all = read_run_items(lines, o.questions, captions);
   if (o.limit && static_cast<std::size_t>(*o.limit) < all.size()) all.resize(static_cast<std::size_t>(*o.limit));
   const eval::ChunkRange chunk = eval::chunk_range(all.size(), o.num_chunks, o.chunk_idx);
-  const std::string folder = !o.image_folder.empty()
-                                 ? o.image_folder
-                                 : (std::filesystem::path(o.questions).parent_path() / "images").string();
+  const std::string folder =
+      !o.image_folder.empty() ? o.image_folder : (std::filesystem::path(o.questions).parent_path() / "images").string();
 
   const ModelChoice models = resolve_models(o.itm, o.lvlm);
   if ((models.lvlm_fixture || (models.itm_fixture && method_needs_itm(o.method))))
@@ -293,8 +291,7 @@ inline int run_pope_questions(const PopeOptions& o, std::ostream& out, std::ostr
   limits.eos_token_ids = lvlm->stop_ids();
   limits.pad_token_id = lvlm->pad_id();
   const std::string model_id =
-      !o.model_id.empty() ? o.model_id
-                          : std::filesystem::path(models.lvlm).lexically_normal().filename().string();
+      !o.model_id.empty() ? o.model_id : std::filesystem::path(models.lvlm).lexically_normal().filename().string();
   const std::string itm_caption_prompt =
       o.itm_caption_prompt ? *o.itm_caption_prompt
                            : (o.caption_prompt.empty() ? std::string(kCaptionItmText) : o.caption_prompt);
@@ -336,7 +333,7 @@ inline int run_pope_questions(const PopeOptions& o, std::ostream& out, std::ostr
     record.text = lvlm->decode(ids);
     record.model_id = model_id;
     record.image = item.image;
-    record.metadata = {{"method", method_name(o.method)}, {"seed", o.seed},      {"alpha", decoding.alpha},
+    record.metadata = {{"method", method_name(o.method)}, {"seed", o.seed},    {"alpha", decoding.alpha},
                        {"beta", decoding.beta},           {"output_ids", ids}, {"prompt_ids", prompt}};
     if (view.match) {
       record.metadata["itc"] = view.itc;
@@ -367,8 +364,8 @@ inline int run_pope_questions(const PopeOptions& o, std::ostream& out, std::ostr
     summary["mean_kept_fraction"] = finite_mean(kept);
   }
   if (o.num_chunks > 1) {
-    out << "agla_pope: wrote " << chunk.size() << " answers (chunk " << o.chunk_idx << " of " << o.num_chunks
-        << ") to " << o.answers << "; score the concatenated chunks with agla_pope --evaluate " << o.questions
+    out << "agla_pope: wrote " << chunk.size() << " answers (chunk " << o.chunk_idx << " of " << o.num_chunks << ") to "
+        << o.answers << "; score the concatenated chunks with agla_pope --evaluate " << o.questions
         << " ANSWERS.jsonl\n";
     if (o.json) out << summary.dump() << "\n";
     return 0;
@@ -385,8 +382,8 @@ inline int run_pope_questions(const PopeOptions& o, std::ostream& out, std::ostr
                          lines[all[i].index].line, ": field \"objects\" must be a list of object names");
       std::set<std::string> truth;
       for (const auto& name : *it) {
-        check<FormatError>(name.is_string() && vocabulary.knows_object(name.get<std::string>()), "agla_pope: ",
-                           o.questions, ":", lines[all[i].index].line, ": unknown object ", name.dump());
+        check<FormatError>(name.is_string() && vocabulary.knows_object(name.get<std::string>()),
+                           "agla_pope: ", o.questions, ":", lines[all[i].index].line, ": unknown object ", name.dump());
         truth.insert(name.get<std::string>());
       }
       objects.push_back(truth);
