@@ -24,7 +24,9 @@
 namespace agla::llava {
 
 /// LVLM forward functor over a `LlavaModel`: call `begin` per generation, then the library calls
-/// `operator()` with the prompt first and one new token per stream after that.
+/// `operator()` with the prompt first and one new token per stream after that. The caches of all
+/// streams and views share one `KvCache` (rows `[0, B)` original view, `[B, 2B)` augmented), so a
+/// batched call reads contiguous rows while plain calls advance each view independently.
 class LlavaLvlm {
  public:
   /// Wraps `model` (shared, not copied).
