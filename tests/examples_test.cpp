@@ -374,4 +374,11 @@ TEST(ExamplePopeTest, DrivesLlavaByPromptIdsInTheQuestionFile) {
   EXPECT_EQ(lines[0]["metadata"]["prompt_ids"], (std::vector<int64_t>{1, 7, 95, 9}));
   EXPECT_EQ(lines[0]["text"].get<std::string>().front(), '[');  // no tokenizer: the ids in brackets
   EXPECT_EQ(nlohmann::json::parse(o.out)["metrics"]["questions"], 2);
+
+  // Caption items carry no ids; --prompt-ids gives them one prompt.
+  const Output captions = pope({"--questions", eval_set_dir() + "/shapesworld_captions.jsonl", "--method",
+                                "agla-released", "--itm", kItm, "--lvlm", kLlava, "--answers", dir + "/c.jsonl",
+                                "--prompt-ids", "1,95,9", "--max-new-tokens", "3", "--json", "--quiet"});
+  ASSERT_EQ(captions.status, 0) << captions.err;
+  EXPECT_EQ(read_lines(dir + "/c.jsonl")[1]["metadata"]["prompt_ids"], (std::vector<int64_t>{1, 95, 9}));
 }

@@ -62,6 +62,8 @@ inline void pope_usage(std::ostream& out) {
          "                        '{question} Please answer this question with one word.')\n"
          "  --caption-prompt T    captioning prompt (default: none for BLIP)\n"
          "  --itm-caption-prompt T  IPM's text for captions (default: the caption prompt, else 'the image')\n"
+         "  --prompt-ids IDS      comma-separated prompt token ids for every item without its own prompt_ids\n"
+         "                        (e.g. the caption prompt of a checkpoint without a tokenizer)\n"
          "  --llava-hf-template   LLaVA: the bare llava-hf template instead of llava_v1 (system prompt)\n"
          "  --pad-to-square       LLaVA: pad images to square (original LLaVA) instead of centre-cropping\n"
          "  --num-chunks N --chunk-idx I   run chunk I of N (LLaVA's split; concatenate the answer files)\n"
@@ -91,6 +93,7 @@ struct PopeOptions {
   std::optional<std::string> itm_caption_prompt;
   int num_chunks = 1, chunk_idx = 0;
   std::optional<int64_t> limit;
+  std::optional<std::vector<int64_t>> prompt_ids;  ///< for every item without its own prompt_ids
   bool quiet = false, json = false, help = false;
   eval::AnswerParser parser = eval::AnswerParser::Pope;
   int threads = 1;
@@ -164,6 +167,8 @@ inline PopeOptions parse_pope_options(const std::vector<std::string>& args) {
       o.num_chunks = static_cast<int>(parse_integer(program, arg, cursor.value(arg), 1, 1 << 20));
     } else if (arg == "--chunk-idx") {
       o.chunk_idx = static_cast<int>(parse_integer(program, arg, cursor.value(arg), 0, 1 << 20));
+    } else if (arg == "--prompt-ids") {
+      o.prompt_ids = parse_id_list(program, arg, cursor.value(arg));
     } else if (arg == "--limit") {
       o.limit = parse_integer(program, arg, cursor.value(arg), 1);
     } else if (arg == "--results") {
@@ -311,6 +316,8 @@ inline int run_pope_questions(const PopeOptions& o, std::ostream& out, std::ostr
     std::vector<int64_t> prompt;
     if (item.prompt_ids) {
       prompt = *item.prompt_ids;
+    } else if (o.prompt_ids) {
+      prompt = *o.prompt_ids;
     } else if (captions) {
       if (!caption_ids) caption_ids = lvlm->caption_prompt(o.caption_prompt);
       prompt = *caption_ids;
