@@ -217,6 +217,12 @@ inline int run_caption(const std::vector<std::string>& args, std::ostream& out, 
       run.text = lvlm->decode(run.ids);
       return run;
     };
+    // One untimed token per mode first, so neither timing includes first-call allocations.
+    GenerateOptions warm_up = limits;
+    warm_up.max_new_tokens = 1;
+    for (Method method : {Method::Regular, Method::Agla})
+      lvlm->generate(prompt, original, view.pixels, method_options(method, o.sampling), warm_up,
+                     seeded_generator(o.seed));
     const CaptionRun regular = decode(Method::Regular);
     const CaptionRun assembled = decode(Method::Agla);
 

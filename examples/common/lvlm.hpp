@@ -293,8 +293,8 @@ class LlavaLvlmAdapter final : public Lvlm {
 #if defined(AGLA_WITH_SENTENCEPIECE)
                                          "the checkpoint has no tokenizer.model",
 #else
-                                          "this build has no SentencePiece tokenizer (build with "
-                                          "AGLA_WITH_SENTENCEPIECE and link sentencepiece)",
+                                         "this build has no SentencePiece tokenizer (build with "
+                                         "AGLA_WITH_SENTENCEPIECE and link sentencepiece)",
 #endif
                                          "; pass the prompt as token ids (--prompt-ids, with one image token ",
                                          model_->config().image_token_index, ")"));

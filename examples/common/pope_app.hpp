@@ -465,8 +465,9 @@ inline std::string percent_cell(const std::vector<double>& values) {
 
 /// `--summarize`: reads the results lines of many runs (`--results`) and prints markdown tables,
 /// per model: each POPE split (accuracy, F1, yes-ratio, false-positive rate), the contrast split
-/// (false-positive rate with and without the partner, and their difference) and CHAIR. Cells are
-/// mean ± sample standard deviation over the seeds, in percent.
+/// (false-positive rate with and without the partner, and their difference) and CHAIR, each with
+/// the mean share of pixels the augmented views kept. Cells are mean ± sample standard deviation
+/// over the seeds, in percent.
 inline int run_pope_summarize(const PopeOptions& o, std::ostream& out) {
   const std::string path = o.summarize;
   const std::vector<eval::JsonLine> lines = eval::read_jsonl(path, "agla_pope --summarize");
@@ -505,6 +506,7 @@ inline int run_pope_summarize(const PopeOptions& o, std::ostream& out) {
       cell["fp_present"].push_back(metrics["partner_present"]["false_positive_rate"].get<double>());
       cell["fp_absent"].push_back(metrics["partner_absent"]["false_positive_rate"].get<double>());
     }
+    if (j.contains("mean_kept_fraction")) cell["kept"].push_back(j["mean_kept_fraction"].get<double>());
     if (j.contains("seed")) seeds[model].insert(j["seed"].get<uint64_t>());
   }
   const auto table = [&](const std::string& title, const auto& splits, const std::string& split,
@@ -530,16 +532,20 @@ inline int run_pope_summarize(const PopeOptions& o, std::ostream& out) {
   for (const auto& [model, splits] : data) {
     out << "\n### " << model << " (" << seeds[model].size() << " seed" << (seeds[model].size() == 1 ? "" : "s")
         << "; mean ± sd over seeds, percent)\n";
-    const std::vector<std::pair<std::string, std::string>> pope = {
-        {"accuracy", "accuracy"}, {"f1", "F1"}, {"yes_ratio", "yes-ratio"}, {"false_positive_rate", "FP rate"}};
+    const std::vector<std::pair<std::string, std::string>> pope = {{"accuracy", "accuracy"},
+                                                                   {"f1", "F1"},
+                                                                   {"yes_ratio", "yes-ratio"},
+                                                                   {"false_positive_rate", "FP rate"},
+                                                                   {"kept", "pixels kept"}};
     for (const std::string split : {"random", "popular", "adversarial"})
       table("POPE " + split + ":", splits, split, pope);
     table("Within-class contrast (all questions are 'no'):", splits, "contrast",
           {{"fp_present", "FP rate, partner present"},
            {"fp_absent", "FP rate, partner absent"},
-           {"false_positive_rate_difference", "difference"}});
+           {"false_positive_rate_difference", "difference"},
+           {"kept", "pixels kept"}});
     table("CHAIR (caption split):", splits, "captions",
-          {{"chair_i", "CHAIR_i"}, {"chair_s", "CHAIR_s"}, {"recall", "recall"}});
+          {{"chair_i", "CHAIR_i"}, {"chair_s", "CHAIR_s"}, {"recall", "recall"}, {"kept", "pixels kept"}});
     for (const auto& [split, methods] : splits) {
       if (split == "random" || split == "popular" || split == "adversarial" || split == "contrast" ||
           split == "captions")
