@@ -1,8 +1,8 @@
 // Concurrent use of one const model: ImagePromptMatcher and decode_step called from several
 // threads at once -- each thread with its own generator (and, for decoding, its own KV caches),
-// all sharing the fixture BLIP weights -- give exactly the results of sequential calls. Run under
-// AddressSanitizer in the sanitizer build; see the README ("Threads") for why ThreadSanitizer is
-// not used with Debian's uninstrumented libtorch.
+// all sharing the fixture BLIP weights -- give exactly the results of sequential calls. Runs in
+// the AddressSanitizer build and, built with -DAGLA_SANITIZE=thread, under ThreadSanitizer, which
+// sees agla's own code only (Debian's libtorch and its OpenMP runtime are not instrumented).
 #include <ATen/CPUGeneratorImpl.h>
 
 #include <atomic>
