@@ -15,6 +15,8 @@
 #              (default examples/data/models)
 #   JOBS       runs in parallel (default 1; one thread each)
 #   SPLITS     splits to run (default "random popular adversarial contrast captions")
+#   VARIANTS   models to run (default "biased control"); results of separate runs can be merged with
+#              cat A/results.jsonl B/results.jsonl > all.jsonl && agla_pope --summarize all.jsonl
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -28,6 +30,7 @@ out="${OUT:-shapesworld_results}"
 models="${MODELS:-$here/data/models}"
 jobs="${JOBS:-1}"
 splits="${SPLITS:-random popular adversarial contrast captions}"
+variants="${VARIANTS:-biased control}"
 
 for program in "$pope" "$world"; do
   [[ -x "$program" ]] || { echo "error: $program not found; build it first (cmake --build $build --target $(basename "$program"))" >&2; exit 1; }
@@ -49,7 +52,7 @@ file_of() {
 # One line per run: model dir, model id, method, extra options, seed, split.
 plan="$out/plan.txt"
 : > "$plan"
-for variant in biased control; do
+for variant in $variants; do
   dir="$models/shapesworld-lvlm"; [[ $variant == control ]] && dir="$models/shapesworld-lvlm-control"
   if [[ ! -f "$dir/config.json" ]]; then
     echo "warning: no $variant model in $dir; its rows are skipped" >&2
