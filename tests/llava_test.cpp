@@ -469,3 +469,43 @@ TEST(LlavaParityTest, ReducedPrecisionStaysCloseToFloat32) {
     }
   }
 }
+
+TEST(LlavaTokenizerTest, MatchesLibSentencePieceIdsAndText) {
+  const std::string dir = fixture_dir("tokenizer");
+  const llava::SentencePieceTokenizer tokenizer(dir + "/tiny_llama_bpe.model");
+  EXPECT_EQ(tokenizer.size(), 400);
+  EXPECT_EQ(tokenizer.bos_id(), 1);
+  EXPECT_EQ(tokenizer.eos_id(), 2);
+  EXPECT_EQ(tokenizer.piece(1), "<s>");
+  const auto cases = nlohmann::json::parse(std::ifstream(dir + "/cases.json"));
+  ASSERT_GE(cases.size(), 10u);
+  for (const auto& c : cases) {
+    const auto text = c["text"].get<std::string>();
+    const auto ids = tokenizer.encode(text);
+    EXPECT_EQ(ids, c["ids"].get<std::vector<int64_t>>()) << "[" << text << "]";
+    EXPECT_EQ(tokenizer.decode(ids), c["decoded"].get<std::string>()) << "[" << text << "]";
+  }
+  EXPECT_EQ(tokenizer.decode({1, 32000, 2}), "");  // special and out-of-vocabulary ids are skipped
+}
+
+TEST(LlavaTokenizerTest, EncodesPromptPiecesAroundTheImageToken) {
+  const llava::SentencePieceTokenizer tokenizer(fixture_dir("tokenizer") + "/tiny_llama_bpe.model");
+  const std::string question = "Is there a dog in the image?";
+  const auto ids = tokenizer.encode_prompt(llava::build_prompt(question, llava::llava_v1_template(), true), 32000);
+  // [BOS] encode(system + " USER: ") [image] encode("\n" + question + suffix + " ASSISTANT:"), each piece
+  // encoded alone (LLaVA's tokenizer_image_token).
+  std::vector<int64_t> expected{1};
+  const auto head = tokenizer.encode(llava::llava_v1_template().system + " USER: ");
+  const auto tail = tokenizer.encode("\n" + question + llava::kPopeSuffix + " ASSISTANT:");
+  expected.insert(expected.end(), head.begin(), head.end());
+  expected.push_back(32000);
+  expected.insert(expected.end(), tail.begin(), tail.end());
+  EXPECT_EQ(ids, expected);
+  EXPECT_EQ(tokenizer.piece(head.back()), "\xe2\x96\x81");  // the space before <image> is its own piece
+}
+
+TEST(LlavaTokenizerTest, RejectsUnreadableModels) {
+  EXPECT_THROW(llava::SentencePieceTokenizer(fixture_dir("tokenizer") + "/missing.model"), agla::FormatError);
+  EXPECT_THROW(llava::SentencePieceTokenizer(fixture_dir("tokenizer") + "/cases.json"), agla::FormatError);
+  EXPECT_THROW(llava::SentencePieceTokenizer(fixture_dir("tiny_t") + "/model.safetensors"), agla::FormatError);
+}

@@ -1,9 +1,8 @@
 #pragma once
 /// \file
 /// The LLaVA-1.5 layer: configuration, CLIP vision tower, projector, LLaMA decoder with KV cache,
-/// checkpoint loading, image preprocessing, prompts and the LVLM forward functor for AGLA
-/// decoding. The SentencePiece tokenizer (`agla/models/llava/tokenizer.hpp`) is opt-in because it
-/// needs `sentencepiece` linked.
+/// checkpoint loading, image preprocessing, prompts, the checkpoint's SentencePiece tokenizer (read
+/// natively; no libsentencepiece) and the LVLM forward functor for AGLA decoding.
 ///
 /// Typical use (a llava-hf directory such as `llava-hf/llava-1.5-7b-hf`):
 ///
@@ -27,3 +26,4 @@
 #include "agla/models/llava/model.hpp"
 #include "agla/models/llava/preprocess.hpp"
 #include "agla/models/llava/prompt.hpp"
+#include "agla/models/llava/tokenizer.hpp"
