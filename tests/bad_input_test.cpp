@@ -47,8 +47,8 @@ struct BadInput {
 template <typename ErrorType>
 BadInput expect(std::string name, std::function<void()> run, std::vector<std::string> fragments) {
   return {std::move(name), std::move(run),
-          [](const agla::Error& e) { return dynamic_cast<const ErrorType*>(&e) != nullptr; },
-          typeid(ErrorType).name(), std::move(fragments)};
+          [](const agla::Error& e) { return dynamic_cast<const ErrorType*>(&e) != nullptr; }, typeid(ErrorType).name(),
+          std::move(fragments)};
 }
 
 /// Open file descriptors and the mappings of files under `prefix` (in /proc/self/maps).
@@ -255,21 +255,28 @@ TEST_F(BadInputTest, SafetensorsFilesAreRefusedWithFileAndTensorNamed) {
   cases.push_back(expect<agla::FormatError>("length 2^64 - 1", open(p), {p, "18446744073709551615", "exceeds"}));
   // Offsets past the end, begin past the end, offsets near 2^64 and non-integer offsets.
   p = safetensors("past_end.safetensors", R"({"w":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}})", eight);
-  cases.push_back(expect<agla::FormatError>("offsets past the end", open(p), {p, "tensor 'w'", "past the end of the data section (8 bytes)"}));
-  p = safetensors("begin_past_end.safetensors", R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[4096,4104]}})", eight);
-  cases.push_back(expect<agla::FormatError>("begin past the end", open(p), {p, "tensor 'w'", "[4096, 4104]", "past the end"}));
-  p = safetensors("wrap.safetensors",
-                  R"({"w":{"dtype":"U8","shape":[8],"data_offsets":[18446744073709551612,4]}})", eight);
-  cases.push_back(expect<agla::FormatError>("offsets that wrap around", open(p), {p, "tensor 'w'", "end before begin"}));
+  cases.push_back(expect<agla::FormatError>("offsets past the end", open(p),
+                                            {p, "tensor 'w'", "past the end of the data section (8 bytes)"}));
+  p = safetensors("begin_past_end.safetensors", R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[4096,4104]}})",
+                  eight);
+  cases.push_back(
+      expect<agla::FormatError>("begin past the end", open(p), {p, "tensor 'w'", "[4096, 4104]", "past the end"}));
+  p = safetensors("wrap.safetensors", R"({"w":{"dtype":"U8","shape":[8],"data_offsets":[18446744073709551612,4]}})",
+                  eight);
+  cases.push_back(
+      expect<agla::FormatError>("offsets that wrap around", open(p), {p, "tensor 'w'", "end before begin"}));
   p = safetensors("float_offsets.safetensors", R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[0.0,8.5]}})", eight);
-  cases.push_back(expect<agla::FormatError>("float offsets", open(p), {p, "tensor 'w'", "data_offsets must be [begin, end]"}));
+  cases.push_back(
+      expect<agla::FormatError>("float offsets", open(p), {p, "tensor 'w'", "data_offsets must be [begin, end]"}));
   p = safetensors("three_offsets.safetensors", R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[0,4,8]}})", eight);
   cases.push_back(expect<agla::FormatError>("three offsets", open(p), {p, "tensor 'w'", "[0,4,8]"}));
   // Overlapping and aliased tensors.
-  p = safetensors("alias.safetensors",
-                  R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"I32","shape":[2],"data_offsets":[0,8]}})",
-                  eight);
-  cases.push_back(expect<agla::FormatError>("two tensors on one span", open(p), {p, "tensor 'b'", "overlaps tensor 'a'"}));
+  p = safetensors(
+      "alias.safetensors",
+      R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"I32","shape":[2],"data_offsets":[0,8]}})",
+      eight);
+  cases.push_back(
+      expect<agla::FormatError>("two tensors on one span", open(p), {p, "tensor 'b'", "overlaps tensor 'a'"}));
   p = safetensors("contained.safetensors",
                   std::string(R"({"a":{"dtype":"U8","shape":[16],"data_offsets":[0,16]},)") +
                       R"("b":{"dtype":"U8","shape":[2],"data_offsets":[4,6]}})",
@@ -277,40 +284,47 @@ TEST_F(BadInputTest, SafetensorsFilesAreRefusedWithFileAndTensorNamed) {
   cases.push_back(expect<agla::FormatError>("tensor inside another", open(p), {p, "overlaps"}));
   // Wrong dtypes.
   p = safetensors("f8.safetensors", R"({"w":{"dtype":"F8_E4M3","shape":[8],"data_offsets":[0,8]}})", eight);
-  cases.push_back(expect<agla::FormatError>("float8 dtype", open(p), {p, "tensor 'w'", "unsupported dtype 'F8_E4M3'", "F32"}));
+  cases.push_back(
+      expect<agla::FormatError>("float8 dtype", open(p), {p, "tensor 'w'", "unsupported dtype 'F8_E4M3'", "F32"}));
   p = safetensors("lower_dtype.safetensors", R"({"w":{"dtype":"f32","shape":[2],"data_offsets":[0,8]}})", eight);
   cases.push_back(expect<agla::FormatError>("lower-case dtype", open(p), {p, "unsupported dtype 'f32'"}));
   p = safetensors("int_dtype.safetensors", R"({"w":{"dtype":4,"shape":[2],"data_offsets":[0,8]}})", eight);
-  cases.push_back(expect<agla::FormatError>("dtype not a string", open(p), {p, "tensor 'w'", "dtype must be a string"}));
+  cases.push_back(
+      expect<agla::FormatError>("dtype not a string", open(p), {p, "tensor 'w'", "dtype must be a string"}));
   // Shape and byte count disagree.
   p = safetensors("short_span.safetensors", R"({"w":{"dtype":"F64","shape":[2],"data_offsets":[0,8]}})", eight);
-  cases.push_back(expect<agla::FormatError>("span shorter than the shape", open(p), {p, "tensor 'w'", "span 8 bytes", "needs 16"}));
+  cases.push_back(
+      expect<agla::FormatError>("span shorter than the shape", open(p), {p, "tensor 'w'", "span 8 bytes", "needs 16"}));
   p = safetensors("long_span.safetensors", R"({"w":{"dtype":"U8","shape":[2,2],"data_offsets":[0,8]}})", eight);
   cases.push_back(expect<agla::FormatError>("span longer than the shape", open(p), {p, "needs 4"}));
   p = safetensors("shape_scalar.safetensors", R"({"w":{"dtype":"F32","shape":2,"data_offsets":[0,8]}})", eight);
-  cases.push_back(expect<agla::FormatError>("shape not an array", open(p), {p, "tensor 'w'", "shape must be an array"}));
+  cases.push_back(
+      expect<agla::FormatError>("shape not an array", open(p), {p, "tensor 'w'", "shape must be an array"}));
   p = safetensors("shape_float.safetensors", R"({"w":{"dtype":"F32","shape":[2.5],"data_offsets":[0,8]}})", eight);
   cases.push_back(expect<agla::FormatError>("fractional dimension", open(p), {p, "non-negative integers"}));
   p = safetensors("shape_overflow.safetensors",
-                  R"({"w":{"dtype":"F32","shape":[9223372036854775807,9223372036854775807],"data_offsets":[0,8]}})", eight);
+                  R"({"w":{"dtype":"F32","shape":[9223372036854775807,9223372036854775807],"data_offsets":[0,8]}})",
+                  eight);
   cases.push_back(expect<agla::FormatError>("shape overflowing 64 bits", open(p), {p, "overflows 64-bit byte counts"}));
   p = safetensors("entry_array.safetensors", R"({"w":[1,2,3]})", eight);
-  cases.push_back(expect<agla::FormatError>("entry not an object", open(p), {p, "tensor 'w'", "entry must be an object"}));
+  cases.push_back(
+      expect<agla::FormatError>("entry not an object", open(p), {p, "tensor 'w'", "entry must be an object"}));
   p = safetensors("no_dtype.safetensors", R"({"w":{"shape":[2],"data_offsets":[0,8]}})", eight);
   cases.push_back(expect<agla::FormatError>("no dtype", open(p), {p, "missing \"dtype\""}));
   // Tensor names: duplicates in the header, a name that is not there, a BOOL tensor holding 2.
-  p = safetensors("dup.safetensors",
-                  R"({"w":{"dtype":"U8","shape":[4],"data_offsets":[0,4]},"w":{"dtype":"U8","shape":[4],"data_offsets":[4,8]}})",
-                  eight);
+  p = safetensors(
+      "dup.safetensors",
+      R"({"w":{"dtype":"U8","shape":[4],"data_offsets":[0,4]},"w":{"dtype":"U8","shape":[4],"data_offsets":[4,8]}})",
+      eight);
   cases.push_back(expect<agla::FormatError>("duplicate name", open(p), {p, "tensor 'w' appears twice"}));
   const std::string good = safetensors("good.safetensors", f32x2, eight);
   cases.push_back(expect<agla::InvalidArgument>(
       "absent tensor", [good] { agla::io::SafetensorsFile::open(good).tensor("v"); }, {good, "no tensor named 'v'"}));
   const std::string flag = safetensors("bool.safetensors", R"({"m":{"dtype":"BOOL","shape":[8],"data_offsets":[0,8]}})",
                                        std::string("\x00\x01\x00\x02\x00\x00\x00\x00", 8));
-  cases.push_back(expect<agla::FormatError>(
-      "BOOL byte 2", [flag] { agla::io::SafetensorsFile::open(flag).tensor("m"); },
-      {flag, "BOOL tensor 'm'", "byte value 2 at element 3", "expected 0 or 1"}));
+  cases.push_back(expect<agla::FormatError>("BOOL byte 2",
+                                            [flag] { agla::io::SafetensorsFile::open(flag).tensor("m"); },
+                                            {flag, "BOOL tensor 'm'", "byte value 2 at element 3", "expected 0 or 1"}));
   cases.push_back(expect<agla::FormatError>("a directory", open(::testing::TempDir()), {"not a regular file"}));
   run_matrix(cases);
 }
@@ -328,15 +342,14 @@ TEST_F(BadInputTest, ModelWeightsWithMissingUnexpectedOrMisshapedNamesAreListed)
   std::filesystem::copy_file(kData + "/blip/itm/config.json", empty_dir + "/config.json",
                              std::filesystem::copy_options::overwrite_existing);
   std::vector<BadInput> cases;
-  cases.push_back(expect<agla::FormatError>(
-      "renamed tensor", [renamed] { agla::blip::BlipItm::load(renamed); },
-      {renamed, "missing (1)", "itm_head.weight", "unexpected (1)", "itm_head.weights"}));
-  cases.push_back(expect<agla::FormatError>(
-      "misshaped tensor", [reshaped] { agla::blip::BlipItm::load(reshaped); },
-      {"shape mismatch (1)", "text_proj.weight: checkpoint [16, 31], model [16, 32]"}));
-  cases.push_back(expect<agla::FormatError>(
-      "no weight file", [empty_dir] { agla::blip::BlipItm::load(empty_dir); },
-      {empty_dir, "holds no model.safetensors"}));
+  cases.push_back(
+      expect<agla::FormatError>("renamed tensor", [renamed] { agla::blip::BlipItm::load(renamed); },
+                                {renamed, "missing (1)", "itm_head.weight", "unexpected (1)", "itm_head.weights"}));
+  cases.push_back(
+      expect<agla::FormatError>("misshaped tensor", [reshaped] { agla::blip::BlipItm::load(reshaped); },
+                                {"shape mismatch (1)", "text_proj.weight: checkpoint [16, 31], model [16, 32]"}));
+  cases.push_back(expect<agla::FormatError>("no weight file", [empty_dir] { agla::blip::BlipItm::load(empty_dir); },
+                                            {empty_dir, "holds no model.safetensors"}));
   run_matrix(cases);
 }
 
@@ -349,21 +362,20 @@ TEST_F(BadInputTest, ConfigValuesOutOfRangeAreRefusedNamingTheField) {
     return [edit] { agla::llava::parse_config(llava_config(edit)); };
   };
   std::vector<BadInput> cases;
-  cases.push_back(expect<agla::FormatError>("BLIP zero vocabulary", blip([](nlohmann::json& j) { j["text_config"]["vocab_size"] = 0; }),
-                                            {"itm/config.json", "text_config.vocab_size must be in [1, 16777216]; got 0"}));
+  cases.push_back(expect<agla::FormatError>(
+      "BLIP zero vocabulary", blip([](nlohmann::json& j) { j["text_config"]["vocab_size"] = 0; }),
+      {"itm/config.json", "text_config.vocab_size must be in [1, 16777216]; got 0"}));
   cases.push_back(expect<agla::FormatError>(
       "BLIP negative layers", blip([](nlohmann::json& j) { j["vision_config"]["num_hidden_layers"] = -3; }),
       {"vision_config.num_hidden_layers", "got -3"}));
   cases.push_back(expect<agla::FormatError>(
       "BLIP huge hidden size", blip([](nlohmann::json& j) { j["text_config"]["hidden_size"] = int64_t{1} << 40; }),
       {"text_config.hidden_size must be in [1, 16777216]; got 1099511627776"}));
-  cases.push_back(expect<agla::FormatError>(
-      "BLIP image side near 2^63",
-      blip([](nlohmann::json& j) {
-        j["vision_config"]["image_size"] = std::numeric_limits<int64_t>::max();
-        j["vision_config"]["patch_size"] = 1;
-      }),
-      {"vision_config.image_size must be in"}));
+  cases.push_back(expect<agla::FormatError>("BLIP image side near 2^63", blip([](nlohmann::json& j) {
+                                              j["vision_config"]["image_size"] = std::numeric_limits<int64_t>::max();
+                                              j["vision_config"]["patch_size"] = 1;
+                                            }),
+                                            {"vision_config.image_size must be in"}));
   cases.push_back(expect<agla::FormatError>(
       "BLIP size given as 1e300", blip([](nlohmann::json& j) { j["text_config"]["hidden_size"] = 1e300; }),
       {"itm/config.json: text_config.hidden_size must be an integer in the int64 range; got 1e+300"}));
@@ -371,9 +383,9 @@ TEST_F(BadInputTest, ConfigValuesOutOfRangeAreRefusedNamingTheField) {
       "BLIP size above INT64_MAX",
       blip([](nlohmann::json& j) { j["vision_config"]["patch_size"] = std::numeric_limits<uint64_t>::max(); }),
       {"vision_config.patch_size must be an integer in the int64 range; got 18446744073709551615"}));
-  cases.push_back(expect<agla::FormatError>("BLIP fractional size",
-                                            blip([](nlohmann::json& j) { j["text_config"]["num_hidden_layers"] = 2.5; }),
-                                            {"text_config.num_hidden_layers must be an integer"}));
+  cases.push_back(expect<agla::FormatError>(
+      "BLIP fractional size", blip([](nlohmann::json& j) { j["text_config"]["num_hidden_layers"] = 2.5; }),
+      {"text_config.num_hidden_layers must be an integer"}));
   cases.push_back(expect<agla::FormatError>(
       "BLIP heads not dividing the width", blip([](nlohmann::json& j) { j["text_config"]["num_attention_heads"] = 5; }),
       {"text_config.hidden_size (32) must be divisible by text_config.num_attention_heads (5)"}));
@@ -389,7 +401,8 @@ TEST_F(BadInputTest, ConfigValuesOutOfRangeAreRefusedNamingTheField) {
   cases.push_back(expect<agla::FormatError>("BLIP unsupported activation",
                                             blip([](nlohmann::json& j) { j["text_config"]["hidden_act"] = "relu"; }),
                                             {"hidden_act must be \"gelu\"", "relu"}));
-  cases.push_back(expect<agla::FormatError>("BLIP wrong type", blip([](nlohmann::json& j) { j["text_config"]["vocab_size"] = "128"; }),
+  cases.push_back(expect<agla::FormatError>("BLIP wrong type",
+                                            blip([](nlohmann::json& j) { j["text_config"]["vocab_size"] = "128"; }),
                                             {"text_config.vocab_size must be an integer", "\"128\""}));
   cases.push_back(expect<agla::FormatError>("BLIP sub-config not an object",
                                             blip([](nlohmann::json& j) { j["vision_config"] = 7; }),
@@ -407,29 +420,40 @@ TEST_F(BadInputTest, ConfigValuesOutOfRangeAreRefusedNamingTheField) {
   cases.push_back(expect<agla::FormatError>("LLaVA size given as -1e300",
                                             llava([](nlohmann::json& j) { j["text_config"]["vocab_size"] = -1e300; }),
                                             {"\"vocab_size\" must be an integer in the int64 range; got -1e+300"}));
-  cases.push_back(expect<agla::FormatError>(
-      "LLaVA feature layer out of range", llava([](nlohmann::json& j) { j["vision_feature_layer"] = -7; }),
-      {"vision_feature_layer -7 is outside [-3, 2]"}));
-  cases.push_back(expect<agla::FormatError>(
-      "LLaVA key/value heads not dividing", llava([](nlohmann::json& j) { j["text_config"]["num_key_value_heads"] = 3; }),
-      {"num_attention_heads must be a multiple of num_key_value_heads; got 4 and 3"}));
+  cases.push_back(expect<agla::FormatError>("LLaVA feature layer out of range",
+                                            llava([](nlohmann::json& j) { j["vision_feature_layer"] = -7; }),
+                                            {"vision_feature_layer -7 is outside [-3, 2]"}));
+  cases.push_back(
+      expect<agla::FormatError>("LLaVA key/value heads not dividing",
+                                llava([](nlohmann::json& j) { j["text_config"]["num_key_value_heads"] = 3; }),
+                                {"num_attention_heads must be a multiple of num_key_value_heads; got 4 and 3"}));
   cases.push_back(expect<agla::FormatError>("LLaVA image token outside the vocabulary",
                                             llava([](nlohmann::json& j) { j["image_token_index"] = 96; }),
                                             {"image_token_index 96 is outside the text vocabulary [0, 96)"}));
   cases.push_back(expect<agla::FormatError>("LLaVA negative RMSNorm epsilon",
                                             llava([](nlohmann::json& j) { j["text_config"]["rms_norm_eps"] = -1e-6; }),
                                             {"rms_norm_eps", "must be positive"}));
+  cases.push_back(expect<agla::FormatError>("LLaVA rope scaling", llava([](nlohmann::json& j) {
+                                              j["text_config"]["rope_scaling"] = {{"type", "linear"}};
+                                            }),
+                                            {"rope_scaling is not supported"}));
   cases.push_back(expect<agla::FormatError>(
-      "LLaVA rope scaling", llava([](nlohmann::json& j) { j["text_config"]["rope_scaling"] = {{"type", "linear"}}; }),
-      {"rope_scaling is not supported"}));
-  cases.push_back(expect<agla::FormatError>("LLaVA wrong type",
-                                            llava([](nlohmann::json& j) { j["text_config"]["attention_bias"] = "yes"; }),
-                                            {"\"attention_bias\" has the wrong type (string)"}));
+      "LLaVA wrong type", llava([](nlohmann::json& j) { j["text_config"]["attention_bias"] = "yes"; }),
+      {"\"attention_bias\" has the wrong type (string)"}));
   const std::string not_json = write_bytes("config_not_json.json", "{\"text_config\": {");
+  // Deeply nested values: the messages describe them without recursing into them.
+  const std::string deep = std::string(200000, '[') + std::string(200000, ']');
+  cases.push_back(expect<agla::FormatError>(
+      "LLaVA size given as a deeply nested array",
+      llava([deep](nlohmann::json& j) { j["text_config"]["vocab_size"] = nlohmann::json::parse(deep); }),
+      {"\"vocab_size\" must be an integer in the int64 range; got an array of 1 elements"}));
+  cases.push_back(expect<agla::FormatError>(
+      "LLaVA deeply nested rope scaling",
+      llava([deep](nlohmann::json& j) { j["text_config"]["rope_scaling"] = nlohmann::json::parse(deep); }),
+      {"rope_scaling is not supported (LLaVA-1.5 has none); got an array of 1 elements"}));
   cases.push_back(expect<agla::FormatError>("BLIP config not JSON", [not_json] { BlipConfig::from_file(not_json); },
                                             {not_json, "not valid JSON"}));
-  cases.push_back(expect<agla::FormatError>("LLaVA config not JSON",
-                                            [not_json] { agla::llava::read_config(not_json); },
+  cases.push_back(expect<agla::FormatError>("LLaVA config not JSON", [not_json] { agla::llava::read_config(not_json); },
                                             {not_json, "is not valid JSON"}));
   run_matrix(cases);
 }
@@ -438,29 +462,39 @@ TEST_F(BadInputTest, NonImagesZeroSizedAndHugeImagesAreRefusedBeforeAllocation) 
   const std::string png = read_bytes(kData + "/blip/images/astronaut_32.png");
   std::vector<BadInput> cases;
   auto refused = [](std::string bytes, std::string name) { return [bytes, name] { decode(bytes, name); }; };
-  cases.push_back(expect<agla::FormatError>("text file", refused("a photo of a cat\n", "prompt.txt"),
-                                            {"agla::io::decode_image: prompt.txt: not a readable JPEG, PNG or BMP image"}));
+  cases.push_back(
+      expect<agla::FormatError>("text file", refused("a photo of a cat\n", "prompt.txt"),
+                                {"agla::io::decode_image: prompt.txt: not a readable JPEG, PNG or BMP image"}));
   cases.push_back(expect<agla::FormatError>(
-      "safetensors file", refused(read_bytes(kData + "/blip/itm/model.safetensors").substr(0, 4096), "model.safetensors"),
+      "safetensors file",
+      refused(read_bytes(kData + "/blip/itm/model.safetensors").substr(0, 4096), "model.safetensors"),
       {"model.safetensors: not a readable JPEG, PNG or BMP image"}));
-  cases.push_back(expect<agla::FormatError>("GIF (not compiled in)", refused("GIF89a\x01\x00\x01\x00\x00\x00\x00;", "x.gif"),
+  cases.push_back(expect<agla::FormatError>("GIF (not compiled in)",
+                                            refused("GIF89a\x01\x00\x01\x00\x00\x00\x00;", "x.gif"),
                                             {"x.gif: not a readable JPEG, PNG or BMP image"}));
-  cases.push_back(expect<agla::FormatError>("PNG signature only", refused(png.substr(0, 8), "sig.png"), {"sig.png: not a readable JPEG, PNG or BMP image"}));
-  cases.push_back(expect<agla::FormatError>("PNG cut in its pixel data", refused(png.substr(0, png.size() / 2), "cut.png"),
+  cases.push_back(expect<agla::FormatError>("PNG signature only", refused(png.substr(0, 8), "sig.png"),
+                                            {"sig.png: not a readable JPEG, PNG or BMP image"}));
+  cases.push_back(expect<agla::FormatError>("PNG cut in its pixel data",
+                                            refused(png.substr(0, png.size() / 2), "cut.png"),
                                             {"cut.png: corrupt image data (Corrupt PNG)"}));
   cases.push_back(expect<agla::FormatError>("zero bytes", [] { agla::io::decode_image(nullptr, 0, "empty.png"); },
                                             {"empty.png: empty input"}));
-  cases.push_back(expect<agla::FormatError>("PNG of width 0", refused(png_header_only(0, 16), "w0.png"), {"w0.png: not a readable"}));
-  cases.push_back(expect<agla::FormatError>("BMP of width 0", refused(bmp_header_only(0, 16), "w0.bmp"), {"w0.bmp: zero-sized image (0x16)"}));
-  cases.push_back(expect<agla::FormatError>("JPEG of height 0", refused(jpeg_header_only(16, 0), "h0.jpg"), {"h0.jpg: not a readable"}));
+  cases.push_back(expect<agla::FormatError>("PNG of width 0", refused(png_header_only(0, 16), "w0.png"),
+                                            {"w0.png: not a readable"}));
+  cases.push_back(expect<agla::FormatError>("BMP of width 0", refused(bmp_header_only(0, 16), "w0.bmp"),
+                                            {"w0.bmp: zero-sized image (0x16)"}));
+  cases.push_back(expect<agla::FormatError>("JPEG of height 0", refused(jpeg_header_only(16, 0), "h0.jpg"),
+                                            {"h0.jpg: not a readable"}));
   // Decompression bombs: headers of a few dozen bytes that claim more than 2^28 pixels.
-  cases.push_back(expect<agla::FormatError>("PNG just over 2^28 pixels", refused(png_header_only(16385, 16384), "bomb.png"),
-                                            {"bomb.png: image of 16385x16384 pixels exceeds the limit of 2^28 pixels"}));
+  cases.push_back(
+      expect<agla::FormatError>("PNG just over 2^28 pixels", refused(png_header_only(16385, 16384), "bomb.png"),
+                                {"bomb.png: image of 16385x16384 pixels exceeds the limit of 2^28 pixels"}));
   cases.push_back(expect<agla::FormatError>("JPEG of 20000x15000", refused(jpeg_header_only(20000, 15000), "bomb.jpg"),
                                             {"bomb.jpg: image of 20000x15000 pixels exceeds the limit"}));
   cases.push_back(expect<agla::FormatError>("JPEG of 65500x65500", refused(jpeg_header_only(65500, 65500), "huge.jpg"),
                                             {"huge.jpg: image of 65500x65500 pixels exceeds the limit"}));
-  cases.push_back(expect<agla::FormatError>("top-down BMP of 30000x30000", refused(bmp_header_only(30000, -30000), "bomb.bmp"),
+  cases.push_back(expect<agla::FormatError>("top-down BMP of 30000x30000",
+                                            refused(bmp_header_only(30000, -30000), "bomb.bmp"),
                                             {"bomb.bmp: image of 30000x30000 pixels exceeds the limit"}));
   cases.push_back(expect<agla::FormatError>("BMP of height -2^31", refused(bmp_header_only(1, INT32_MIN), "min.bmp"),
                                             {"min.bmp: image of 1x2147483648 pixels exceeds the limit"}));
@@ -469,7 +503,9 @@ TEST_F(BadInputTest, NonImagesZeroSizedAndHugeImagesAreRefusedBeforeAllocation) 
   const agla::blip::BlipItm& model = fixture_itm();
   cases.push_back(expect<agla::ShapeError>(
       "matcher on a float image",
-      [&model] { agla::ipm::ImagePromptMatcher<agla::blip::BlipItm>(model).match(at::zeros({32, 32, 3}), "a cat"); },
+      [&model] {
+        agla::ipm::ImagePromptMatcher<agla::blip::BlipItm>(model).match(at::zeros({32, 32, 3}), "a cat");
+      },
       {"image must be [H, W, 3] uint8", "Float"}));
   cases.push_back(expect<agla::ShapeError>(
       "matcher on an empty image",
@@ -477,9 +513,12 @@ TEST_F(BadInputTest, NonImagesZeroSizedAndHugeImagesAreRefusedBeforeAllocation) 
         agla::ipm::ImagePromptMatcher<agla::blip::BlipItm>(model).match(at::zeros({0, 32, 3}, at::kByte), "a cat");
       },
       {"image must be [H, W, 3] uint8", "[0, 32, 3]"}));
-  cases.push_back(expect<agla::InvalidArgument>(
-      "resize to 2^40 pixels", [] { agla::io::resize_bicubic(at::zeros({2, 2, 3}, at::kByte), 1 << 20, 1 << 20); },
-      {"at most 2^28 pixels", "1048576x1048576"}));
+  cases.push_back(
+      expect<agla::InvalidArgument>("resize to 2^40 pixels",
+                                    [] {
+                                      agla::io::resize_bicubic(at::zeros({2, 2, 3}, at::kByte), 1 << 20, 1 << 20);
+                                    },
+                                    {"at most 2^28 pixels", "1048576x1048576"}));
   run_matrix(cases);
 }
 
@@ -501,41 +540,43 @@ TEST_F(BadInputTest, PromptsEmptyInvalidUtf8OrOverLongAreRefusedAndEnormousOnesT
   const agla::ipm::ImagePromptMatcher<agla::blip::BlipItm> matcher(model);
   const at::Tensor image = agla::io::read_image(kData + "/blip/images/astronaut_32.png");
   std::vector<BadInput> cases;
-  for (const std::string& empty : {std::string(), std::string("   "), std::string(".!\"()*#:;~"), std::string("\n\n\t")}) {
+  for (const std::string& empty :
+       {std::string(), std::string("   "), std::string(".!\"()*#:;~"), std::string("\n\n\t")}) {
     cases.push_back(expect<agla::InvalidArgument>(
         "empty prompt '" + empty + "'", [&, empty] { matcher.match(image, empty); },
         {"agla::blip::BlipItm::encode_text: prompt 0", "is empty after caption pre-processing"}));
   }
-  cases.push_back(expect<agla::InvalidArgument>(
-      "empty second prompt", [&] { matcher.match(image, std::vector<std::string>{"a cat", "  "}); }, {"prompt 1"}));
+  cases.push_back(expect<agla::InvalidArgument>("empty second prompt",
+                                                [&] {
+                                                  matcher.match(image, std::vector<std::string>{"a cat", "  "});
+                                                },
+                                                {"prompt 1"}));
   cases.push_back(expect<agla::InvalidArgument>("no prompts", [&] { matcher.match(image, std::vector<std::string>{}); },
                                                 {"need at least one prompt"}));
   const std::vector<std::pair<std::string, std::string>> invalid = {
-      {"lone continuation byte", "a \x80 cat"},  {"overlong slash", "a\xc0\xaf"},
-      {"UTF-16 surrogate", "\xed\xa0\x80"},      {"above U+10FFFF", "\xf4\x90\x80\x80"},
-      {"truncated sequence", "cat \xe2\x82"},    {"0xFF byte", "\xff"}};
+      {"lone continuation byte", "a \x80 cat"}, {"overlong slash", "a\xc0\xaf"},
+      {"UTF-16 surrogate", "\xed\xa0\x80"},     {"above U+10FFFF", "\xf4\x90\x80\x80"},
+      {"truncated sequence", "cat \xe2\x82"},   {"0xFF byte", "\xff"}};
   for (const auto& [what, text] : invalid) {
     const std::string t = text;
     cases.push_back(expect<agla::InvalidArgument>("invalid UTF-8: " + what, [&, t] { matcher.match(image, t); },
                                                   {"agla::blip::pre_caption: text is not valid UTF-8", "at byte"}));
   }
   const auto captioner = agla::blip::BlipCaptioner::load(kData + "/blip/caption");
-  cases.push_back(expect<agla::InvalidArgument>(
-      "caption prompt longer than the positions",
-      [&captioner] {
-        agla::blip::BlipCaptioner c = captioner;
-        c.begin(at::zeros({1, 3, 32, 32}));
-        c(at::ones({1, 65}, at::kLong), agla::View::Original);
-      },
-      {"65 positions exceed max_position_embeddings 64"}));
-  cases.push_back(expect<agla::InvalidArgument>(
-      "token id outside the vocabulary",
-      [&captioner] {
-        agla::blip::BlipCaptioner c = captioner;
-        c.begin(at::zeros({1, 3, 32, 32}));
-        c(at::full({1, 2}, 128, at::kLong), agla::View::Original);
-      },
-      {"token ids must be in [0, 128); got ids in [128, 128]"}));
+  cases.push_back(expect<agla::InvalidArgument>("caption prompt longer than the positions",
+                                                [&captioner] {
+                                                  agla::blip::BlipCaptioner c = captioner;
+                                                  c.begin(at::zeros({1, 3, 32, 32}));
+                                                  c(at::ones({1, 65}, at::kLong), agla::View::Original);
+                                                },
+                                                {"65 positions exceed max_position_embeddings 64"}));
+  cases.push_back(expect<agla::InvalidArgument>("token id outside the vocabulary",
+                                                [&captioner] {
+                                                  agla::blip::BlipCaptioner c = captioner;
+                                                  c.begin(at::zeros({1, 3, 32, 32}));
+                                                  c(at::full({1, 2}, 128, at::kLong), agla::View::Original);
+                                                },
+                                                {"token ids must be in [0, 128); got ids in [128, 128]"}));
   run_matrix(cases);
 
   // An enormous prompt is not an error: like the reference (LAVIS pre_caption, max_length=35) it
@@ -557,7 +598,9 @@ TEST_F(BadInputTest, VocabularyMismatchBetweenModelAndTokenizerIsRefused) {
   std::vector<BadInput> cases;
   cases.push_back(expect<agla::FormatError>(
       "captioner with the 30524-id tokenizer",
-      [&captioner] { agla::blip::BlipCaptioner(captioner.module(), agla::blip::WordPieceTokenizer::bert_base_uncased()); },
+      [&captioner] {
+        agla::blip::BlipCaptioner(captioner.module(), agla::blip::WordPieceTokenizer::bert_base_uncased());
+      },
       {"agla::blip::BlipCaptioner", "the tokenizer has 30524 ids but the model's vocabulary has 128"}));
   cases.push_back(expect<agla::FormatError>(
       "ITM with the 30524-id tokenizer",
@@ -567,9 +610,9 @@ TEST_F(BadInputTest, VocabularyMismatchBetweenModelAndTokenizerIsRefused) {
                                                 [&captioner] { captioner.tokenizer().id_to_token(128); },
                                                 {"id_to_token: id must be in [0, 128); got 128"}));
   const std::string vocab = write_bytes("vocab_no_sep.txt", "[PAD]\n[UNK]\n[CLS]\n[MASK]\nhello\n");
-  cases.push_back(expect<agla::FormatError>(
-      "vocabulary without [SEP]", [vocab] { agla::blip::WordPieceTokenizer::from_vocab_file(vocab); },
-      {vocab, "has no [SEP] line"}));
+  cases.push_back(expect<agla::FormatError>("vocabulary without [SEP]",
+                                            [vocab] { agla::blip::WordPieceTokenizer::from_vocab_file(vocab); },
+                                            {vocab, "has no [SEP] line"}));
   run_matrix(cases);
 }
 
@@ -597,23 +640,27 @@ TEST_F(BadInputTest, LogitsWithNanInfOrMismatchedViewsAreRefused) {
                                              {"stream 0 are all -inf; no token can be chosen"}));
   cases.push_back(expect<agla::ShapeError>("views of different vocabularies", logits(good, at::randn({2, 17})),
                                            {"both views must have the same [B, V]", "[2, 16]", "[2, 17]"}));
-  cases.push_back(expect<agla::ShapeError>("functor returning the wrong batch", logits(at::randn({3, 16}), good),
-                                           {"plain (agla::View::Original) forward must return [2, V] logits", "[3, 16]"}));
+  cases.push_back(
+      expect<agla::ShapeError>("functor returning the wrong batch", logits(at::randn({3, 16}), good),
+                               {"plain (agla::View::Original) forward must return [2, V] logits", "[3, 16]"}));
   cases.push_back(expect<agla::ShapeError>("half-precision logits", logits(good.to(at::kHalf), good.to(at::kHalf)),
                                            {"logits must be [B, V] float", "Half"}));
-  cases.push_back(expect<agla::ShapeError>("3-d logits", logits(at::randn({2, 4, 16}), at::randn({2, 4, 16})),
-                                           {"[2, 4, 16]"}));
+  cases.push_back(
+      expect<agla::ShapeError>("3-d logits", logits(at::randn({2, 4, 16}), at::randn({2, 4, 16})), {"[2, 4, 16]"}));
   cases.push_back(expect<agla::ShapeError>(
-      "batched functor with 3 rows for 2 streams",
-      [&] { agla::decode_step(BatchedRows{3}, step, options, generator); },
+      "batched functor with 3 rows for 2 streams", [&] { agla::decode_step(BatchedRows{3}, step, options, generator); },
       {"batched (agla::BothViews) forward must return [4, V] logits for 2 streams; got [3, 8]"}));
-  cases.push_back(expect<agla::ShapeError>(
-      "step tokens of the wrong dtype",
-      [&] { agla::decode_step(FixedLogits{good, good}, step.to(at::kInt), options, generator); },
-      {"step_tokens must be [B, T] int64", "Int"}));
-  cases.push_back(expect<agla::InvalidArgument>(
-      "no generator for sampling", [&] { agla::decode_step(FixedLogits{good, good}, step, options); },
-      {"sampling needs a generator"}));
+  cases.push_back(
+      expect<agla::ShapeError>("step tokens of the wrong dtype",
+                               [&] {
+                                 agla::decode_step(FixedLogits{good, good}, step.to(at::kInt), options, generator);
+                               },
+                               {"step_tokens must be [B, T] int64", "Int"}));
+  cases.push_back(expect<agla::InvalidArgument>("no generator for sampling",
+                                                [&] {
+                                                  agla::decode_step(FixedLogits{good, good}, step, options);
+                                                },
+                                                {"sampling needs a generator"}));
   run_matrix(cases);
 }
 
@@ -650,9 +697,12 @@ TEST_F(BadInputTest, DecodeOptionsOutOfRangeAreRefusedNamingTheOption) {
                                                 {"agla::TopPWarper: top_p must be in (0, 1]"}));
   agla::GenerateOptions limits;
   limits.max_new_tokens = -1;
-  cases.push_back(expect<agla::InvalidArgument>(
-      "negative max_new_tokens",
-      [&] { agla::generate(FixedLogits{logits, logits}, at::ones({1, 1}, at::kLong), agla::DecodeOptions{}, limits, generator); },
-      {"max_new_tokens must be >= 0; got -1"}));
+  cases.push_back(expect<agla::InvalidArgument>("negative max_new_tokens",
+                                                [&] {
+                                                  agla::generate(FixedLogits{logits, logits},
+                                                                 at::ones({1, 1}, at::kLong), agla::DecodeOptions{},
+                                                                 limits, generator);
+                                                },
+                                                {"max_new_tokens must be >= 0; got -1"}));
   run_matrix(cases);
 }

@@ -13,6 +13,7 @@
 #include <type_traits>
 
 #include "agla/error.hpp"
+#include "agla/io/hf_config.hpp"
 
 namespace agla::llava {
 
@@ -85,15 +86,16 @@ T json_or(const nlohmann::json& object, const char* key, T fallback) {
   if constexpr (std::is_same_v<T, int64_t>) {
     // nlohmann converts any number (and a boolean) with a plain cast: a double outside the int64
     // range is undefined behaviour, an unsigned above INT64_MAX wraps. Only exact integers pass.
-    const bool fits = it->is_number_unsigned()
-                          ? it->template get<uint64_t>() <= static_cast<uint64_t>(std::numeric_limits<int64_t>::max())
-                          : it->is_number_integer() ||
-                                (it->is_number_float() && it->template get<double>() >= -0x1p63 &&
-                                 it->template get<double>() < 0x1p63 &&
-                                 it->template get<double>() == std::trunc(it->template get<double>()));
+    const bool fits =
+        it->is_number_unsigned()
+            ? it->template get<uint64_t>() <= static_cast<uint64_t>(std::numeric_limits<int64_t>::max())
+            : it->is_number_integer() || (it->is_number_float() && it->template get<double>() >= -0x1p63 &&
+                                          it->template get<double>() < 0x1p63 &&
+                                          it->template get<double>() == std::trunc(it->template get<double>()));
     if (!fits) {
       throw FormatError(agla::detail::concat("agla::llava::parse_config: key \"", key,
-                                             "\" must be an integer in the int64 range; got ", it->dump()));
+                                             "\" must be an integer in the int64 range; got ",
+                                             io::detail::describe_json(*it)));
     }
     if (it->is_number_float()) return static_cast<int64_t>(it->template get<double>());
   }
@@ -203,7 +205,7 @@ inline LlavaConfig parse_config(const nlohmann::json& json) {
   const auto scaling = t.find("rope_scaling");
   check<FormatError>(scaling == t.end() || scaling->is_null(), fn,
                      "text_config.rope_scaling is not supported (LLaVA-1.5 has none); got ",
-                     scaling == t.end() ? std::string() : scaling->dump());
+                     scaling == t.end() ? std::string() : io::detail::describe_json(*scaling));
   const int64_t tp = json_or<int64_t>(t, "pretraining_tp", 1);
   check<FormatError>(tp >= 1, fn, "text_config.pretraining_tp must be >= 1; got ", tp);
   check<FormatError>(c.image_token_index >= 0 && c.image_token_index < tc.vocab_size, fn, "image_token_index ",
