@@ -191,8 +191,8 @@ TEST_F(ConcurrencyTest, MatchingAndDecodingTogetherEqualSequential) {
   agla::blip::BlipCaptioner reference(shared.module(), shared.tokenizer());
   for (size_t k = 0; k < jobs.size(); ++k) {
     matched.push_back(summarize(matcher.match(images[jobs[k].image], jobs[k].prompt)));
-    decoded.push_back(decode_tokens(reference, pixels(images[jobs[k].image]), pixels(matched.back().augmented),
-                                    100 + k));
+    decoded.push_back(
+        decode_tokens(reference, pixels(images[jobs[k].image]), pixels(matched.back().augmented), 100 + k));
   }
 
   std::vector<int> mismatches(kThreads, 0);
@@ -201,9 +201,8 @@ TEST_F(ConcurrencyTest, MatchingAndDecodingTogetherEqualSequential) {
       for (size_t k = 0; k < jobs.size(); ++k) {
         const size_t job = (k + static_cast<size_t>(t)) % jobs.size();
         const MatchResult m = summarize(matcher.match(images[jobs[job].image], jobs[job].prompt));
-        const std::vector<int64_t> tokens = decode_tokens(captioners[static_cast<size_t>(t)],
-                                                          pixels(images[jobs[job].image]), pixels(m.augmented),
-                                                          100 + job);
+        const std::vector<int64_t> tokens = decode_tokens(
+            captioners[static_cast<size_t>(t)], pixels(images[jobs[job].image]), pixels(m.augmented), 100 + job);
         if (!same(m, matched[job]) || tokens != decoded[job]) ++mismatches[static_cast<size_t>(t)];
       }
     }

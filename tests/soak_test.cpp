@@ -5,7 +5,6 @@
 //
 //   AGLA_SOAK=1 ctest --test-dir build -R SoakTest --output-on-failure
 #include <ATen/CPUGeneratorImpl.h>
-
 #include <unistd.h>
 
 #include <algorithm>
@@ -92,8 +91,8 @@ TEST(SoakTest, MatchingAndDecodingKeepMemoryFlat) {
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - began).count();
   const int64_t end = resident_bytes();
   std::cout << "soak: " << iterations << " iterations (match + generate), " << tokens_generated << " tokens, "
-            << seconds << " s; RSS start " << start / 1024 << " KiB, end " << end / 1024 << " KiB, peak "
-            << peak / 1024 << " KiB, growth " << (end - start) / 1024 << " KiB\n";
+            << seconds << " s; RSS start " << start / 1024 << " KiB, end " << end / 1024 << " KiB, peak " << peak / 1024
+            << " KiB, growth " << (end - start) / 1024 << " KiB\n";
 #ifdef AGLA_SOAK_UNDER_ASAN
   std::cout << "soak: built with AddressSanitizer, whose quarantine holds freed memory; the RSS bound is not "
                "checked (LeakSanitizer reports leaks at exit instead)\n";

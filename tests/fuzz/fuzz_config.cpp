@@ -4,7 +4,6 @@
 // (nlohmann's own parser is not under test).
 #include <cstddef>
 #include <cstdint>
-
 #include <nlohmann/json.hpp>
 
 #include "agla/error.hpp"

@@ -1,14 +1,14 @@
 // Fuzzes agla::io::SafetensorsFile: any byte string written as a file must either open and hand
 // out tensors whose every byte can be read, or throw agla::Error. Bytes are checksummed so a span
 // pointing outside the mapping faults (or is caught by ASan when the file is read into memory).
+#include <unistd.h>
+
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <string>
-
-#include <unistd.h>
 
 #include "agla/error.hpp"
 #include "agla/io/safetensors.hpp"
