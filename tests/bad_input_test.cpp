@@ -519,6 +519,18 @@ TEST_F(BadInputTest, NonImagesZeroSizedAndHugeImagesAreRefusedBeforeAllocation) 
                                       agla::io::resize_bicubic(at::zeros({2, 2, 3}, at::kByte), 1 << 20, 1 << 20);
                                     },
                                     {"at most 2^28 pixels", "1048576x1048576"}));
+  // Output sizes whose product would overflow int64 are refused before it is formed.
+  const int64_t huge = std::numeric_limits<int64_t>::max();
+  const at::Tensor small = at::zeros({2, 2, 3}, at::kByte);
+  cases.push_back(expect<agla::InvalidArgument>("resize to 2^63 x 2^63",
+                                                [small, huge] { agla::io::resize_bicubic(small, huge, huge); },
+                                                {"agla::io::resize_bicubic", "at most 2^28 pixels"}));
+  cases.push_back(expect<agla::InvalidArgument>("crop of 2^63 x 2^63",
+                                                [small, huge] { agla::io::center_crop(small, huge, huge); },
+                                                {"agla::io::center_crop", "at most 2^28 pixels"}));
+  cases.push_back(expect<agla::InvalidArgument>("shortest side 2^63",
+                                                [small, huge] { agla::io::resize_shortest_side(small, huge); },
+                                                {"shortest_edge must be in [1, 2^28]"}));
   run_matrix(cases);
 }
 

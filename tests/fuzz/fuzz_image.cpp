@@ -30,7 +30,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     const int64_t out_w = 1 + static_cast<int64_t>((size / 37) % 41);
     const at::Tensor resized = agla::io::resize_bicubic(image, out_h, out_w);
     if (resized.size(0) != out_h || resized.size(1) != out_w) __builtin_trap();
-    const at::Tensor shortest = agla::io::resize_shortest_side(image, 1 + static_cast<int64_t>(size % 19));
+    // On the small resized image: an elongated input would otherwise ask for a legal but huge output.
+    const at::Tensor shortest = agla::io::resize_shortest_side(resized, 1 + static_cast<int64_t>(size % 19));
     const at::Tensor cropped = agla::io::center_crop(shortest, 1 + static_cast<int64_t>(size % 23), 7);
     const at::Tensor square = agla::io::expand_to_square(resized, {122, 116, 104});
     const at::Tensor pixels = agla::io::normalize_image(square);

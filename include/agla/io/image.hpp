@@ -210,8 +210,8 @@ inline at::Tensor decode_image(const uint8_t* data, size_t size, const std::stri
   const int64_t rows = height < 0 ? -static_cast<int64_t>(height) : height;
   check<FormatError>(width > 0 && rows > 0, where, ": ", name_for_errors, ": zero-sized image (", width, "x", rows,
                      ")");
-  check<FormatError>(static_cast<int64_t>(width) * rows <= kMaxImagePixels, where, ": ", name_for_errors,
-                     ": image of ", width, "x", rows, " pixels exceeds the limit of 2^28 pixels");
+  check<FormatError>(static_cast<int64_t>(width) * rows <= kMaxImagePixels, where, ": ", name_for_errors, ": image of ",
+                     width, "x", rows, " pixels exceeds the limit of 2^28 pixels");
   int w = 0, h = 0, file_channels = 0;
   stbi_uc* pixels = stbi_load_from_memory(data, len, &w, &h, &file_channels, 3);
   if (pixels == nullptr) {
@@ -246,8 +246,11 @@ inline at::Tensor resize_bicubic(const at::Tensor& hwc_uint8, int64_t out_height
   const char* where = "agla::io::resize_bicubic";
   detail::check_hwc_uint8(hwc_uint8, where);
   check<InvalidArgument>(hwc_uint8.device().is_cpu(), where, ": image must be a CPU tensor; got ", hwc_uint8.device());
-  check<InvalidArgument>(out_height > 0 && out_width > 0 && out_height * out_width <= kMaxImagePixels, where,
-                         ": output size must be positive and at most 2^28 pixels; got ", out_height, "x", out_width);
+  // Each side is bounded before the product is formed, so the product cannot overflow.
+  check<InvalidArgument>(out_height > 0 && out_width > 0 && out_height <= kMaxImagePixels &&
+                             out_width <= kMaxImagePixels && out_height * out_width <= kMaxImagePixels,
+                         where, ": output size must be positive and at most 2^28 pixels; got ", out_height, "x",
+                         out_width);
   const at::Tensor in = hwc_uint8.contiguous();
   const int64_t in_h = in.size(0), in_w = in.size(1), c = in.size(2);
   if (in_h == out_height && in_w == out_width) return in.clone();
@@ -307,7 +310,9 @@ inline at::Tensor resize_bicubic(const at::Tensor& hwc_uint8, int64_t out_height
 inline at::Tensor resize_shortest_side(const at::Tensor& hwc_uint8, int64_t shortest_edge) {
   const char* where = "agla::io::resize_shortest_side";
   detail::check_hwc_uint8(hwc_uint8, where);
-  check<InvalidArgument>(shortest_edge > 0, where, ": shortest_edge must be positive; got ", shortest_edge);
+  // The bound keeps shortest_edge * long_side below 2^56.
+  check<InvalidArgument>(shortest_edge > 0 && shortest_edge <= kMaxImagePixels, where,
+                         ": shortest_edge must be in [1, 2^28]; got ", shortest_edge);
   const int64_t h = hwc_uint8.size(0), w = hwc_uint8.size(1);
   const int64_t short_side = std::min(h, w), long_side = std::max(h, w);
   if (short_side == shortest_edge) return hwc_uint8.contiguous().clone();
@@ -322,8 +327,10 @@ inline at::Tensor resize_shortest_side(const at::Tensor& hwc_uint8, int64_t shor
 inline at::Tensor center_crop(const at::Tensor& hwc_uint8, int64_t crop_height, int64_t crop_width) {
   const char* where = "agla::io::center_crop";
   detail::check_hwc_uint8(hwc_uint8, where);
-  check<InvalidArgument>(crop_height > 0 && crop_width > 0 && crop_height * crop_width <= kMaxImagePixels, where,
-                         ": crop size must be positive and at most 2^28 pixels; got ", crop_height, "x", crop_width);
+  check<InvalidArgument>(crop_height > 0 && crop_width > 0 && crop_height <= kMaxImagePixels &&
+                             crop_width <= kMaxImagePixels && crop_height * crop_width <= kMaxImagePixels,
+                         where, ": crop size must be positive and at most 2^28 pixels; got ", crop_height, "x",
+                         crop_width);
   const int64_t h = hwc_uint8.size(0), w = hwc_uint8.size(1);
   auto floor_half = [](int64_t v) { return v >= 0 ? v / 2 : -((-v + 1) / 2); };
   const int64_t top = floor_half(h - crop_height), left = floor_half(w - crop_width);
