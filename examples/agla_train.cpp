@@ -27,9 +27,9 @@ struct Recipe {
   int64_t steps, batch;
   double lr;
 };
-constexpr Recipe kEncoderRecipe{3000, 48, 1e-3};
-constexpr Recipe kItmRecipe{2000, 32, 5e-4};
-constexpr Recipe kLvlmRecipe{2000, 32, 5e-4};
+constexpr Recipe kEncoderRecipe{1300, 32, 1e-3};
+constexpr Recipe kItmRecipe{900, 32, 1e-3};
+constexpr Recipe kLvlmRecipe{1500, 32, 1e-3};
 
 void usage(std::ostream& out) {
   out << "usage: agla_train --stage encoder|itm|lvlm|all --out DIR [options]\n"
@@ -43,7 +43,11 @@ void usage(std::ostream& out) {
          "  --steps N --batch N --lr X --seed N   schedule (defaults: the recipe of the stage; seed 1)\n"
          "  --checkpoint-every N steps between checkpoints (default 200)\n"
          "  --eval N             scenes / questions for the gates (default 400)\n"
-         "  --eval-only          itm/lvlm: only print the gates of the model in --out\n"
+         "  --no-patch-class-loss  encoder: per-patch presence BCE only (no dominant-class cross-entropy)\n"
+         "  --freeze-vision      itm/lvlm: keep the pre-trained vision tower fixed (default: it trains at\n"
+         "                       half the learning rate)\n"
+         "  --eval-only          itm/lvlm: only print the gates of the model in --out; encoder: of the\n"
+         "                       checkpoint in --work\n"
          "  --threads N          intra-op threads (default 1: faster per job at these sizes)\n";
 }
 
@@ -101,7 +105,7 @@ int main(int argc, char** argv) {
     double lr = -1;
     std::uint64_t seed = 1;
     int threads = 1;
-    bool eval_only = false;
+    bool eval_only = false, patch_class_loss = true, freeze_vision = false;
     for (int i = 1; i < argc; ++i) {
       const std::string arg = argv[i];
       auto value = [&]() -> const char* {
@@ -133,6 +137,10 @@ int main(int argc, char** argv) {
         every = parse_int(arg, value());
       } else if (arg == "--eval") {
         eval_n = parse_int(arg, value());
+      } else if (arg == "--freeze-vision") {
+        freeze_vision = true;
+      } else if (arg == "--no-patch-class-loss") {
+        patch_class_loss = false;
       } else if (arg == "--eval-only") {
         eval_only = true;
       } else if (arg == "--threads") {
@@ -163,6 +171,8 @@ int main(int argc, char** argv) {
       o.work = work_dir;
       o.checkpoint_every = every;
       o.init = init;
+      o.patch_class_loss = patch_class_loss;
+      o.freeze_vision = freeze_vision;
       return o;
     };
     const auto t0 = std::chrono::steady_clock::now();
@@ -203,7 +213,14 @@ int main(int argc, char** argv) {
       eval_lvlm(dir);
     };
 
-    if (stage == "encoder") {
+    if (stage == "encoder" && eval_only) {
+      // The encoder of the latest checkpoint in --work (a run still in progress can be inspected).
+      tr::EncoderNet net(tr::model_config());
+      torch::serialize::InputArchive archive;
+      archive.load_from(work + "/checkpoint.model");
+      net->load(archive);
+      print_encoder(tr::evaluate_encoder(net, seed, static_cast<int>(eval_n)), static_cast<int>(eval_n));
+    } else if (stage == "encoder") {
       run_encoder(work, out + "/encoder.safetensors");
     } else if (stage == "itm") {
       if (!eval_only) run_itm(work, out, "");

@@ -356,9 +356,10 @@ class EncoderNetImpl : public torch::nn::Module {
     vision_model = register_module("vision_model", blip::BlipVisionModel(c.vision));
     presence_head = register_module("presence_head", torch::nn::Linear(c.vision.hidden_size, sw::kNumShapes));
     patch_head = register_module("patch_head", torch::nn::Linear(c.vision.hidden_size, sw::kNumShapes));
+    dominant_head = register_module("dominant_head", torch::nn::Linear(c.vision.hidden_size, sw::kNumShapes + 1));
   }
   blip::BlipVisionModel vision_model{nullptr};
-  torch::nn::Linear presence_head{nullptr}, patch_head{nullptr};
+  torch::nn::Linear presence_head{nullptr}, patch_head{nullptr}, dominant_head{nullptr};
 };
 TORCH_MODULE(EncoderNet);
 
@@ -394,6 +395,8 @@ struct StageOptions {
   std::string init;               ///< encoder checkpoint (`encoder.safetensors`) to start the vision tower from
   bool quiet = false;             ///< no progress lines
   int64_t stop_at = -1;           ///< stop (as if interrupted) after this step; -1 = run to `steps`
+  bool patch_class_loss = true;   ///< encoder: add the 9-way "dominant class of each patch" cross-entropy
+  bool freeze_vision = false;     ///< itm/lvlm: keep the pre-trained vision tower fixed (else it trains at half rate)
 };
 
 /// Learning rate at `step` (0-based): linear warm-up to `lr`, then cosine decay to `0.1 * lr`.
@@ -529,15 +532,46 @@ inline at::Tensor presence_targets(const std::vector<sw::Scene>& scenes) {
   return at::stack(rows);
 }
 
-/// Encoder losses of one batch: BCE of the CLS presence head and of the per-patch head.
-inline std::map<std::string, at::Tensor> encoder_losses(EncoderNet& net, const std::vector<sw::Scene>& scenes) {
+/// The class covering most of each patch (at least `kPatchMinPixels` pixels), or `kNumShapes` for
+/// background: `[B, g*g]` int64.
+inline at::Tensor dominant_targets(const std::vector<sw::Scene>& scenes, int grid) {
+  std::vector<int64_t> out;
+  for (const sw::Scene& s : scenes) {
+    const std::vector<int> counts = sw::patch_class_pixels(s, grid);
+    for (int p = 0; p < grid * grid; ++p) {
+      int best = sw::kNumShapes, most = kPatchMinPixels - 1;
+      for (int c = 0; c < sw::kNumShapes; ++c) {
+        const int n = counts[static_cast<size_t>(p * sw::kNumShapes + c)];
+        if (n > most) {
+          most = n;
+          best = c;
+        }
+      }
+      out.push_back(best);
+    }
+  }
+  return at::tensor(out, at::kLong).view({static_cast<int64_t>(scenes.size()), grid * grid});
+}
+
+/// Encoder losses of one batch: BCE of the CLS presence head and of the per-patch presence head, and
+/// (with `patch_class_loss`) a 9-way cross-entropy of each patch's dominant class (rare positives give
+/// the per-patch BCE weak gradients; the softmax makes every object patch a class decision).
+inline std::map<std::string, at::Tensor> encoder_losses(EncoderNet& net, const std::vector<sw::Scene>& scenes,
+                                                        bool patch_class_loss = true) {
   const int grid = static_cast<int>(net->vision_model->config().image_size / net->vision_model->config().patch_size);
   const at::Tensor h = net->vision_model->forward(pixels(scenes));
   const at::Tensor cls = net->presence_head->forward(h.select(1, 0));
   const at::Tensor patch = net->patch_head->forward(h.narrow(1, 1, h.size(1) - 1));
   const at::Tensor l_cls = torch::binary_cross_entropy_with_logits(cls, presence_targets(scenes));
   const at::Tensor l_patch = torch::binary_cross_entropy_with_logits(patch, patch_targets(scenes, grid));
-  return {{"loss", l_cls + l_patch}, {"cls", l_cls.detach()}, {"patch", l_patch.detach()}};
+  if (!patch_class_loss) return {{"loss", l_cls + l_patch}, {"cls", l_cls.detach()}, {"patch", l_patch.detach()}};
+  const at::Tensor dominant = net->dominant_head->forward(h.narrow(1, 1, h.size(1) - 1));
+  const at::Tensor l_dom = torch::nn::functional::cross_entropy(dominant.reshape({-1, sw::kNumShapes + 1}),
+                                                                dominant_targets(scenes, grid).reshape({-1}));
+  return {{"loss", l_cls + l_patch + l_dom},
+          {"cls", l_cls.detach()},
+          {"patch", l_patch.detach()},
+          {"dominant", l_dom.detach()}};
 }
 
 /// Encoder quality on `n` unbiased scenes of the evaluation stream: per-class multi-label accuracy of
@@ -865,6 +899,11 @@ inline std::unique_ptr<torch::optim::AdamW> make_optimizer(torch::nn::Module& ne
   return std::make_unique<torch::optim::AdamW>(groups, torch::optim::AdamWOptions(lr).weight_decay(0.05));
 }
 
+/// Stops gradients into the parameters of `module` whose name starts with `prefix`.
+inline void freeze_prefix(torch::nn::Module& module, const std::string& prefix) {
+  for (at::Tensor& p : params_with_prefix(module, prefix, false)) p.set_requires_grad(false);
+}
+
 /// Seeds libtorch's default generator before building a model, so initial weights follow the run seed.
 inline void seed_init(std::uint64_t seed, std::uint64_t salt) {
   torch::manual_seed(static_cast<uint64_t>(stream(seed, salt) >> 1));
@@ -877,7 +916,7 @@ inline EncoderNet train_encoder(const StageOptions& o, std::vector<double>* loss
   auto opt = make_optimizer(*net, "vision_model.embeddings.patch_embedding", o.lr);
   const std::uint64_t data = stream(o.seed, 0xA1);
   const std::vector<double> l = run_loop(o, *net, *opt, {1.0, 1.0}, [&](int64_t step) {
-    return encoder_losses(net, scenes_for_step(data, step, o.batch, sw::Distribution::Unbiased));
+    return encoder_losses(net, scenes_for_step(data, step, o.batch, sw::Distribution::Unbiased), o.patch_class_loss);
   });
   if (losses) *losses = l;
   return net;
@@ -896,6 +935,7 @@ inline ItmNet train_itm(const StageOptions& o, std::vector<double>* losses = nul
   seed_init(o.seed, 0xB);
   ItmNet net(model_config());
   init_vision(*net, "model.vision_model.", o.init);
+  if (o.freeze_vision) freeze_prefix(*net, "model.vision_model.");
   auto opt = make_optimizer(*net, "model.vision_model.", o.lr);
   const blip::WordPieceTokenizer tok = tokenizer();
   const std::uint64_t data = stream(o.seed, 0xB1), texts = stream(o.seed, 0xB2);
@@ -913,6 +953,7 @@ inline blip::BlipCaptionModel train_lvlm(const StageOptions& o, std::vector<doub
   seed_init(o.seed, 0xC);
   blip::BlipCaptionModel model(model_config());
   init_vision(*model, "vision_model.", o.init);
+  if (o.freeze_vision) freeze_prefix(*model, "vision_model.");
   auto opt = make_optimizer(*model, "vision_model.", o.lr);
   const blip::WordPieceTokenizer tok = tokenizer();
   const std::uint64_t data = stream(o.seed, 0xC1), texts = stream(o.seed, 0xC2);
