@@ -3,7 +3,8 @@
 //
 //   agla_train --stage all --out examples/data/models --work /tmp/agla-train
 //       reproduces shapesworld-itm/, shapesworld-lvlm/ and shapesworld-lvlm-control/ with the
-//       recipe below (encoder, then ITM, biased LVLM and control LVLM from it).
+//       recipe below: encoder; biased LVLM from it; ITM from the biased LVLM's vision tower;
+//       control LVLM from the encoder.
 //   agla_train --stage encoder|itm|lvlm [--bias biased|control] [--steps N] [--batch N] [--seed N]
 //       [--lr X] [--init ENCODER.safetensors] --out DIR [--work DIR]
 //       one stage; --work keeps checkpoints (model, optimiser, step) and a restarted run resumes.
@@ -28,18 +29,19 @@ struct Recipe {
   double lr;
 };
 constexpr Recipe kEncoderRecipe{1300, 32, 1e-3};
-constexpr Recipe kItmRecipe{900, 32, 1e-3};
+constexpr Recipe kItmRecipe{1200, 32, 1e-3};
 constexpr Recipe kLvlmRecipe{1500, 32, 1e-3};
 
 void usage(std::ostream& out) {
   out << "usage: agla_train --stage encoder|itm|lvlm|all --out DIR [options]\n"
          "  --stage S            encoder (dense vision pre-training), itm (ITM+ITC), lvlm (captions + yes/no\n"
-         "                       answers), all (the shipped recipe: encoder, itm, lvlm biased, lvlm control)\n"
+         "                       answers), all (the shipped recipe: encoder, lvlm biased, itm, lvlm control)\n"
          "  --out DIR            encoder: writes DIR/encoder.safetensors; itm/lvlm: a Hugging Face model dir;\n"
          "                       all: DIR/shapesworld-itm, DIR/shapesworld-lvlm, DIR/shapesworld-lvlm-control\n"
          "  --work DIR           checkpoints (every --checkpoint-every steps); a restarted run resumes there\n"
          "  --bias B             biased (default) or control training scenes (itm, lvlm)\n"
-         "  --init FILE          encoder.safetensors to start the vision tower from (itm, lvlm)\n"
+         "  --init FILE          safetensors with vision_model.* tensors (encoder.safetensors or a model dir's\n"
+         "                       model.safetensors) to start the vision tower from (itm, lvlm)\n"
          "  --steps N --batch N --lr X --seed N   schedule (defaults: the recipe of the stage; seed 1)\n"
          "  --checkpoint-every N steps between checkpoints (default 200)\n"
          "  --eval N             scenes / questions for the gates (default 400)\n"
@@ -232,8 +234,10 @@ int main(int argc, char** argv) {
       agla::check<agla::InvalidArgument>(!work.empty(), "agla_train: --stage all needs --work DIR");
       const std::string encoder = work + "/encoder/encoder.safetensors";
       if (!std::filesystem::exists(encoder)) run_encoder(work + "/encoder", encoder);
-      run_itm(work + "/itm", out + "/shapesworld-itm", encoder);
       run_lvlm(work + "/lvlm", out + "/shapesworld-lvlm", encoder, sw::Distribution::Biased);
+      // The ITM starts from the biased LVLM's vision tower: captioning went on training perception
+      // (every caption lists all objects), which the matcher needs more than anything else.
+      run_itm(work + "/itm", out + "/shapesworld-itm", out + "/shapesworld-lvlm/model.safetensors");
       run_lvlm(work + "/lvlm-control", out + "/shapesworld-lvlm-control", encoder, sw::Distribution::Control);
     }
     std::printf("total %.0f s\n", seconds_since(t0));
