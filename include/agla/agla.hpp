@@ -1,9 +1,11 @@
 #pragma once
 /// \file
 /// Umbrella header: the whole public API of agla, layer by layer in data-flow order
-/// (io -> models -> ipm -> decode; see DESIGN in the README).
+/// (io -> models -> ipm -> decode; see "The method" in README.md), plus the ShapesWorld
+/// benchmark and POPE/CHAIR scoring.
 
 #include "agla/error.hpp"
+#include "agla/runtime.hpp"
 #include "agla/io.hpp"
 #include "agla/models/blip.hpp"
 #include "agla/models/llava.hpp"
