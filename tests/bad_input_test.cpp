@@ -4,6 +4,7 @@
 // type. Each matrix runs twice; the second run must leave no file descriptor open and no mapping
 // of a refused file behind (heap leaks are LeakSanitizer's job in the sanitizer build).
 #include <ATen/CPUGeneratorImpl.h>
+#include <unistd.h>
 
 #include <cmath>
 #include <cstdint>
@@ -67,7 +68,8 @@ Resources resources(const std::string& prefix) {
   return r;
 }
 
-std::string temp_prefix() { return ::testing::TempDir() + "agla_bad_input_"; }
+// Per process: ctest runs the cases of this file as parallel processes, each cleaning up its own.
+std::string temp_prefix() { return ::testing::TempDir() + "agla_bad_input_" + std::to_string(getpid()) + "_"; }
 std::string temp_path(const std::string& name) { return temp_prefix() + name; }
 
 std::string write_bytes(const std::string& name, const std::string& bytes) {
