@@ -15,6 +15,7 @@
 #              (default examples/data/models)
 #   JOBS       runs in parallel (default 1; one thread each)
 #   SPLITS     splits to run (default "random popular adversarial contrast captions")
+#   METHODS    methods to run (default: all nine rows; vcd-2 is VCD with alpha 2 / beta 0.5)
 #   VARIANTS   models to run (default "biased control"); results of separate runs can be merged with
 #              cat A/results.jsonl B/results.jsonl > all.jsonl && agla_pope --summarize all.jsonl
 set -euo pipefail
@@ -31,6 +32,7 @@ models="${MODELS:-$here/data/models}"
 jobs="${JOBS:-1}"
 splits="${SPLITS:-random popular adversarial contrast captions}"
 variants="${VARIANTS:-biased control}"
+methods="${METHODS:-regular greedy sharpened cutoff-only vcd vcd-2 agla agla-random-mask agla-released}"
 
 for program in "$pope" "$world"; do
   [[ -x "$program" ]] || { echo "error: $program not found; build it first (cmake --build $build --target $(basename "$program"))" >&2; exit 1; }
@@ -58,7 +60,7 @@ for variant in $variants; do
     echo "warning: no $variant model in $dir; its rows are skipped" >&2
     continue
   fi
-  for method in regular greedy sharpened cutoff-only vcd vcd-2 agla agla-random-mask agla-released; do
+  for method in $methods; do
     for seed in $seeds; do
       for split in $splits; do
         echo "$dir shapesworld-lvlm-$variant $method $seed $split" >> "$plan"
