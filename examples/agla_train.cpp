@@ -92,6 +92,8 @@ void print_lvlm(const tr::LvlmReport& r) {
               "adversarial accuracy %.4f; contrast false positives partner present %.3f vs absent %.3f (%d questions)\n",
               r.random_accuracy, r.random_n, r.random_accuracy >= 0.8 ? "PASS" : "FAIL", r.random_yes_ratio,
               r.adversarial_accuracy, r.contrast_fp_partner, r.contrast_fp_alone, r.contrast_n);
+  std::printf("LVLM captions (greedy, %d images): CHAIR_i %.3f, CHAIR_s %.3f, class recall %.3f; e.g. %s\n",
+              r.captions_n, r.caption_chair_i, r.caption_chair_s, r.caption_recall, r.caption_example.c_str());
 }
 
 double seconds_since(std::chrono::steady_clock::time_point t) {

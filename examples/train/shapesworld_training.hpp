@@ -821,7 +821,26 @@ struct LvlmReport {
   double random_accuracy = 0, random_yes_ratio = 0, adversarial_accuracy = 0;
   double contrast_fp_partner = 0, contrast_fp_alone = 0;
   int random_n = 0, contrast_n = 0;
+  double caption_chair_i = 0;  ///< greedy captions: mentioned classes that are absent / all mentions
+  double caption_chair_s = 0;  ///< captions with at least one absent class mentioned / captions
+  double caption_recall = 0;   ///< present classes mentioned / present classes
+  int captions_n = 0;
+  std::string caption_example;  ///< the first caption, with its ground truth
 };
+
+/// Greedy caption (no prompt: `[DEC]` only) of one scene, at most `max_tokens` tokens.
+inline std::string greedy_caption(blip::BlipCaptioner& cap, const sw::Scene& scene, int max_tokens = 40) {
+  cap.begin(pixels({scene}));
+  at::Tensor step = cap.prompt_ids("");
+  std::vector<int64_t> ids;
+  for (int t = 0; t < max_tokens; ++t) {
+    const int64_t next = cap(step, View::Original).argmax(1).item<int64_t>();
+    if (next == cap.stop_id()) break;
+    ids.push_back(next);
+    step = at::full({1, 1}, next, at::kLong);
+  }
+  return cap.decode(ids);
+}
 
 /// Greedy first answer token (argmax over the whole vocabulary) for `prompt` on each image; returns
 /// the decoded words.
@@ -841,7 +860,7 @@ inline LvlmReport evaluate_lvlm(blip::BlipCaptioner& cap, std::uint64_t seed, in
   eo.world = world();
   eo.seed = seed;
   eo.questions_per_split = questions;
-  eo.captions = 2;
+  eo.captions = std::max(2, questions / 5);
   const sw::EvalSet set = sw::build_eval_set(eo);
   std::map<std::string, const sw::Layout*> layouts;
   for (const auto& im : set.images) layouts[im.file] = &im.layout;
@@ -882,6 +901,30 @@ inline LvlmReport evaluate_lvlm(blip::BlipCaptioner& cap, std::uint64_t seed, in
   r.contrast_fp_partner = static_cast<double>(fp_p) / std::max(1, n_p);
   r.contrast_fp_alone = static_cast<double>(fp_a) / std::max(1, n_a);
   r.contrast_n = static_cast<int>(set.contrast.size());
+  int mentions = 0, hallucinated = 0, bad_captions = 0, present_total = 0, recalled = 0;
+  for (const sw::EvalCaption& c : set.captions) {
+    const std::string text = greedy_caption(cap, sw::render(*layouts.at(c.image)));
+    if (r.caption_example.empty()) r.caption_example = "'" + text + "' (truth: '" + c.caption + "')";
+    std::vector<bool> said(sw::kNumShapes, false), truth(sw::kNumShapes, false);
+    for (const std::string& word : cap.tokenizer().tokenize(text))
+      for (int k = 0; k < sw::kNumShapes; ++k)
+        if (word == sw::kShapeNames[static_cast<size_t>(k)]) said[static_cast<size_t>(k)] = true;
+    for (int k : c.objects) truth[static_cast<size_t>(k)] = true;
+    bool bad = false;
+    for (int k = 0; k < sw::kNumShapes; ++k) {
+      const size_t u = static_cast<size_t>(k);
+      mentions += said[u];
+      hallucinated += said[u] && !truth[u];
+      bad = bad || (said[u] && !truth[u]);
+      present_total += truth[u];
+      recalled += said[u] && truth[u];
+    }
+    bad_captions += bad;
+  }
+  r.captions_n = static_cast<int>(set.captions.size());
+  r.caption_chair_i = static_cast<double>(hallucinated) / std::max(1, mentions);
+  r.caption_chair_s = static_cast<double>(bad_captions) / std::max(1, r.captions_n);
+  r.caption_recall = static_cast<double>(recalled) / std::max(1, present_total);
   return r;
 }
 
