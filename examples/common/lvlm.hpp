@@ -7,11 +7,9 @@
 /// way, builds prompts (its tokenizer and template) and runs `agla::generate` with its own functor,
 /// so the functor's batched two-view form is found at compile time.
 ///
-/// The LLaVA tokenizer (`agla/models/llava/tokenizer.hpp`) needs `sentencepiece` linked; it is used
-/// when the build defines `AGLA_WITH_SENTENCEPIECE`. Without it a LLaVA checkpoint is driven by
-/// token ids (`--prompt-ids`) and answers are reported as ids. The default build leaves it off:
-/// Debian's libsentencepiece 0.1.97 exports its own bundled protobuf-lite, and a program that also
-/// loads libtorch 1.13.1's libprotobuf crashes in protobuf's static initialisation before `main`.
+/// A LLaVA checkpoint's `tokenizer.model` is read by agla's own SentencePiece reader
+/// (`agla/models/llava/tokenizer.hpp`, no libsentencepiece); a checkpoint without one is driven by
+/// token ids (`--prompt-ids`) and its answers are reported as ids.
 
 #include <ATen/ATen.h>
 
@@ -31,9 +29,7 @@
 #include "agla/io/image.hpp"
 #include "agla/models/blip.hpp"
 #include "agla/models/llava.hpp"
-#if defined(AGLA_WITH_SENTENCEPIECE)
 #include "agla/models/llava/tokenizer.hpp"
-#endif
 
 namespace agla::examples {
 
@@ -225,14 +221,11 @@ class BlipLvlm final : public Lvlm {
 /// A LLaVA-1.5 checkpoint as an `Lvlm`.
 class LlavaLvlmAdapter final : public Lvlm {
  public:
-  /// Loads `dir` on the CPU in float32 (memory-mapped), with `tokenizer.model` when present and
-  /// the build links SentencePiece.
+  /// Loads `dir` on the CPU in float32 (memory-mapped), with `tokenizer.model` when present.
   LlavaLvlmAdapter(const std::string& dir, PromptOptions prompts)
       : model_(llava::load_model(dir)), lvlm_(model_), prompts_(std::move(prompts)) {
-#if defined(AGLA_WITH_SENTENCEPIECE)
     const std::string path = (std::filesystem::path(dir) / "tokenizer.model").string();
     if (std::filesystem::is_regular_file(path)) tokenizer_ = std::make_shared<llava::SentencePieceTokenizer>(path);
-#endif
   }
 
   ModelKind kind() const override { return ModelKind::Llava; }
@@ -243,18 +236,12 @@ class LlavaLvlmAdapter final : public Lvlm {
         .unsqueeze(0);
   }
   bool has_tokenizer() const override {
-#if defined(AGLA_WITH_SENTENCEPIECE)
     return tokenizer_ != nullptr;
-#else
-    return false;
-#endif
   }
   std::vector<int64_t> caption_prompt(const std::string& prompt) const override { return encode(prompt, false); }
   std::vector<int64_t> question_prompt(const std::string& question) const override { return encode(question, true); }
   std::string decode(const std::vector<int64_t>& ids) const override {
-#if defined(AGLA_WITH_SENTENCEPIECE)
     if (tokenizer_) return tokenizer_->decode(ids);
-#endif
     std::vector<int64_t> kept;
     for (int64_t id : ids)
       if (id != model_->config().text.eos_token_id) kept.push_back(id);
@@ -281,21 +268,13 @@ class LlavaLvlmAdapter final : public Lvlm {
 
  private:
   std::vector<int64_t> encode(const std::string& text, bool pope) const {
-#if defined(AGLA_WITH_SENTENCEPIECE)
     if (tokenizer_) {
       const auto conversation = prompts_.llava_hf_template ? llava::llava_hf_template() : llava::llava_v1_template();
       return tokenizer_->encode_prompt(llava::build_prompt(text, conversation, pope),
                                        model_->config().image_token_index);
     }
-#endif
-    (void)pope;
     throw InvalidArgument(detail::concat("agla::examples::LlavaLvlmAdapter: cannot tokenise '", text, "': ",
-#if defined(AGLA_WITH_SENTENCEPIECE)
                                          "the checkpoint has no tokenizer.model",
-#else
-                                         "this build has no SentencePiece tokenizer (build with "
-                                         "AGLA_WITH_SENTENCEPIECE and link sentencepiece)",
-#endif
                                          "; pass the prompt as token ids (--prompt-ids, with one image token ",
                                          model_->config().image_token_index, ")"));
   }
@@ -303,9 +282,7 @@ class LlavaLvlmAdapter final : public Lvlm {
   llava::LlavaModel model_;
   llava::LlavaLvlm lvlm_;
   PromptOptions prompts_;
-#if defined(AGLA_WITH_SENTENCEPIECE)
   std::shared_ptr<llava::SentencePieceTokenizer> tokenizer_;
-#endif
 };
 
 /// Loads the LVLM in `dir` (kind from its config.json); throws `agla::FormatError` when `dir`
