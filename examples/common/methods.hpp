@@ -19,6 +19,7 @@
 #include "agla/error.hpp"
 #include "agla/ipm.hpp"
 #include "agla/models/blip.hpp"
+#include "cli.hpp"
 #include "lvlm.hpp"
 
 namespace agla::examples {
@@ -121,6 +122,28 @@ struct SamplingSettings {
   double top_p = 1.0;           ///< the reference runs: 1 (off)
   bool greedy = false;          ///< argmax for every method (greedy decoding of each fusion)
 };
+
+/// Consumes `arg` when it is one of the sampling options both programs share (`--alpha`, `--beta`,
+/// `--temperature`, `--top-k`, `--top-p`, `--greedy`) and stores its value; false otherwise.
+inline bool parse_sampling_option(const std::string& program, const std::string& arg, ArgCursor& cursor,
+                                  SamplingSettings& sampling) {
+  if (arg == "--alpha") {
+    sampling.alpha = parse_number(program, arg, cursor.value(arg));
+  } else if (arg == "--beta") {
+    sampling.beta = parse_number(program, arg, cursor.value(arg));
+  } else if (arg == "--temperature") {
+    sampling.temperature = parse_number(program, arg, cursor.value(arg));
+  } else if (arg == "--top-k") {
+    sampling.top_k = parse_integer(program, arg, cursor.value(arg), 0);
+  } else if (arg == "--top-p") {
+    sampling.top_p = parse_number(program, arg, cursor.value(arg));
+  } else if (arg == "--greedy") {
+    sampling.greedy = true;
+  } else {
+    return false;
+  }
+  return true;
+}
 
 /// VCD's own defaults (DAMO-NLP-SG/VCD `eval/object_hallucination_vqa_llava.py`: cd_alpha 1, cd_beta 0.1).
 inline constexpr double kVcdAlpha = 1.0, kVcdBeta = 0.1;

@@ -132,18 +132,7 @@ inline PopeOptions parse_pope_options(const std::vector<std::string>& args) {
       o.answers = cursor.value(arg);
     } else if (arg == "--model-id") {
       o.model_id = cursor.value(arg);
-    } else if (arg == "--alpha") {
-      o.sampling.alpha = parse_number(program, arg, cursor.value(arg));
-    } else if (arg == "--beta") {
-      o.sampling.beta = parse_number(program, arg, cursor.value(arg));
-    } else if (arg == "--temperature") {
-      o.sampling.temperature = parse_number(program, arg, cursor.value(arg));
-    } else if (arg == "--top-k") {
-      o.sampling.top_k = parse_integer(program, arg, cursor.value(arg), 0);
-    } else if (arg == "--top-p") {
-      o.sampling.top_p = parse_number(program, arg, cursor.value(arg));
-    } else if (arg == "--greedy") {
-      o.sampling.greedy = true;
+    } else if (parse_sampling_option(program, arg, cursor, o.sampling)) {
     } else if (arg == "--seed") {
       o.seed = static_cast<uint64_t>(parse_integer(program, arg, cursor.value(arg), 0));
     } else if (arg == "--noise-step") {
