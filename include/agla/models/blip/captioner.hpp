@@ -57,18 +57,15 @@ class BlipCaptioner {
   /// checkpoint lacks it (the original BLIP ties them). Throws `agla::FormatError` listing
   /// missing/unexpected names.
   static BlipCaptioner load(const std::string& dir, at::Device device = at::kCPU, at::ScalarType dtype = at::kFloat) {
-    detail::check_model_placement("agla::blip::BlipCaptioner::load", device, dtype);
-    const BlipConfig config = BlipConfig::from_file(dir + "/config.json");
-    BlipCaptionModel model(config);
     io::LoadHooks hooks;
-    hooks.ignorable = detail::blip_ignorable_key;
     hooks.key_for = [](const std::string& name, const io::StateDict& dict) {
       const std::string decoder = "text_decoder.cls.predictions.decoder.weight";
       if (name == decoder && dict.count(decoder) == 0)
         return std::string("text_decoder.bert.embeddings.word_embeddings.weight");
       return name;
     };
-    io::load_module_state(*model, io::load_checkpoint(dir), dir, hooks);
+    BlipCaptionModel model =
+        detail::load_blip_module<BlipCaptionModel>("agla::blip::BlipCaptioner::load", dir, device, dtype, hooks);
     return BlipCaptioner(model, detail::tokenizer_for(dir), device, dtype);
   }
 
@@ -79,11 +76,7 @@ class BlipCaptioner {
         tokenizer_(std::make_shared<WordPieceTokenizer>(std::move(tokenizer))),
         device_(device),
         dtype_(dtype) {
-    detail::check_model_placement("agla::blip::BlipCaptioner", device, dtype);
-    detail::check_tokenizer("agla::blip::BlipCaptioner", *tokenizer_, model_->config());
-    model_->to(device, dtype);
-    model_->eval();
-    detail::freeze(*model_);
+    detail::prepare_for_inference("agla::blip::BlipCaptioner", model_, *tokenizer_, device, dtype);
   }
 
   /// Normalised pixels `[B, 3, S, S]` -> image tokens `[B, N, D]` (model dtype/device, no autograd).

@@ -95,6 +95,30 @@ inline WordPieceTokenizer tokenizer_for(const std::string& dir) {
   return WordPieceTokenizer::bert_base_uncased();
 }
 
+/// Builds a `Module` holder from `dir/config.json` and fills it strictly from the directory's
+/// checkpoint (BLIP's ignorable keys added to `hooks`); `fn` names the caller in errors.
+template <typename Module>
+Module load_blip_module(const char* fn, const std::string& dir, at::Device device, at::ScalarType dtype,
+                        io::LoadHooks hooks = {}) {
+  check_model_placement(fn, device, dtype);
+  Module model(BlipConfig::from_file(dir + "/config.json"));
+  hooks.ignorable = blip_ignorable_key;
+  io::load_module_state(*model, io::load_checkpoint(dir), dir, hooks);
+  return model;
+}
+
+/// Readies a wrapped module for inference: checks placement and tokenizer, moves it to
+/// `device`/`dtype`, sets eval mode and freezes its parameters.
+template <typename Module>
+void prepare_for_inference(const char* fn, Module& model, const WordPieceTokenizer& tokenizer, at::Device device,
+                           at::ScalarType dtype) {
+  check_model_placement(fn, device, dtype);
+  check_tokenizer(fn, tokenizer, model->config());
+  model->to(device, dtype);
+  model->eval();
+  freeze(*model);
+}
+
 }  // namespace detail
 
 /// The `BlipForImageTextRetrieval` module: `vision_model`, `text_encoder`, `vision_proj`,
@@ -129,12 +153,7 @@ class BlipItm {
   /// Loads `dir` (`config.json`, weights via `agla::io::load_checkpoint`, optional `vocab.txt`) onto
   /// `device` in `dtype`. Throws `agla::FormatError` listing missing/unexpected weight names.
   static BlipItm load(const std::string& dir, at::Device device = at::kCPU, at::ScalarType dtype = at::kFloat) {
-    detail::check_model_placement("agla::blip::BlipItm::load", device, dtype);
-    const BlipConfig config = BlipConfig::from_file(dir + "/config.json");
-    BlipItmModel model(config);
-    io::LoadHooks hooks;
-    hooks.ignorable = detail::blip_ignorable_key;
-    io::load_module_state(*model, io::load_checkpoint(dir), dir, hooks);
+    BlipItmModel model = detail::load_blip_module<BlipItmModel>("agla::blip::BlipItm::load", dir, device, dtype);
     return BlipItm(model, detail::tokenizer_for(dir), device, dtype);
   }
 
@@ -145,11 +164,7 @@ class BlipItm {
         tokenizer_(std::make_shared<WordPieceTokenizer>(std::move(tokenizer))),
         device_(device),
         dtype_(dtype) {
-    detail::check_model_placement("agla::blip::BlipItm", device, dtype);
-    detail::check_tokenizer("agla::blip::BlipItm", *tokenizer_, model_->config());
-    model_->to(device, dtype);
-    model_->eval();
-    detail::freeze(*model_);
+    detail::prepare_for_inference("agla::blip::BlipItm", model_, *tokenizer_, device, dtype);
   }
 
   /// Normalised pixels `[B, 3, S, S]` (any float dtype/device) -> post-LN image tokens `[B, N, D]`
