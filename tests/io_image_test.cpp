@@ -207,6 +207,40 @@ TEST(ImageTest, BadFilesThrowFormatError) {
   }
 }
 
+// Empty IDAT chunks are legal PNG; stb 2.27 would memcpy into a null buffer on one that comes
+// before the image data (found by fuzz_image; the input is kept in tests/fuzz/regressions/image).
+TEST(ImageTest, PngWithEmptyIdatChunksDecodesLikeWithout) {
+  const std::vector<uint8_t> png = file_bytes(kData + "/blip/images/astronaut_32.png");
+  const at::Tensor want = agla::io::decode_image(png.data(), png.size(), "astronaut_32.png");
+  // Chunk offsets: signature (8), then length / type / data / CRC; insert before and after IDAT.
+  std::vector<size_t> idat_begin;
+  for (size_t pos = 8; pos + 8 <= png.size();) {
+    const uint32_t length = (uint32_t{png[pos]} << 24) | (uint32_t{png[pos + 1]} << 16) |
+                            (uint32_t{png[pos + 2]} << 8) | png[pos + 3];
+    if (std::string(png.begin() + pos + 4, png.begin() + pos + 8) == "IDAT") {
+      idat_begin.push_back(pos);
+      idat_begin.push_back(pos + 12 + length);
+    }
+    pos += 12 + length;
+  }
+  ASSERT_EQ(idat_begin.size(), 2u);
+  const std::vector<uint8_t> empty_idat = {0, 0, 0, 0, 'I', 'D', 'A', 'T', 0x35, 0xAF, 0x06, 0x1E};
+  std::vector<uint8_t> with_empty(png.begin(), png.begin() + idat_begin[0]);
+  with_empty.insert(with_empty.end(), empty_idat.begin(), empty_idat.end());
+  with_empty.insert(with_empty.end(), empty_idat.begin(), empty_idat.end());
+  with_empty.insert(with_empty.end(), png.begin() + idat_begin[0], png.begin() + idat_begin[1]);
+  with_empty.insert(with_empty.end(), empty_idat.begin(), empty_idat.end());
+  with_empty.insert(with_empty.end(), png.begin() + idat_begin[1], png.end());
+  expect_equal_images(agla::io::decode_image(with_empty.data(), with_empty.size(), "empty-idat.png"), want,
+                      "PNG with empty IDAT chunks");
+
+  // The fuzzer's input: a 2x2 RGBA PNG whose only IDAT is empty and whose data sits in a bogus chunk.
+  const std::vector<uint8_t> found = file_bytes(std::string(AGLA_SOURCE_DIR) +
+                                                "/tests/fuzz/regressions/image/png_empty_idat_first.png");
+  ASSERT_FALSE(found.empty());
+  EXPECT_THROW(agla::io::decode_image(found.data(), found.size(), "png_empty_idat_first.png"), agla::FormatError);
+}
+
 TEST(ImageTest, BadArgumentsThrow) {
   const at::Tensor img = at::zeros({4, 4, 3}, at::kByte);
   EXPECT_THROW(agla::io::resize_bicubic(img, 0, 4), agla::InvalidArgument);

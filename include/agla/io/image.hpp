@@ -20,6 +20,7 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
+#include <algorithm>
 #include <array>
 #include <climits>
 #include <cmath>
@@ -30,6 +31,7 @@
 #include <fstream>
 #include <iterator>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "agla/error.hpp"
@@ -185,6 +187,41 @@ inline bool jpeg_huffman_tables_ok(const uint8_t* data, size_t size) {
   return true;
 }
 
+/// A PNG's chunks without its empty IDAT chunks, or an empty vector when it has none (or is not a
+/// PNG). stb_image 2.27 copies each IDAT into a buffer it allocates on the first non-empty one; an
+/// empty IDAT before that makes it call memcpy with a null destination (undefined behaviour, even
+/// for 0 bytes). Empty chunks carry no data and CRCs are per chunk, so dropping them changes
+/// nothing else. The walk mirrors stb's: 8-byte signature, then length, type, data and CRC.
+inline std::vector<uint8_t> png_without_empty_idat(const uint8_t* data, size_t size) {
+  static constexpr uint8_t kSignature[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n'};
+  if (size < 8 || std::memcmp(data, kSignature, 8) != 0) return {};
+  auto be32 = [&](size_t i) {
+    return (uint32_t{data[i]} << 24) | (uint32_t{data[i + 1]} << 16) | (uint32_t{data[i + 2]} << 8) | data[i + 3];
+  };
+  std::vector<std::pair<size_t, size_t>> empty_idat;  // [begin, end) of each empty IDAT chunk
+  size_t pos = 8;
+  while (pos + 8 <= size) {
+    const uint32_t length = be32(pos);
+    const bool idat = std::memcmp(data + pos + 4, "IDAT", 4) == 0;
+    const bool iend = std::memcmp(data + pos + 4, "IEND", 4) == 0;
+    if (length > size - pos - 8) break;  // truncated: stb reports it
+    const size_t end = std::min(size, pos + 12 + length);
+    if (idat && length == 0) empty_idat.emplace_back(pos, end);
+    if (iend) break;
+    pos = end;
+  }
+  if (empty_idat.empty()) return {};
+  std::vector<uint8_t> out;
+  out.reserve(size);
+  size_t from = 0;
+  for (const auto& [begin, end] : empty_idat) {
+    out.insert(out.end(), data + from, data + begin);
+    from = end;
+  }
+  out.insert(out.end(), data + from, data + size);
+  return out;
+}
+
 }  // namespace detail
 
 /// Decodes a JPEG, PNG or BMP held in memory to RGB uint8 `[H, W, 3]` (CPU). Grey, grey+alpha and
@@ -197,6 +234,11 @@ inline at::Tensor decode_image(const uint8_t* data, size_t size, const std::stri
   check<FormatError>(data != nullptr && size > 0, where, ": ", name_for_errors, ": empty input");
   check<FormatError>(size <= static_cast<size_t>(INT_MAX), where, ": ", name_for_errors, ": ", size,
                      " bytes is larger than the decoder accepts (2 GiB)");
+  const std::vector<uint8_t> stripped = detail::png_without_empty_idat(data, size);
+  if (!stripped.empty()) {
+    data = stripped.data();
+    size = stripped.size();
+  }
   const int len = static_cast<int>(size);
   check<FormatError>(detail::jpeg_huffman_tables_ok(data, size), where, ": ", name_for_errors,
                      ": corrupt JPEG (Huffman table with more than 256 codes)");
