@@ -373,7 +373,13 @@ TEST(ExamplePopeTest, DrivesLlavaByPromptIdsInTheQuestionFile) {
   ASSERT_EQ(lines.size(), 2u);
   EXPECT_EQ(lines[0]["metadata"]["prompt_ids"], (std::vector<int64_t>{1, 7, 95, 9}));
   EXPECT_EQ(lines[0]["text"].get<std::string>().front(), '[');  // no tokenizer: the ids in brackets
-  EXPECT_EQ(nlohmann::json::parse(o.out)["metrics"]["questions"], 2);
+  // Token ids are not text: the run leaves them unscored, and --evaluate refuses them.
+  const nlohmann::json summary = nlohmann::json::parse(o.out);
+  EXPECT_TRUE(summary["metrics"].is_null()) << o.out;
+  EXPECT_NE(summary.value("not_scored", "").find("token ids"), std::string::npos) << o.out;
+  const Output scored = pope({"--evaluate", questions, dir + "/a.jsonl"});
+  EXPECT_EQ(scored.status, 1);
+  EXPECT_NE(scored.err.find("token ids"), std::string::npos) << scored.err;
 
   // Caption items carry no ids; --prompt-ids gives them one prompt.
   const Output captions = pope({"--questions", eval_set_dir() + "/shapesworld_captions.jsonl", "--method",

@@ -367,8 +367,15 @@ inline int run_pope_questions(const PopeOptions& o, std::ostream& out, std::ostr
     return 0;
   }
 
-  // Score the answered items (the whole file, or its first --limit items).
-  if (captions) {
+  // Score the answered items (the whole file, or its first --limit items). Answers of a checkpoint
+  // without a tokenizer are token ids: any text parser would read them as "yes", so they stay unscored.
+  if (!lvlm->has_tokenizer()) {
+    const std::string why = "answers are token ids (the LVLM has no tokenizer); not scored";
+    summary["metrics"] = nullptr;
+    summary["not_scored"] = why;
+    if (o.json) out << summary.dump() << "\n";
+    else out << why << "\n";
+  } else if (captions) {
     const eval::ChairVocabulary vocabulary = shapesworld_vocabulary();
     std::vector<std::string> caption_texts;
     std::vector<std::set<std::string>> objects;
@@ -420,6 +427,12 @@ inline int run_pope_questions(const PopeOptions& o, std::ostream& out, std::ostr
   return 0;
 }
 
+/// True for the answer text of an LVLM without a tokenizer: token ids in brackets, "[12 7 2]".
+inline bool is_token_id_text(const std::string& text) {
+  if (text.size() < 2 || text.front() != '[' || text.back() != ']') return false;
+  return text.find_first_not_of("0123456789 ", 1) == text.size() - 1;
+}
+
 /// Evaluate-only mode (POPE or CHAIR ground truth).
 inline int run_pope_evaluate(const PopeOptions& o, std::ostream& out) {
   if (is_caption_file(eval::read_jsonl(o.ground_truth, "agla_pope"))) {
@@ -427,7 +440,11 @@ inline int run_pope_evaluate(const PopeOptions& o, std::ostream& out) {
     out << (o.json ? eval::to_json(metrics).dump() + "\n" : eval::format_chair(metrics));
     return 0;
   }
-  const eval::PopeReport report = eval::evaluate_pope_files(o.ground_truth, o.answers, o.parser);
+  const std::vector<eval::ModelAnswer> answers = eval::read_model_answers(o.answers);
+  for (const eval::ModelAnswer& a : answers)
+    check<FormatError>(!is_token_id_text(a.text), "agla_pope: ", o.answers, ":", a.line, ": answer '", a.text,
+                       "' is token ids (an LVLM run without a tokenizer), not text; score it after decoding the ids");
+  const eval::PopeReport report = eval::evaluate_pope(eval::read_pope_questions(o.ground_truth), answers, o.parser);
   out << (o.json ? eval::to_json(report).dump() + "\n" : eval::format_report(report));
   return 0;
 }
@@ -471,6 +488,9 @@ inline int run_pope_summarize(const PopeOptions& o, std::ostream& out) {
     for (const char* key : {"model_id", "method", "split", "metrics"})
       check<FormatError>(j.contains(key), "agla_pope --summarize: ", path, ":", line.line, ": missing field \"", key,
                          "\"");
+    check<FormatError>(j["metrics"].is_object(), "agla_pope --summarize: ", path, ":", line.line,
+                       ": the run has no metrics (", j.value("not_scored", std::string("\"metrics\" is not an object")),
+                       ")");
     std::string method = j["method"].get<std::string>();
     // Runs with non-default alpha/beta get their own row.
     const Method m = parse_method(method);
