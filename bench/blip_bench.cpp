@@ -11,16 +11,11 @@
 #include <benchmark/benchmark.h>
 #include <torch/autograd.h>
 
-#include <chrono>
-#include <ctime>
-#include <cstdio>
-#include <cstdlib>
-#include <cstring>
-#include <vector>
 #include <memory>
+#include <vector>
 
 #include "agla/models/blip.hpp"
-#include "agla/runtime.hpp"
+#include "support/harness.hpp"
 
 namespace {
 
@@ -105,23 +100,19 @@ void BM_BlipCaptionPerToken(benchmark::State& state) {
   const at::Tensor sequence = at::randint(1000, 2000, {1, length}, at::kLong);
   double cached_s = 0, uncached_s = 0, cached_cpu_s = 0, uncached_cpu_s = 0;
   int64_t steps = 0;
-  using Clock = std::chrono::steady_clock;
-  const auto cpu_seconds = [] { return static_cast<double>(std::clock()) / CLOCKS_PER_SEC; };  // whole process
+  using agla::bench::Clocks;
   for (auto _ : state) {
     model.begin_with_embeddings(image);
     benchmark::DoNotOptimize(model(sequence.narrow(1, 0, length - 1), agla::View::Original));
-    const auto t0 = Clock::now();
-    const double c0 = cpu_seconds();
+    const Clocks t0 = Clocks::now();
     benchmark::DoNotOptimize(model(sequence.narrow(1, length - 1, 1), agla::View::Original));
-    const auto t1 = Clock::now();
-    const double c1 = cpu_seconds();
+    const Clocks t1 = Clocks::now();
     benchmark::DoNotOptimize(model.logits_full(image, sequence).select(1, length - 1));
-    const auto t2 = Clock::now();
-    const double c2 = cpu_seconds();
-    cached_s += std::chrono::duration<double>(t1 - t0).count();
-    uncached_s += std::chrono::duration<double>(t2 - t1).count();
-    cached_cpu_s += c1 - c0;
-    uncached_cpu_s += c2 - c1;
+    const Clocks t2 = Clocks::now();
+    cached_s += (t1 - t0).wall;
+    uncached_s += (t2 - t1).wall;
+    cached_cpu_s += (t1 - t0).cpu;
+    uncached_cpu_s += (t2 - t1).cpu;
     ++steps;
   }
   state.counters["cached_ms"] = 1e3 * cached_s / static_cast<double>(steps);
@@ -149,22 +140,4 @@ BENCHMARK(BM_BlipCaptionPerToken)
     ->UseRealTime()
     ->Iterations(3);
 
-int main(int argc, char** argv) {
-  int threads = 0;
-  std::vector<char*> rest;
-  for (int i = 0; i < argc; ++i) {
-    if (std::strcmp(argv[i], "--threads") == 0 && i + 1 < argc) {
-      threads = std::atoi(argv[++i]);
-    } else {
-      rest.push_back(argv[i]);
-    }
-  }
-  std::printf("threads: %d\n", agla::configure_threads(threads));
-  if (const auto warning = agla::blas_warning()) std::printf("%s\n", warning->c_str());
-  int rest_count = static_cast<int>(rest.size());
-  benchmark::Initialize(&rest_count, rest.data());
-  if (benchmark::ReportUnrecognizedArguments(rest_count, rest.data())) return 1;
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
-}
+int main(int argc, char** argv) { return agla::bench::run_benchmarks(argc, argv, 0); }

@@ -13,7 +13,7 @@
 // same B and V measured earlier in this run; a table of all ratios is printed at exit. Ratios use
 // process CPU time, which a busy machine disturbs less than wall time.
 // Targets: (b) fast and greedy <= 3x (d) at V = 32000, B = 1; (a) faster than (c).
-// AGLA_BENCH_THREADS sets libtorch's intra-op threads (default 1: the step runs on the decode thread).
+// `--threads N` sets libtorch's intra-op threads (default 1: the step runs on the decode thread).
 #include "agla/decode/raw.hpp"
 #if defined(C10_API) || defined(TORCH_API)
 #error "agla/decode/raw.hpp must not include libtorch"
@@ -32,7 +32,7 @@
 #include <vector>
 
 #include "agla/decode.hpp"
-#include "agla/runtime.hpp"
+#include "support/harness.hpp"
 
 namespace {
 
@@ -65,15 +65,6 @@ struct RatioTable {
   }
 } ratio_table;
 
-void configure_once() {
-  static const bool done = [] {
-    const char* threads = std::getenv("AGLA_BENCH_THREADS");
-    agla::configure_threads(threads != nullptr ? std::atoi(threads) : 1);
-    return true;
-  }();
-  (void)done;
-}
-
 // Logits with an LLM-like spread: Gaussian scores, std 3 (a handful of tokens pass beta = 0.5).
 struct Inputs {
   at::Tensor logits;      // [B, V]
@@ -85,7 +76,6 @@ const Inputs& inputs(std::int64_t batch, std::int64_t vocab) {
   static std::map<Key, Inputs> cache;
   auto found = cache.find({batch, vocab});
   if (found != cache.end()) return found->second;
-  configure_once();
   at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(7);
   Inputs in;
   in.both = at::randn({2 * batch, vocab}, generator) * 3.0;
@@ -99,10 +89,9 @@ template <typename Body>
 void timed_loop(benchmark::State& state, const std::string& name, Body&& body) {
   const std::int64_t batch = state.range(0);
   const std::int64_t vocab = state.range(1);
-  const std::clock_t start = std::clock();
+  const double start = agla::bench::Clocks::now().cpu;
   for (auto _ : state) body();
-  const double seconds = static_cast<double>(std::clock() - start) / CLOCKS_PER_SEC /
-                         static_cast<double>(state.iterations());
+  const double seconds = (agla::bench::Clocks::now().cpu - start) / static_cast<double>(state.iterations());
   timings()[name][{batch, vocab}] = seconds;
   for (const char* baseline : {"floor", "reference"}) {
     const auto& rows = timings()[baseline];
@@ -208,3 +197,5 @@ BENCHMARK(BM_DecodeRawGreedy)->Apply(shapes);
 BENCHMARK(BM_DecodeRawTorchCompatible)->Apply(shapes);
 
 }  // namespace
+
+int main(int argc, char** argv) { return agla::bench::run_benchmarks(argc, argv, 1); }

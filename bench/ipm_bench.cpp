@@ -8,16 +8,13 @@
 //                        forward that encodes the image again, then the same mask;
 //   BM_IpmRatios         prints matcher / plain (target <= 1.5) and reference / plain;
 //   BM_IpmPostprocess    the mask step alone (24x24 map -> 384x384 mask and augmented image).
-// One iteration each (a forward takes seconds on a small CPU). AGLA_BENCH_THREADS sets the
-// intra-op threads (default: all cores). Ratios are printed for wall time and for process CPU time
+// One iteration each (a forward takes seconds on a small CPU). `--threads N` sets the intra-op
+// threads (default: all cores). Ratios are printed for wall time and for process CPU time
 // (all threads); on a shared machine the CPU-time ratio is the stable one.
 #include <benchmark/benchmark.h>
 #include <torch/utils.h>
 
-#include <chrono>
 #include <cstdio>
-#include <cstdlib>
-#include <ctime>
 #include <map>
 #include <string>
 #include <tuple>
@@ -26,7 +23,7 @@
 #include "agla/io/image.hpp"
 #include "agla/ipm.hpp"
 #include "agla/models/blip.hpp"
-#include "agla/runtime.hpp"
+#include "support/harness.hpp"
 
 namespace {
 
@@ -48,17 +45,8 @@ agla::blip::BlipConfig blip_large_config() {
   return config;
 }
 
-void configure_threads_once() {
-  static const int threads = [] {
-    const char* value = std::getenv("AGLA_BENCH_THREADS");
-    return agla::configure_threads(value != nullptr ? std::atoi(value) : 0);
-  }();
-  benchmark::DoNotOptimize(threads);
-}
-
 const agla::blip::BlipItm& model() {
   static const agla::blip::BlipItm instance = [] {
-    configure_threads_once();
     torch::manual_seed(0);
     return agla::blip::BlipItm(agla::blip::BlipItmModel(blip_large_config()),
                                agla::blip::WordPieceTokenizer::bert_base_uncased());
@@ -77,10 +65,7 @@ const at::Tensor& image() {
 const std::string kPrompt = "Is there a dog in the image? Please answer this question with one word.";
 
 // Wall and process-CPU seconds of the one timed iteration of each benchmark, for the ratios.
-struct Cost {
-  double wall = 0;
-  double cpu = 0;
-};
+using Cost = agla::bench::Clocks;
 
 std::map<std::string, Cost>& costs() {
   static std::map<std::string, Cost> table;
@@ -90,17 +75,12 @@ std::map<std::string, Cost>& costs() {
 // Measures the scope's wall and process CPU time into costs()[name].
 class Stopwatch {
  public:
-  explicit Stopwatch(std::string name)
-      : name_(std::move(name)), wall_(std::chrono::steady_clock::now()), cpu_(std::clock()) {}
-  ~Stopwatch() {
-    costs()[name_] = Cost{std::chrono::duration<double>(std::chrono::steady_clock::now() - wall_).count(),
-                          static_cast<double>(std::clock() - cpu_) / CLOCKS_PER_SEC};
-  }
+  explicit Stopwatch(std::string name) : name_(std::move(name)), start_(Cost::now()) {}
+  ~Stopwatch() { costs()[name_] = Cost::now() - start_; }
 
  private:
   std::string name_;
-  std::chrono::steady_clock::time_point wall_;
-  std::clock_t cpu_;
+  Cost start_;
 };
 
 double plain_itm(const agla::ipm::ImagePromptMatcher<agla::blip::BlipItm>& matcher) {
@@ -201,7 +181,6 @@ void BM_IpmRatios(benchmark::State& state) {
 BENCHMARK(BM_IpmRatios)->Iterations(1);
 
 void BM_IpmPostprocess(benchmark::State& state) {
-  configure_threads_once();
   at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(2);
   const at::Tensor grid = at::rand({24, 24}, generator);
   const at::Tensor resized = at::randint(0, 256, {384, 384, 3}, generator, at::kByte);
@@ -214,3 +193,5 @@ void BM_IpmPostprocess(benchmark::State& state) {
 BENCHMARK(BM_IpmPostprocess)->Unit(benchmark::kMillisecond);
 
 }  // namespace
+
+int main(int argc, char** argv) { return agla::bench::run_benchmarks(argc, argv, 0); }

@@ -26,7 +26,7 @@
 
 #include "agla/decode.hpp"
 #include "agla/models/llava.hpp"
-#include "agla/runtime.hpp"
+#include "support/harness.hpp"
 
 namespace {
 
@@ -136,14 +136,6 @@ void decode_bench(benchmark::State& state, Mode mode) {
       benchmark::Counter(static_cast<double>(streams * state.iterations()), benchmark::Counter::kIsRate);
 }
 
-// Seconds of wall-clock and of process CPU time since an arbitrary origin.
-std::pair<double, double> clocks() {
-  timespec cpu{};
-  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &cpu);
-  const auto wall = std::chrono::steady_clock::now().time_since_epoch();
-  return {std::chrono::duration<double>(wall).count(), static_cast<double>(cpu.tv_sec) + 1e-9 * cpu.tv_nsec};
-}
-
 // The three modes step by step in turn (regular, sequential, batched), so that the load of a shared
 // machine falls on all of them alike; reports each AGLA mode's throughput relative to regular.
 void BM_LlavaDecodeInterleaved(benchmark::State& state) {
@@ -153,7 +145,7 @@ void BM_LlavaDecodeInterleaved(benchmark::State& state) {
   const std::array<Mode, 3> modes{Mode::Regular, Mode::AglaSequential, Mode::AglaBatched};
   std::vector<std::unique_ptr<llava::LlavaLvlm>> lvlms;
   std::vector<at::Tensor> tokens;
-  std::array<std::pair<double, double>, 3> spent{};
+  std::array<agla::bench::Clocks, 3> spent{};
   auto gen = at::make_generator<at::CPUGeneratorImpl>(1);
   for (Mode mode : modes) {
     lvlms.push_back(std::make_unique<llava::LlavaLvlm>(m.model));
@@ -162,19 +154,19 @@ void BM_LlavaDecodeInterleaved(benchmark::State& state) {
   }
   for (auto _ : state) {
     for (size_t i = 0; i < modes.size(); ++i) {
-      const auto start = clocks();
+      const agla::bench::Clocks start = agla::bench::Clocks::now();
       tokens[i] = run_step(modes[i], *lvlms[i], tokens[i], options_for(modes[i]), gen).unsqueeze(1);
-      const auto end = clocks();
-      spent[i].first += end.first - start.first;
-      spent[i].second += end.second - start.second;
+      const agla::bench::Clocks took = agla::bench::Clocks::now() - start;
+      spent[i].wall += took.wall;
+      spent[i].cpu += took.cpu;
     }
   }
   const double n = static_cast<double>(streams * state.iterations());
-  state.counters["regular_tok/s"] = n / spent[0].first;
-  state.counters["seq_wall"] = spent[0].first / spent[1].first;
-  state.counters["seq_cpu"] = spent[0].second / spent[1].second;
-  state.counters["batched_wall"] = spent[0].first / spent[2].first;
-  state.counters["batched_cpu"] = spent[0].second / spent[2].second;
+  state.counters["regular_tok/s"] = n / spent[0].wall;
+  state.counters["seq_wall"] = spent[0].wall / spent[1].wall;
+  state.counters["seq_cpu"] = spent[0].cpu / spent[1].cpu;
+  state.counters["batched_wall"] = spent[0].wall / spent[2].wall;
+  state.counters["batched_cpu"] = spent[0].cpu / spent[2].cpu;
 }
 
 // The prompt step (vision tower, splice, LLaMA over the merged prompt) and its first token.
@@ -251,6 +243,11 @@ class RatioReporter : public benchmark::ConsoleReporter {
     ConsoleReporter::ReportRuns(runs);
   }
 
+  void Finalize() override {
+    ConsoleReporter::Finalize();
+    print_ratios();
+  }
+
   // Ratios of wall-clock and of process CPU time (the latter is steadier on a shared machine).
   void print_ratios() const {
     std::printf("\nThroughput relative to regular decoding (same process; > 1 is faster), wall / CPU time:\n");
@@ -279,25 +276,10 @@ class RatioReporter : public benchmark::ConsoleReporter {
 }  // namespace
 
 int main(int argc, char** argv) {
-  int threads = 0;
-  std::vector<char*> rest;
-  for (int i = 0; i < argc; ++i) {
-    if (std::strcmp(argv[i], "--threads") == 0 && i + 1 < argc) {
-      threads = std::atoi(argv[++i]);
-    } else if (std::strcmp(argv[i], "--llava-small") == 0) {
-      g_small = true;
-    } else {
-      rest.push_back(argv[i]);
-    }
-  }
-  std::printf("threads: %d\n", agla::configure_threads(threads));
-  if (const auto warning = agla::blas_warning()) std::printf("%s\n", warning->c_str());
-  int rest_count = static_cast<int>(rest.size());
-  benchmark::Initialize(&rest_count, rest.data());
-  if (benchmark::ReportUnrecognizedArguments(rest_count, rest.data())) return 1;
   RatioReporter reporter;
-  benchmark::RunSpecifiedBenchmarks(&reporter);
-  reporter.print_ratios();
-  benchmark::Shutdown();
-  return 0;
+  return agla::bench::run_benchmarks(argc, argv, 0, &reporter, [](const char* arg) {
+    if (std::strcmp(arg, "--llava-small") != 0) return false;
+    g_small = true;
+    return true;
+  });
 }
