@@ -421,7 +421,7 @@ TEST_F(BadInputTest, ConfigValuesOutOfRangeAreRefusedNamingTheField) {
       {"vision_config.num_hidden_layers must be in [1, 16777216]"}));
   cases.push_back(expect<agla::FormatError>("LLaVA size given as -1e300",
                                             llava([](nlohmann::json& j) { j["text_config"]["vocab_size"] = -1e300; }),
-                                            {"\"vocab_size\" must be an integer in the int64 range; got -1e+300"}));
+                                            {"text_config.vocab_size must be an integer in the int64 range; got -1e+300"}));
   cases.push_back(expect<agla::FormatError>("LLaVA feature layer out of range",
                                             llava([](nlohmann::json& j) { j["vision_feature_layer"] = -7; }),
                                             {"vision_feature_layer -7 is outside [-3, 2]"}));
@@ -441,18 +441,18 @@ TEST_F(BadInputTest, ConfigValuesOutOfRangeAreRefusedNamingTheField) {
                                             {"rope_scaling is not supported"}));
   cases.push_back(expect<agla::FormatError>(
       "LLaVA wrong type", llava([](nlohmann::json& j) { j["text_config"]["attention_bias"] = "yes"; }),
-      {"\"attention_bias\" has the wrong type (string)"}));
+      {"text_config.attention_bias must be true or false; got \"yes\""}));
   const std::string not_json = write_bytes("config_not_json.json", "{\"text_config\": {");
   // Deeply nested values: the messages describe them without recursing into them.
   const std::string deep = std::string(200000, '[') + std::string(200000, ']');
   cases.push_back(expect<agla::FormatError>(
       "LLaVA size given as a deeply nested array",
       llava([deep](nlohmann::json& j) { j["text_config"]["vocab_size"] = nlohmann::json::parse(deep); }),
-      {"\"vocab_size\" must be an integer in the int64 range; got an array of 1 elements"}));
+      {"text_config.vocab_size must be an integer in the int64 range; got an array of 1 elements"}));
   cases.push_back(expect<agla::FormatError>(
       "LLaVA deeply nested rope scaling",
       llava([deep](nlohmann::json& j) { j["text_config"]["rope_scaling"] = nlohmann::json::parse(deep); }),
-      {"rope_scaling is not supported (LLaVA-1.5 has none); got an array of 1 elements"}));
+      {"text_config.rope_scaling is not supported (LLaVA-1.5 has none)"}));
   cases.push_back(expect<agla::FormatError>("BLIP config not JSON", [not_json] { BlipConfig::from_file(not_json); },
                                             {not_json, "not valid JSON"}));
   cases.push_back(expect<agla::FormatError>("LLaVA config not JSON", [not_json] { agla::llava::read_config(not_json); },

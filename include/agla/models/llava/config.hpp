@@ -76,82 +76,48 @@ struct LlavaConfig {
   int64_t image_tokens() const { return vision.num_patches() + (vision_feature_select_strategy == "full" ? 1 : 0); }
 };
 
-namespace detail {
-
-/// `object[key]` as T when present and not null, else `fallback`.
-template <typename T>
-T json_or(const nlohmann::json& object, const char* key, T fallback) {
-  auto it = object.find(key);
-  if (it == object.end() || it->is_null()) return fallback;
-  if constexpr (std::is_same_v<T, int64_t>) {
-    // nlohmann converts any number (and a boolean) with a plain cast: a double outside the int64
-    // range is undefined behaviour, an unsigned above INT64_MAX wraps. Only exact integers pass.
-    const bool fits =
-        it->is_number_unsigned()
-            ? it->template get<uint64_t>() <= static_cast<uint64_t>(std::numeric_limits<int64_t>::max())
-            : it->is_number_integer() || (it->is_number_float() && it->template get<double>() >= -0x1p63 &&
-                                          it->template get<double>() < 0x1p63 &&
-                                          it->template get<double>() == std::trunc(it->template get<double>()));
-    if (!fits) {
-      throw FormatError(agla::detail::concat("agla::llava::parse_config: key \"", key,
-                                             "\" must be an integer in the int64 range; got ",
-                                             io::detail::describe_json(*it)));
-    }
-    if (it->is_number_float()) return static_cast<int64_t>(it->template get<double>());
-  }
-  try {
-    return it->get<T>();
-  } catch (const nlohmann::json::exception& e) {
-    throw FormatError(agla::detail::concat("agla::llava::parse_config: key \"", key, "\" has the wrong type (",
-                                           it->type_name(), "): ", e.what()));
-  }
-}
-
-}  // namespace detail
-
 /// Parses a `LlavaConfig` from the JSON of a llava-hf `config.json` (full or sparse), validating
 /// sizes and the options this implementation supports; throws `agla::FormatError` otherwise.
 inline LlavaConfig parse_config(const nlohmann::json& json) {
-  using detail::json_or;
   const char* fn = "agla::llava::parse_config: ";
   check<FormatError>(json.is_object(), fn, "config must be a JSON object; got ", json.type_name());
+  const io::JsonConfig top(json, "agla::llava::parse_config: config");
   LlavaConfig c;
-  c.image_token_index = json_or<int64_t>(json, "image_token_index", c.image_token_index);
-  c.pad_token_id = json_or<int64_t>(json, "pad_token_id", c.pad_token_id);
-  c.projector_hidden_act = json_or<std::string>(json, "projector_hidden_act", c.projector_hidden_act);
-  c.vision_feature_layer = json_or<int64_t>(json, "vision_feature_layer", c.vision_feature_layer);
+  c.image_token_index = top.get_int("image_token_index", c.image_token_index);
+  c.pad_token_id = top.get_int("pad_token_id", c.pad_token_id);
+  c.projector_hidden_act = top.get_string("projector_hidden_act", c.projector_hidden_act);
+  c.vision_feature_layer = top.get_int("vision_feature_layer", c.vision_feature_layer);
   c.vision_feature_select_strategy =
-      json_or<std::string>(json, "vision_feature_select_strategy", c.vision_feature_select_strategy);
+      top.get_string("vision_feature_select_strategy", c.vision_feature_select_strategy);
 
-  const nlohmann::json empty = nlohmann::json::object();
-  const auto& v = json.contains("vision_config") && json["vision_config"].is_object() ? json["vision_config"] : empty;
+  const io::JsonConfig v = top.child("vision_config");
   auto& vc = c.vision;
-  vc.hidden_size = json_or<int64_t>(v, "hidden_size", vc.hidden_size);
-  vc.intermediate_size = json_or<int64_t>(v, "intermediate_size", vc.intermediate_size);
-  vc.num_hidden_layers = json_or<int64_t>(v, "num_hidden_layers", vc.num_hidden_layers);
-  vc.num_attention_heads = json_or<int64_t>(v, "num_attention_heads", vc.num_attention_heads);
-  vc.num_channels = json_or<int64_t>(v, "num_channels", vc.num_channels);
-  vc.image_size = json_or<int64_t>(v, "image_size", vc.image_size);
-  vc.patch_size = json_or<int64_t>(v, "patch_size", vc.patch_size);
-  vc.hidden_act = json_or<std::string>(v, "hidden_act", vc.hidden_act);
-  vc.layer_norm_eps = json_or<double>(v, "layer_norm_eps", vc.layer_norm_eps);
+  vc.hidden_size = v.get_int("hidden_size", vc.hidden_size);
+  vc.intermediate_size = v.get_int("intermediate_size", vc.intermediate_size);
+  vc.num_hidden_layers = v.get_int("num_hidden_layers", vc.num_hidden_layers);
+  vc.num_attention_heads = v.get_int("num_attention_heads", vc.num_attention_heads);
+  vc.num_channels = v.get_int("num_channels", vc.num_channels);
+  vc.image_size = v.get_int("image_size", vc.image_size);
+  vc.patch_size = v.get_int("patch_size", vc.patch_size);
+  vc.hidden_act = v.get_string("hidden_act", vc.hidden_act);
+  vc.layer_norm_eps = v.get_double("layer_norm_eps", vc.layer_norm_eps);
 
-  const auto& t = json.contains("text_config") && json["text_config"].is_object() ? json["text_config"] : empty;
+  const io::JsonConfig t = top.child("text_config");
   auto& tc = c.text;
-  tc.vocab_size = json_or<int64_t>(t, "vocab_size", tc.vocab_size);
-  tc.hidden_size = json_or<int64_t>(t, "hidden_size", tc.hidden_size);
-  tc.intermediate_size = json_or<int64_t>(t, "intermediate_size", tc.intermediate_size);
-  tc.num_hidden_layers = json_or<int64_t>(t, "num_hidden_layers", tc.num_hidden_layers);
-  tc.num_attention_heads = json_or<int64_t>(t, "num_attention_heads", tc.num_attention_heads);
-  tc.num_key_value_heads = json_or<int64_t>(t, "num_key_value_heads", tc.num_attention_heads);
-  tc.hidden_act = json_or<std::string>(t, "hidden_act", tc.hidden_act);
-  tc.max_position_embeddings = json_or<int64_t>(t, "max_position_embeddings", tc.max_position_embeddings);
-  tc.rms_norm_eps = json_or<double>(t, "rms_norm_eps", tc.rms_norm_eps);
-  tc.rope_theta = json_or<double>(t, "rope_theta", tc.rope_theta);
-  tc.attention_bias = json_or<bool>(t, "attention_bias", tc.attention_bias);
-  tc.tie_word_embeddings = json_or<bool>(t, "tie_word_embeddings", tc.tie_word_embeddings);
-  tc.bos_token_id = json_or<int64_t>(t, "bos_token_id", tc.bos_token_id);
-  tc.eos_token_id = json_or<int64_t>(t, "eos_token_id", tc.eos_token_id);
+  tc.vocab_size = t.get_int("vocab_size", tc.vocab_size);
+  tc.hidden_size = t.get_int("hidden_size", tc.hidden_size);
+  tc.intermediate_size = t.get_int("intermediate_size", tc.intermediate_size);
+  tc.num_hidden_layers = t.get_int("num_hidden_layers", tc.num_hidden_layers);
+  tc.num_attention_heads = t.get_int("num_attention_heads", tc.num_attention_heads);
+  tc.num_key_value_heads = t.get_int("num_key_value_heads", tc.num_attention_heads);
+  tc.hidden_act = t.get_string("hidden_act", tc.hidden_act);
+  tc.max_position_embeddings = t.get_int("max_position_embeddings", tc.max_position_embeddings);
+  tc.rms_norm_eps = t.get_double("rms_norm_eps", tc.rms_norm_eps);
+  tc.rope_theta = t.get_double("rope_theta", tc.rope_theta);
+  tc.attention_bias = t.get_bool("attention_bias", tc.attention_bias);
+  tc.tie_word_embeddings = t.get_bool("tie_word_embeddings", tc.tie_word_embeddings);
+  tc.bos_token_id = t.get_int("bos_token_id", tc.bos_token_id);
+  tc.eos_token_id = t.get_int("eos_token_id", tc.eos_token_id);
 
   // The cap keeps every product the model forms from these sizes (patch grids, head splits,
   // vision_layers_used) far from int64 overflow; released models are orders of magnitude below it.
@@ -202,11 +168,8 @@ inline LlavaConfig parse_config(const nlohmann::json& json) {
   const int64_t used = c.vision_layers_used();
   check<FormatError>(used >= 0 && used <= vc.num_hidden_layers, fn, "vision_feature_layer ", c.vision_feature_layer,
                      " is outside [-", vc.num_hidden_layers + 1, ", ", vc.num_hidden_layers, "]");
-  const auto scaling = t.find("rope_scaling");
-  check<FormatError>(scaling == t.end() || scaling->is_null(), fn,
-                     "text_config.rope_scaling is not supported (LLaVA-1.5 has none); got ",
-                     scaling == t.end() ? std::string() : io::detail::describe_json(*scaling));
-  const int64_t tp = json_or<int64_t>(t, "pretraining_tp", 1);
+  check<FormatError>(!t.has("rope_scaling"), fn, "text_config.rope_scaling is not supported (LLaVA-1.5 has none)");
+  const int64_t tp = t.get_int("pretraining_tp", 1);
   check<FormatError>(tp >= 1, fn, "text_config.pretraining_tp must be >= 1; got ", tp);
   check<FormatError>(c.image_token_index >= 0 && c.image_token_index < tc.vocab_size, fn, "image_token_index ",
                      c.image_token_index, " is outside the text vocabulary [0, ", tc.vocab_size, ")");
