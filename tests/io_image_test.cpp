@@ -207,6 +207,21 @@ TEST(ImageTest, BadFilesThrowFormatError) {
   }
 }
 
+// A caller's lower pixel limit refuses from the header too; the limit itself is validated.
+TEST(ImageTest, CallerPixelLimit) {
+  const std::string path = kData + "/blip/images/astronaut_32.png";  // 32 x 32
+  EXPECT_EQ(agla::io::read_image(path, 32 * 32).size(0), 32);
+  try {
+    agla::io::read_image(path, 32 * 32 - 1);
+    ADD_FAILURE() << "image over the caller's limit accepted";
+  } catch (const agla::FormatError& e) {
+    EXPECT_NE(std::string(e.what()).find("image of 32x32 pixels exceeds the limit of 1023 pixels"), std::string::npos)
+        << e.what();
+  }
+  EXPECT_THROW(agla::io::read_image(path, 0), agla::InvalidArgument);
+  EXPECT_THROW(agla::io::read_image(path, agla::io::kMaxImagePixels + 1), agla::InvalidArgument);
+}
+
 // Empty IDAT chunks are legal PNG; stb 2.27 would memcpy into a null buffer on one that comes
 // before the image data (found by fuzz_image; the input is kept in tests/fuzz/regressions/image).
 TEST(ImageTest, PngWithEmptyIdatChunksDecodesLikeWithout) {

@@ -65,7 +65,9 @@ inline constexpr std::array<float, 3> kClipMean = kBlipMean;
 /// CLIP's standard deviation; identical to kBlipStd.
 inline constexpr std::array<float, 3> kClipStd = kBlipStd;
 
-/// Images with more pixels than this are refused before any pixel memory is allocated.
+/// Images with more pixels than this are refused before any pixel memory is allocated. Decoding
+/// holds about 7 bytes per pixel at the peak (stb's buffers and the RGB result), so this cap allows
+/// close to 2 GiB; a service that knows its inputs passes a lower `max_pixels` to decode_image.
 inline constexpr int64_t kMaxImagePixels = int64_t{1} << 28;
 
 /// How `normalize_image` maps uint8 to [0, 1] before `(x - mean) / std` (both float32).
@@ -226,11 +228,15 @@ inline std::vector<uint8_t> png_without_empty_idat(const uint8_t* data, size_t s
 
 /// Decodes a JPEG, PNG or BMP held in memory to RGB uint8 `[H, W, 3]` (CPU). Grey, grey+alpha and
 /// RGBA are converted to RGB (alpha dropped, as Pillow's `convert("RGB")`), 16-bit PNGs reduced to
-/// 8 bits. Dimensions are read first: zero-sized images and images over 2^28 pixels are refused
-/// before allocation. Unknown or corrupt data throws agla::FormatError naming `name_for_errors`.
+/// 8 bits. Dimensions are read first: zero-sized images and images over `max_pixels` (at most
+/// kMaxImagePixels, 2^28) are refused before allocation. Unknown or corrupt data throws
+/// agla::FormatError naming `name_for_errors`.
 /// JPEG pixels come from stb's decoder, which may differ by a few levels from libjpeg (Pillow).
-inline at::Tensor decode_image(const uint8_t* data, size_t size, const std::string& name_for_errors) {
+inline at::Tensor decode_image(const uint8_t* data, size_t size, const std::string& name_for_errors,
+                               int64_t max_pixels = kMaxImagePixels) {
   const char* where = "agla::io::decode_image";
+  check<InvalidArgument>(max_pixels > 0 && max_pixels <= kMaxImagePixels, where, ": max_pixels must be in [1, 2^28]; got ",
+                         max_pixels);
   check<FormatError>(data != nullptr && size > 0, where, ": ", name_for_errors, ": empty input");
   check<FormatError>(size <= static_cast<size_t>(INT_MAX), where, ": ", name_for_errors, ": ", size,
                      " bytes is larger than the decoder accepts (2 GiB)");
@@ -252,8 +258,9 @@ inline at::Tensor decode_image(const uint8_t* data, size_t size, const std::stri
   const int64_t rows = height < 0 ? -static_cast<int64_t>(height) : height;
   check<FormatError>(width > 0 && rows > 0, where, ": ", name_for_errors, ": zero-sized image (", width, "x", rows,
                      ")");
-  check<FormatError>(static_cast<int64_t>(width) * rows <= kMaxImagePixels, where, ": ", name_for_errors, ": image of ",
-                     width, "x", rows, " pixels exceeds the limit of 2^28 pixels");
+  check<FormatError>(static_cast<int64_t>(width) * rows <= max_pixels, where, ": ", name_for_errors, ": image of ",
+                     width, "x", rows, " pixels exceeds the limit of ",
+                     max_pixels == kMaxImagePixels ? std::string("2^28") : std::to_string(max_pixels), " pixels");
   int w = 0, h = 0, file_channels = 0;
   stbi_uc* pixels = stbi_load_from_memory(data, len, &w, &h, &file_channels, 3);
   if (pixels == nullptr) {
@@ -272,12 +279,12 @@ inline at::Tensor decode_image(const uint8_t* data, size_t size, const std::stri
 }
 
 /// Reads and decodes an image file (JPEG, PNG, BMP) to RGB uint8 `[H, W, 3]` (CPU); see decode_image.
-inline at::Tensor read_image(const std::string& path) {
+inline at::Tensor read_image(const std::string& path, int64_t max_pixels = kMaxImagePixels) {
   std::ifstream in(path, std::ios::binary);
   check<FormatError>(in.good(), "agla::io::read_image: cannot open '", path, "'");
   const std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   check<FormatError>(!in.bad(), "agla::io::read_image: error reading '", path, "'");
-  return decode_image(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), path);
+  return decode_image(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), path, max_pixels);
 }
 
 /// Resizes uint8 `[H, W, C]` (CPU) to `[out_height, out_width, C]` exactly as Pillow's 8-bit
