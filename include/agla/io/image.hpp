@@ -66,8 +66,8 @@ inline constexpr std::array<float, 3> kClipMean = kBlipMean;
 inline constexpr std::array<float, 3> kClipStd = kBlipStd;
 
 /// Images with more pixels than this are refused before any pixel memory is allocated. Decoding
-/// holds about 7 bytes per pixel at the peak (stb's buffers and the RGB result), so this cap allows
-/// close to 2 GiB; a service that knows its inputs passes a lower `max_pixels` to decode_image.
+/// holds several bytes per pixel at the peak (stb's buffers and the RGB result), so this cap still
+/// allows a few GiB; a service that knows its inputs passes a lower `max_pixels` to decode_image.
 inline constexpr int64_t kMaxImagePixels = int64_t{1} << 28;
 
 /// How `normalize_image` maps uint8 to [0, 1] before `(x - mean) / std` (both float32).
