@@ -7,6 +7,7 @@
 # input that did it is kept under BUILD_DIR/fuzz-artifacts/.
 #
 #   tests/fuzz/run_fuzzers.sh build-rel-fuzz 60
+#   AGLA_FUZZ_SEED=0 tests/fuzz/run_fuzzers.sh build-rel-fuzz 600    # explore with a random seed
 set -euo pipefail
 
 if [[ $# -ne 2 || ! $2 =~ ^[0-9]+$ ]]; then
@@ -26,6 +27,10 @@ export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:allocator_may_return_null=0}
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
 # One intra-op thread: the inputs are tiny, and the runs must not compete for the CI cores.
 export OMP_NUM_THREADS=1
+# A fixed mutation seed makes a run repeat the previous ones' inputs (as far as its time reaches), so
+# CI does not fail at random on a path no one has fuzzed yet; AGLA_FUZZ_SEED=0 picks a fresh seed for
+# exploring.
+seed="${AGLA_FUZZ_SEED:-1}"
 
 failed=()
 for corpus in "$here"/corpus/*/; do
@@ -37,7 +42,7 @@ for corpus in "$here"/corpus/*/; do
     continue
   fi
   regressions="$here/regressions/$name"
-  options=(-timeout=30 -rss_limit_mb=2560 -artifact_prefix="$artifacts/$name-")
+  options=(-timeout=30 -rss_limit_mb=2560 -seed="$seed" -artifact_prefix="$artifacts/$name-")
   [[ -f $here/$name.dict ]] && options+=(-dict="$here/$name.dict")
 
   if [[ -d $regressions ]] && compgen -G "$regressions/*" >/dev/null; then
