@@ -28,7 +28,7 @@ struct Recipe {
   int64_t steps, batch;
   double lr;
 };
-constexpr Recipe kEncoderRecipe{1300, 32, 1e-3};
+constexpr Recipe kEncoderRecipe{4000, 32, 1e-3};
 constexpr Recipe kItmRecipe{1200, 32, 1e-3};
 constexpr Recipe kLvlmRecipe{1500, 32, 1e-3};
 
