@@ -4,13 +4,10 @@
 /// with the defaults of transformers v4.37.2 filled in for the keys `save_pretrained` omits
 /// (`LlavaConfig`, `LlamaConfig`, `CLIPVisionConfig`; see tests/data/llava/README.md).
 
-#include <cmath>
 #include <cstdint>
 #include <fstream>
-#include <limits>
 #include <nlohmann/json.hpp>
 #include <string>
-#include <type_traits>
 
 #include "agla/error.hpp"
 #include "agla/io/hf_config.hpp"
