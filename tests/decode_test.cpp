@@ -626,10 +626,41 @@ TEST(RawHeaderTest, StepsAllocateNothingAfterWarmUp) {
   for (int i = 0; i < 5; ++i) {
     decoder.step(logits, logits_aug, 4, 32000, fast, tokens.data(), log_probs.data());
     decoder.step(logits, logits_aug, 4, 32000, compatible, tokens.data());
-    decoder.step(logits, nullptr, 4, 32000, greedy, tokens.data());
+    decoder.step(logits, logits_aug, 4, 32000, greedy, tokens.data());
   }
   EXPECT_EQ(heap_allocations.load(), before);
   EXPECT_GT(decoder.stats(0).n_kept, 0);
+}
+
+// The raw decoder counts its steps like agla::DecodeSession: under the released preset the
+// augmented logits are required on the first step and ignored (the original stands in) afterwards.
+TEST(RawHeaderTest, DecoderAppliesTheLocalViewSchedule) {
+  const TwoViews views = random_logits(2, 300, 31);
+  const float* logits = views.logits.data_ptr<float>();
+  const float* logits_aug = views.logits_aug.data_ptr<float>();
+  agla::raw::Decoder<> released(agla::DecodeOptions::llava_reference());
+  agla::raw::Decoder<> sharpened(agla::DecodeOptions::llava_reference());
+  agla::raw::GreedySampler greedy;
+  std::vector<std::int64_t> a(2), b(2);
+  std::vector<float> lp_a(600), lp_b(600);
+  EXPECT_TRUE(released.runs_local_view());
+  EXPECT_THROW(released.step(logits, nullptr, 2, 300, greedy, a.data()), agla::InvalidArgument);
+  EXPECT_EQ(released.steps(), 0);
+  released.step(logits, logits_aug, 2, 300, greedy, a.data());
+  sharpened.step(logits, logits_aug, 2, 300, greedy, b.data());
+  EXPECT_FALSE(released.runs_local_view());
+  EXPECT_EQ(released.steps(), 1);
+  // Step 1: the augmented logits are not read; the step equals fusing the original with itself.
+  released.step(logits, logits_aug, 2, 300, greedy, a.data(), lp_a.data());
+  sharpened.step(logits, nullptr, 2, 300, greedy, b.data(), lp_b.data());
+  EXPECT_EQ(a, b);
+  EXPECT_EQ(lp_a, lp_b);
+  agla::raw::Decoder<> every(agla::DecodeOptions::llava_reference().with_local_view_everywhere());
+  every.step(logits, logits_aug, 2, 300, greedy, b.data());
+  every.step(logits, logits_aug, 2, 300, greedy, b.data(), lp_b.data());
+  EXPECT_NE(lp_a, lp_b);  // the paper's method keeps using the augmented view
+  released.reset();
+  EXPECT_TRUE(released.runs_local_view());
 }
 
 TEST(RawHeaderTest, MersenneTwisterMatchesStandardAndTorch) {

@@ -251,6 +251,65 @@ TEST(GenerateModelTest, ReleasedBehaviourUsesTheLocalViewForTheFirstTokenOnly) {
   EXPECT_EQ(paper.calls[1], 10);
 }
 
+// The per-token loop a user writes with agla::DecodeSession must decode exactly what generate does,
+// schedule included: with the released preset the augmented view runs for the first token only.
+TEST(DecodeSessionTest, PerTokenLoopWithReferencePresetMatchesGenerate) {
+  torch::NoGradGuard no_grad;
+  TinyWorld setup = make_world();
+  agla::GenerateOptions limits;
+  limits.max_new_tokens = 8;
+  const agla::DecodeOptions preset = agla::DecodeOptions::llava_reference();
+  PlainForward by_generate{&setup};
+  const agla::GenerateResult expected =
+      agla::generate(by_generate, setup.prompt, preset, limits, at::make_generator<at::CPUGeneratorImpl>(5));
+
+  PlainForward by_loop{&setup};
+  agla::DecodeSession session(preset);
+  auto generator = at::make_generator<at::CPUGeneratorImpl>(5);
+  at::Tensor tokens = setup.prompt;
+  std::vector<at::Tensor> columns;
+  for (int step = 0; step < 8; ++step) {
+    EXPECT_EQ(session.runs_local_view(), step == 0);
+    tokens = session.step(by_loop, tokens, generator).unsqueeze(1);
+    columns.push_back(tokens);
+  }
+  EXPECT_EQ(session.steps(), 8);
+  EXPECT_TRUE(at::equal(at::cat(columns, 1), expected.tokens));
+  EXPECT_EQ(by_loop.calls[1], 1);
+  EXPECT_EQ(by_generate.calls[1], 1);
+  session.reset();
+  EXPECT_EQ(session.steps(), 0);
+  EXPECT_TRUE(session.runs_local_view());
+}
+
+// A step without a session cannot know which token it produces: a preset whose schedule depends
+// on it is refused, and honoured once the index is given.
+TEST(DecodeSessionTest, DecodeStepNeedsTheStepIndexForAScheduledPreset) {
+  torch::NoGradGuard no_grad;
+  TinyWorld setup = make_world();
+  const agla::DecodeOptions preset = agla::DecodeOptions::llava_reference();
+  PlainForward forward{&setup};
+  auto generator = at::make_generator<at::CPUGeneratorImpl>(5);
+  try {
+    agla::decode_step(forward, setup.prompt, preset, generator);
+    FAIL() << "expected agla::InvalidArgument";
+  } catch (const agla::InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find("StepControl::step"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(forward.calls[0] + forward.calls[1], 0);  // refused before any forward
+  agla::StepControl control;
+  control.step = 0;
+  const at::Tensor first = agla::decode_step(forward, setup.prompt, preset, generator, control);
+  control.step = 1;
+  agla::decode_step(forward, first.unsqueeze(1), preset, generator, control);
+  EXPECT_EQ(forward.calls[0], 2);
+  EXPECT_EQ(forward.calls[1], 1);
+  // Schedules that do not depend on the step need no index.
+  PlainForward every{&setup};
+  agla::decode_step(every, setup.prompt, preset.with_local_view_everywhere(), generator);
+  EXPECT_EQ(every.calls[1], 1);
+}
+
 // A scripted functor: at step i stream b's logits peak at script[b][i]; records what it was fed.
 struct ScriptedForward {
   std::vector<std::vector<std::int64_t>> script;

@@ -7,10 +7,12 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
 #include "agla/decode/options.hpp"
+#include "agla/decode/session.hpp"
 #include "agla/decode/step.hpp"
 #include "agla/error.hpp"
 
@@ -50,16 +52,21 @@ struct NoTokenCallback {
 };
 
 /// Generates up to `limits.max_new_tokens` tokens per stream from `prompt` `[B, T]` int64 (the
-/// first step's tokens; the functor has seen nothing before). The augmented view runs for the
-/// first `policies.local_view_tokens` steps only. After each step, `on_token(step, tokens)` gets
-/// the `B` tokens of that step (the pad id for streams that had already finished). Reads the
-/// chosen tokens on the host once per step, to stop streams and the loop.
+/// first step's tokens; the functor has seen nothing before): a loop over an `agla::DecodeSession`,
+/// so the augmented view runs for the first `policies.local_view_tokens` steps only. After each step,
+/// `on_token(step, tokens)` gets the step index and the `B` tokens of that step (the pad id for
+/// streams that had already finished); its signature is
+/// `void(std::int64_t step, const std::vector<std::int64_t>& tokens)`. Reads the chosen tokens on
+/// the host once per step, to stop streams and the loop.
 template <typename Forward, typename Fusion, typename Cutoff, typename Warper, typename Sampler,
           typename OnToken = NoTokenCallback>
 GenerateResult generate(Forward&& forward, const at::Tensor& prompt,
                         const DecodePolicies<Fusion, Cutoff, Warper, Sampler>& policies,
                         const GenerateOptions& limits, const at::Generator& generator = {},
                         OnToken&& on_token = {}) {
+  static_assert(std::is_invocable_v<OnToken&, std::int64_t, const std::vector<std::int64_t>&>,
+                "agla::generate: the on_token callback must be callable as "
+                "on_token(std::int64_t step, const std::vector<std::int64_t>& tokens)");
   limits.validate();
   check<ShapeError>(prompt.defined() && prompt.dim() == 2 && prompt.scalar_type() == at::kLong &&
                         prompt.size(0) > 0 && prompt.size(1) > 0,
@@ -80,10 +87,9 @@ GenerateResult generate(Forward&& forward, const at::Tensor& prompt,
     return tokens.size() >= tail.size() && std::equal(tail.rbegin(), tail.rend(), tokens.rbegin());
   };
 
+  DecodeSession<DecodePolicies<Fusion, Cutoff, Warper, Sampler>> session(policies);
   for (std::int64_t step = 0; step < limits.max_new_tokens && active > 0; ++step) {
-    StepControl control;
-    control.local_view = step < policies.local_view_tokens;
-    at::Tensor next = decode_step(forward, step_tokens, policies, generator, control);
+    at::Tensor next = session.step(forward, step_tokens, generator);
     if (finished_mask.defined())
       next = at::where(finished_mask, at::full_like(next, limits.pad_token_id), next);
     const at::Tensor host = next.to(at::kCPU).contiguous();

@@ -204,10 +204,12 @@ class TorchSampler {
 
 /// The decoding step over raw float logits, with the policies of an `agla::DecodeOptions` and an
 /// elementwise fusion (`float(float l, float l_aug)`; the `agla` fusion policies qualify). Owns
-/// its workspace; one `Decoder` per thread. The sampler is the caller's choice per step
-/// (`GreedySampler`, `FastSampler`, `TorchSampler` or any `int64(const KeptRow&)`), so
-/// `options.greedy` is not consulted; nor is `local_view_tokens`: pass a null `logits_aug` on the
-/// steps where `options.uses_local_view(step)` is false.
+/// its workspace; one `Decoder` per thread. Like `agla::DecodeSession` it is a per-generation
+/// session: it counts its steps and applies the local-view schedule (`local_view_tokens`) itself:
+/// `runs_local_view()` tells whether the next step needs the augmented logits, which the caller
+/// may then skip computing; `reset()` starts a new generation. The sampler is the caller's choice
+/// per step (`GreedySampler`, `FastSampler`, `TorchSampler` or any `int64(const KeptRow&)`), so
+/// `options.greedy` is not consulted.
 template <typename Fusion = MethodFusion>
 class Decoder {
  public:
@@ -235,10 +237,12 @@ class Decoder {
     if (stats_.size() < static_cast<size_t>(batch)) stats_.resize(static_cast<size_t>(batch));
   }
 
-  /// One step: `logits` and `logits_aug` row-major `[batch, vocab]` (`logits_aug` may be null: the
-  /// local view is off and the original logits stand in for it) -> `tokens[batch]`. Optionally
+  /// One step: `logits` and `logits_aug` row-major `[batch, vocab]` -> `tokens[batch]`.
+  /// `logits_aug` is read only on steps that run the local view (`runs_local_view()`), where it is
+  /// required; on the others it may be null and the original logits stand in for it. Optionally
   /// writes `log_probs` `[batch, vocab]` (`log_softmax` of the final scores, -inf where removed).
-  /// Rows are sampled in order with `sampler(const KeptRow&) -> token`.
+  /// Rows are sampled in order with `sampler(const KeptRow&) -> token`. A step that throws is not
+  /// counted.
   template <typename Sampler>
   void step(const float* logits, const float* logits_aug, std::int64_t batch, std::int64_t vocab,
             Sampler& sampler, std::int64_t* tokens, float* log_probs = nullptr) {
@@ -247,6 +251,10 @@ class Decoder {
                       batch, ", vocab ", vocab);
     check<InvalidArgument>(logits != nullptr && tokens != nullptr,
                            "agla::raw::Decoder::step: logits and tokens must not be null");
+    const bool local = runs_local_view();
+    check<InvalidArgument>(!local || logits_aug != nullptr, "agla::raw::Decoder::step: step ", steps_,
+                           " runs the local view, so logits_aug must not be null");
+    if (!local) logits_aug = nullptr;
     reserve(batch, vocab);
     for (std::int64_t b = 0; b < batch; ++b) {
       const float* row = logits + b * vocab;
@@ -255,7 +263,17 @@ class Decoder {
       tokens[b] = sampler(kept);
       if (log_probs != nullptr) write_log_probs(kept, log_probs + b * vocab);
     }
+    ++steps_;
   }
+
+  /// Whether the next step runs the local view (reads `logits_aug`) under the schedule.
+  bool runs_local_view() const {
+    return options_.method != FusionMethod::Plain && steps_ < options_.local_view_tokens;
+  }
+  /// Steps taken since construction or `reset()`.
+  std::int64_t steps() const { return steps_; }
+  /// Starts a new generation: the next step is step 0 again.
+  void reset() { steps_ = 0; }
 
   /// Diagnostics of row `b` of the last step.
   const RowStats& stats(std::int64_t b) const { return stats_.at(static_cast<size_t>(b)); }
@@ -434,6 +452,7 @@ class Decoder {
   std::vector<float> scratch_;
   std::vector<float> block_max_;
   std::vector<RowStats> stats_;
+  std::int64_t steps_ = 0;
 };
 
 }  // namespace agla::raw

@@ -6,8 +6,10 @@
 #include <ATen/ATen.h>
 
 #include <cstdint>
+#include <optional>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #include "agla/decode/fusion.hpp"
 #include "agla/decode/options.hpp"
@@ -72,12 +74,27 @@ inline OptionsPolicies policies_from(const DecodeOptions& options) {
 
 /// Per-call controls of a decoding step.
 struct StepControl {
-  /// Run the augmented view this step; when false no augmented forward is made and the original
-  /// logits stand in for it (the released reference's behaviour after its first token).
-  bool local_view = true;
+  /// Index of the token this step generates (0 for the first), which the local-view schedule
+  /// (`local_view_tokens`) reads. Required by `decode_step` whenever the schedule depends on it;
+  /// `agla::DecodeSession` and `agla::generate` fill it in.
+  std::optional<std::int64_t> step;
   /// When set, receives the `[B, V]` float32 `log_softmax` of the final scores (-inf where removed).
   at::Tensor* log_probs = nullptr;
 };
+
+/// Whether the step with index `step` runs the extra views under a `local_view_tokens` schedule.
+/// Throws `agla::InvalidArgument` when the schedule depends on the step and none is given.
+inline bool schedule_runs_local_view(std::int64_t local_view_tokens, const std::optional<std::int64_t>& step,
+                                     const char* who) {
+  if (local_view_tokens <= 0) return false;
+  if (local_view_tokens == DecodeOptions::kEveryToken) return true;
+  check<InvalidArgument>(step.has_value(), who, ": these options run the local view for the first ",
+                         local_view_tokens,
+                         " generated tokens only, so the step needs its index: pass StepControl::step, or "
+                         "decode with agla::DecodeSession or agla::generate, which count the steps");
+  check<InvalidArgument>(*step >= 0, who, ": StepControl::step must be >= 0; got ", *step);
+  return *step < local_view_tokens;
+}
 
 namespace detail {
 
@@ -164,14 +181,14 @@ struct is_plain_forward<Forward, std::void_t<decltype(std::declval<Forward&>()(
                                                             View::Original)),
                           at::Tensor> {};
 
-/// True when `Forward` offers the batched form `forward(step_tokens, agla::BothViews{}) -> [2B, V]`.
+/// True when `Forward` offers the batched form `forward(step_tokens, agla::AllViews{})`.
 template <typename Forward, typename = void>
 struct is_batched_forward : std::false_type {};
 template <typename Forward>
 struct is_batched_forward<Forward, std::void_t<decltype(std::declval<Forward&>()(
-                                       std::declval<const at::Tensor&>(), BothViews{}))>>
+                                       std::declval<const at::Tensor&>(), AllViews{}))>>
     : std::is_convertible<decltype(std::declval<Forward&>()(std::declval<const at::Tensor&>(),
-                                                            BothViews{})),
+                                                            AllViews{})),
                           at::Tensor> {};
 
 /// True for the plain form.
@@ -184,18 +201,31 @@ inline constexpr bool is_batched_forward_v =
 
 namespace detail {
 
-/// Runs the forward functor for this step: `{l [B, V], l_aug [B, V]}`; `l_aug` is `l` itself when
-/// the local view is off. Prefers the batched form when the functor offers it and both views run.
+/// Names what a type lacks to be a forward functor, at the call that needs one.
 template <typename Forward>
-std::pair<at::Tensor, at::Tensor> run_views(Forward& forward, const at::Tensor& step_tokens,
-                                            bool local_view) {
+constexpr void check_forward_functor() {
+  using F = std::remove_reference_t<Forward>;
+  using Mutable = std::remove_const_t<F>;
+  constexpr bool callable = is_plain_forward_v<F> || is_batched_forward_v<F>;
+  constexpr bool callable_if_mutable = is_plain_forward_v<Mutable> || is_batched_forward_v<Mutable>;
+  static_assert(callable || !callable_if_mutable,
+                "agla: the forward functor was passed as const, but its operator() is not const: a "
+                "functor advances its KV caches, so pass it as a non-const lvalue");
+  static_assert(callable || callable_if_mutable,
+                "agla: the forward functor must offer "
+                "`at::Tensor operator()(const at::Tensor& step_tokens, agla::View)` returning [B, V] "
+                "logits, or `at::Tensor operator()(const at::Tensor& step_tokens, agla::AllViews)` "
+                "returning [(1 + K) B, V] (view-major, original rows first); see agla/decode/view.hpp");
+}
+
+/// Runs the forward functor for this step on the original view and, when `extra_views > 0`, on
+/// views 1..K: `[l_0, l_1, ..., l_K]`, each `[B, V]`. Prefers the batched form when the functor
+/// offers it and every view runs; with `extra_views == 0` only the original view runs.
+template <typename Forward>
+std::vector<at::Tensor> run_views(Forward& forward, const at::Tensor& step_tokens, std::int64_t extra_views) {
+  check_forward_functor<Forward>();
   constexpr bool plain = is_plain_forward_v<Forward>;
   constexpr bool batched = is_batched_forward_v<Forward>;
-  static_assert(plain || batched,
-                "agla::decode_step: the forward functor must offer "
-                "`at::Tensor operator()(const at::Tensor& step_tokens, agla::View)` returning [B, V] "
-                "logits, or `at::Tensor operator()(const at::Tensor& step_tokens, agla::BothViews)` "
-                "returning [2B, V] (original rows first); see agla/decode/view.hpp");
   const int64_t batch = step_tokens.size(0);
   auto rows = [&](const at::Tensor& logits, int64_t expected, const char* form) {
     check<ShapeError>(logits.defined() && logits.dim() == 2 && logits.size(0) == expected,
@@ -203,56 +233,61 @@ std::pair<at::Tensor, at::Tensor> run_views(Forward& forward, const at::Tensor& 
                       ", V] logits for ", batch, " streams; got ",
                       logits.defined() ? logits.sizes() : at::IntArrayRef{});
   };
+  std::vector<at::Tensor> views;
   if constexpr (batched) {
-    if (local_view || !plain) {
-      at::Tensor both = forward(step_tokens, BothViews{});
-      rows(both, 2 * batch, "batched (agla::BothViews)");
-      at::Tensor original = both.narrow(0, 0, batch);
-      if (!local_view) return {original, original};
-      return {original, both.narrow(0, batch, batch)};
+    if (extra_views > 0 || !plain) {
+      const at::Tensor all = forward(step_tokens, AllViews{});
+      const int64_t expected = extra_views > 0 ? (1 + extra_views) * batch : all.size(0);
+      rows(all, expected, "batched (agla::AllViews)");
+      check<ShapeError>(all.size(0) % batch == 0, "agla::decode_step: the batched (agla::AllViews) forward must ",
+                        "return a multiple of ", batch, " rows; got ", all.sizes());
+      for (int64_t k = 0; k <= extra_views; ++k) views.push_back(all.narrow(0, k * batch, batch));
+      return views;
     }
   }
   if constexpr (plain) {
-    at::Tensor original = forward(step_tokens, View::Original);
-    rows(original, batch, "plain (agla::View::Original)");
-    if (!local_view) return {original, original};
-    at::Tensor augmented = forward(step_tokens, View::Augmented);
-    rows(augmented, batch, "plain (agla::View::Augmented)");
-    return {original, augmented};
+    for (int64_t k = 0; k <= extra_views; ++k) {
+      views.push_back(forward(step_tokens, View{static_cast<std::int32_t>(k)}));
+      rows(views.back(), batch, k == 0 ? "plain (agla::View::Original)" : "plain (agla::View::extra)");
+    }
   }
-  return {};
+  return views;
+}
+
+inline void check_step_tokens(const at::Tensor& step_tokens) {
+  check<ShapeError>(step_tokens.defined() && step_tokens.dim() == 2 && step_tokens.scalar_type() == at::kLong,
+                    "agla::decode_step: step_tokens must be [B, T] int64; got ",
+                    step_tokens.defined() ? step_tokens.sizes() : at::IntArrayRef{}, " ",
+                    step_tokens.defined() ? step_tokens.scalar_type() : at::ScalarType::Undefined);
+  check<ShapeError>(step_tokens.size(0) > 0 && step_tokens.size(1) > 0,
+                    "agla::decode_step: step_tokens must be non-empty [B, T]; got ", step_tokens.sizes());
 }
 
 }  // namespace detail
 
 /// One AGLA decoding step: runs `forward` on `step_tokens` `[B, T]` int64 (the tokens new to this
-/// step) for the original and, if `control.local_view`, the augmented view, then fuses, cuts,
-/// warps and samples. Returns `[B]` int64 tokens on the logits' device, without host
-/// synchronisation (beyond the CPU NaN check of `FiniteCheck::Auto`).
+/// step) for the original and, when the schedule (`policies.local_view_tokens`, read at
+/// `control.step`) runs it, the augmented view; then fuses, cuts, warps and samples. On steps
+/// without the local view the original logits stand in for the augmented ones. Returns `[B]` int64
+/// tokens on the logits' device, without host synchronisation (beyond the CPU NaN check of
+/// `FiniteCheck::Auto`). Throws `agla::InvalidArgument` when the schedule depends on the step and
+/// `control.step` is not given (`agla::DecodeSession` counts steps for you).
 template <typename Forward, typename Fusion, typename Cutoff, typename Warper, typename Sampler>
 at::Tensor decode_step(Forward&& forward, const at::Tensor& step_tokens,
                        const DecodePolicies<Fusion, Cutoff, Warper, Sampler>& policies,
                        const at::Generator& generator = {}, const StepControl& control = {}) {
-  check<ShapeError>(step_tokens.defined() && step_tokens.dim() == 2 &&
-                        step_tokens.scalar_type() == at::kLong,
-                    "agla::decode_step: step_tokens must be [B, T] int64; got ",
-                    step_tokens.defined() ? step_tokens.sizes() : at::IntArrayRef{}, " ",
-                    step_tokens.defined() ? step_tokens.scalar_type() : at::ScalarType::Undefined);
-  check<ShapeError>(step_tokens.size(0) > 0 && step_tokens.size(1) > 0,
-                    "agla::decode_step: step_tokens must be non-empty [B, T]; got ",
-                    step_tokens.sizes());
-  auto views = detail::run_views(forward, step_tokens, control.local_view);
-  return decode_logits(views.first, views.second, policies, generator, control);
+  detail::check_step_tokens(step_tokens);
+  const bool local = schedule_runs_local_view(policies.local_view_tokens, control.step, "agla::decode_step");
+  const std::vector<at::Tensor> views = detail::run_views(forward, step_tokens, local ? 1 : 0);
+  return decode_logits(views[0], local ? views[1] : views[0], policies, generator, control);
 }
 
 /// `decode_step` with the policies `options` describes (validated); `FusionMethod::Plain` makes no
 /// augmented forward.
 template <typename Forward>
 at::Tensor decode_step(Forward&& forward, const at::Tensor& step_tokens, const DecodeOptions& options,
-                       const at::Generator& generator = {}, StepControl control = {}) {
-  const OptionsPolicies policies = policies_from(options);
-  control.local_view = control.local_view && policies.local_view_tokens > 0;
-  return decode_step(std::forward<Forward>(forward), step_tokens, policies, generator, control);
+                       const at::Generator& generator = {}, const StepControl& control = {}) {
+  return decode_step(std::forward<Forward>(forward), step_tokens, policies_from(options), generator, control);
 }
 
 }  // namespace agla
