@@ -39,8 +39,9 @@ agla::blip::BlipConfig blip_large() {
 agla::blip::BlipItm& itm() {
   static agla::blip::BlipItm model = [] {
     at::manual_seed(0);
-    return agla::blip::BlipItm(agla::blip::BlipItmModel(blip_large()),
-                               agla::blip::WordPieceTokenizer::bert_base_uncased());
+    agla::blip::BlipItmModel module(blip_large());
+    agla::models::init_parameters(*module);
+    return agla::blip::BlipItm(module, agla::blip::WordPieceTokenizer::bert_base_uncased());
   }();
   return model;
 }
@@ -48,8 +49,9 @@ agla::blip::BlipItm& itm() {
 agla::blip::BlipCaptioner& captioner() {
   static agla::blip::BlipCaptioner model = [] {
     at::manual_seed(1);
-    return agla::blip::BlipCaptioner(agla::blip::BlipCaptionModel(blip_large()),
-                                     agla::blip::WordPieceTokenizer::bert_base_uncased());
+    agla::blip::BlipCaptionModel module(blip_large());
+    agla::models::init_parameters(*module);
+    return agla::blip::BlipCaptioner(module, agla::blip::WordPieceTokenizer::bert_base_uncased());
   }();
   return model;
 }
@@ -95,15 +97,16 @@ void BM_BlipItcSimilarity(benchmark::State& state) {
 void BM_BlipCaptionPerToken(benchmark::State& state) {
   auto& model = captioner();
   const int64_t length = state.range(0);
-  const at::Tensor image = model.encode_image(random_pixels());
+  const at::Tensor pixels = random_pixels();
+  const at::Tensor image = model.encode_image(pixels);
   at::manual_seed(3);
   const at::Tensor sequence = at::randint(1000, 2000, {1, length}, at::kLong);
+  const agla::LvlmInputs inputs = agla::LvlmInputs::images(sequence.narrow(1, 0, length - 1), pixels);
   double cached_s = 0, uncached_s = 0, cached_cpu_s = 0, uncached_cpu_s = 0;
   int64_t steps = 0;
   using agla::bench::Clocks;
   for (auto _ : state) {
-    model.begin_with_embeddings(image);
-    benchmark::DoNotOptimize(model(sequence.narrow(1, 0, length - 1), agla::View::Original));
+    benchmark::DoNotOptimize(model(model.begin(inputs), agla::View::Original));
     const Clocks t0 = Clocks::now();
     benchmark::DoNotOptimize(model(sequence.narrow(1, length - 1, 1), agla::View::Original));
     const Clocks t1 = Clocks::now();

@@ -48,8 +48,9 @@ agla::blip::BlipConfig blip_large_config() {
 const agla::blip::BlipItm& model() {
   static const agla::blip::BlipItm instance = [] {
     torch::manual_seed(0);
-    return agla::blip::BlipItm(agla::blip::BlipItmModel(blip_large_config()),
-                               agla::blip::WordPieceTokenizer::bert_base_uncased());
+    agla::blip::BlipItmModel module(blip_large_config());
+    agla::models::init_parameters(*module);
+    return agla::blip::BlipItm(module, agla::blip::WordPieceTokenizer::bert_base_uncased());
   }();
   return instance;
 }

@@ -124,7 +124,8 @@ void decode_bench(benchmark::State& state, Mode mode) {
   const int64_t streams = state.range(0);
   const auto prompt = m.prompt.repeat({streams, 1});
   llava::LlavaLvlm lvlm(m.model);
-  lvlm.begin(prompt, m.original.repeat({streams, 1, 1, 1}), m.augmented.repeat({streams, 1, 1, 1}), {}, 64);
+  lvlm.begin(agla::LvlmInputs::images(prompt, m.original.repeat({streams, 1, 1, 1}),
+                                       {m.augmented.repeat({streams, 1, 1, 1})}, 64));
   const auto options = options_for(mode);
   auto gen = at::make_generator<at::CPUGeneratorImpl>(1);
   auto tokens = run_step(mode, lvlm, prompt, options, gen).unsqueeze(1);
@@ -149,7 +150,8 @@ void BM_LlavaDecodeInterleaved(benchmark::State& state) {
   auto gen = at::make_generator<at::CPUGeneratorImpl>(1);
   for (Mode mode : modes) {
     lvlms.push_back(std::make_unique<llava::LlavaLvlm>(m.model));
-    lvlms.back()->begin(prompt, m.original.repeat({streams, 1, 1, 1}), m.augmented.repeat({streams, 1, 1, 1}), {}, 64);
+    lvlms.back()->begin(agla::LvlmInputs::images(prompt, m.original.repeat({streams, 1, 1, 1}),
+                                                {m.augmented.repeat({streams, 1, 1, 1})}, 64));
     tokens.push_back(run_step(mode, *lvlms.back(), prompt, options_for(mode), gen).unsqueeze(1));
   }
   for (auto _ : state) {
@@ -176,7 +178,7 @@ void prefill_bench(benchmark::State& state, Mode mode) {
   auto gen = at::make_generator<at::CPUGeneratorImpl>(1);
   llava::LlavaLvlm lvlm(m.model);
   for (auto _ : state) {
-    lvlm.begin(m.prompt, m.original, m.augmented, {}, 8);
+    lvlm.begin(agla::LvlmInputs::images(m.prompt, m.original, {m.augmented}, 8));
     auto token = run_step(mode, lvlm, m.prompt, options, gen);
     benchmark::DoNotOptimize(token.data_ptr());
   }

@@ -349,7 +349,7 @@ TEST_F(BadInputTest, ModelWeightsWithMissingUnexpectedOrMisshapedNamesAreListed)
                                 {renamed, "missing (1)", "itm_head.weight", "unexpected (1)", "itm_head.weights"}));
   cases.push_back(
       expect<agla::FormatError>("misshaped tensor", [reshaped] { agla::blip::BlipItm::load(reshaped); },
-                                {"shape mismatch (1)", "text_proj.weight: checkpoint [16, 31], model [16, 32]"}));
+                                {"shape or dtype mismatch (1)", "text_proj.weight: checkpoint [16, 31], model [16, 32]"}));
   cases.push_back(expect<agla::FormatError>("no weight file", [empty_dir] { agla::blip::BlipItm::load(empty_dir); },
                                             {empty_dir, "holds no model.safetensors"}));
   run_matrix(cases);
@@ -393,7 +393,7 @@ TEST_F(BadInputTest, ConfigValuesOutOfRangeAreRefusedNamingTheField) {
       {"text_config.hidden_size (32) must be divisible by text_config.num_attention_heads (5)"}));
   cases.push_back(expect<agla::FormatError>("BLIP patch larger than the image",
                                             blip([](nlohmann::json& j) { j["vision_config"]["patch_size"] = 64; }),
-                                            {"patch_size (64) exceeds image_size (32)"}));
+                                            {"image_size (32) must be a multiple of vision_config.patch_size (64)"}));
   cases.push_back(expect<agla::FormatError>("BLIP token id outside the vocabulary",
                                             blip([](nlohmann::json& j) { j["text_config"]["sep_token_id"] = 128; }),
                                             {"text_config.sep_token_id must be in [0, 128); got 128"}));
@@ -452,7 +452,7 @@ TEST_F(BadInputTest, ConfigValuesOutOfRangeAreRefusedNamingTheField) {
   cases.push_back(expect<agla::FormatError>(
       "LLaVA deeply nested rope scaling",
       llava([deep](nlohmann::json& j) { j["text_config"]["rope_scaling"] = nlohmann::json::parse(deep); }),
-      {"text_config.rope_scaling is not supported (LLaVA-1.5 has none)"}));
+      {"text_config.rope_scaling is not supported (LLaVA-1.5 and Vicuna have none)"}));
   cases.push_back(expect<agla::FormatError>("BLIP config not JSON", [not_json] { BlipConfig::from_file(not_json); },
                                             {not_json, "not valid JSON"}));
   cases.push_back(expect<agla::FormatError>("LLaVA config not JSON", [not_json] { agla::llava::read_config(not_json); },
@@ -580,15 +580,15 @@ TEST_F(BadInputTest, PromptsEmptyInvalidUtf8OrOverLongAreRefusedAndEnormousOnesT
   cases.push_back(expect<agla::InvalidArgument>("caption prompt longer than the positions",
                                                 [&captioner] {
                                                   agla::blip::BlipCaptioner c = captioner;
-                                                  c.begin(at::zeros({1, 3, 32, 32}));
-                                                  c(at::ones({1, 65}, at::kLong), agla::View::Original);
+                                                  c.begin(agla::LvlmInputs::images(at::ones({1, 65}, at::kLong),
+                                                                                   at::zeros({1, 3, 32, 32})));
                                                 },
                                                 {"65 positions exceed max_position_embeddings 64"}));
   cases.push_back(expect<agla::InvalidArgument>("token id outside the vocabulary",
                                                 [&captioner] {
                                                   agla::blip::BlipCaptioner c = captioner;
-                                                  c.begin(at::zeros({1, 3, 32, 32}));
-                                                  c(at::full({1, 2}, 128, at::kLong), agla::View::Original);
+                                                  c.begin(agla::LvlmInputs::images(at::full({1, 2}, 128, at::kLong),
+                                                                                   at::zeros({1, 3, 32, 32})));
                                                 },
                                                 {"token ids must be in [0, 128); got ids in [128, 128]"}));
   run_matrix(cases);
@@ -663,7 +663,7 @@ TEST_F(BadInputTest, LogitsWithNanInfOrMismatchedViewsAreRefused) {
       expect<agla::ShapeError>("3-d logits", logits(at::randn({2, 4, 16}), at::randn({2, 4, 16})), {"[2, 4, 16]"}));
   cases.push_back(expect<agla::ShapeError>(
       "batched functor with 3 rows for 2 streams", [&] { agla::decode_step(BatchedRows{3}, step, options, generator); },
-      {"batched (agla::BothViews) forward must return [4, V] logits for 2 streams; got [3, 8]"}));
+      {"batched (agla::AllViews) forward must return [4, V] logits for 2 streams; got [3, 8]"}));
   cases.push_back(
       expect<agla::ShapeError>("step tokens of the wrong dtype",
                                [&] {

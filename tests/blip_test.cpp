@@ -40,6 +40,12 @@ agla::blip::BlipCaptioner& caption_model() {
   return model;
 }
 
+// The captioner's prompt for `text`, repeated for `batch` streams: `[batch, T]` int64.
+at::Tensor prompt_ids(const agla::blip::BlipCaptioner& model, const std::string& text, int64_t batch = 1) {
+  const std::vector<int64_t> ids = model.prompt(text).ids;
+  return at::tensor(ids, at::kLong).view({1, -1}).repeat({batch, 1});
+}
+
 double max_abs_diff(const at::Tensor& a, const at::Tensor& b) {
   return (a.to(at::kDouble) - b.to(at::kDouble)).abs().max().item<double>();
 }
@@ -220,12 +226,12 @@ TEST(BlipItmTest, RefusesBadArguments) {
   EXPECT_THROW(model.itm_logits(image, ids + 200, mask), agla::InvalidArgument);
   EXPECT_THROW(model.itm_logits(image, at::zeros({1, 65}, at::kLong), at::ones({1, 65}, at::kLong)),
                agla::InvalidArgument);  // longer than max_position_embeddings (64)
-  EXPECT_THROW(agla::blip::BlipItm::load(kBlip + "/itm", at::kCPU, at::kHalf), agla::InvalidArgument);
-  if (!at::hasCUDA()) EXPECT_THROW(agla::blip::BlipItm::load(kBlip + "/itm", at::kCUDA), agla::InvalidArgument);
+  EXPECT_THROW(agla::blip::BlipItm::load(kBlip + "/itm", {at::kCPU, at::kHalf}), agla::InvalidArgument);
+  if (!at::hasCUDA()) EXPECT_THROW(agla::blip::BlipItm::load(kBlip + "/itm", {at::kCUDA}), agla::InvalidArgument);
 }
 
 TEST(BlipItmTest, DoublePrecisionAgreesWithTheFloatReference) {
-  const auto model = agla::blip::BlipItm::load(kBlip + "/itm", at::kCPU, at::kDouble);
+  const auto model = agla::blip::BlipItm::load(kBlip + "/itm", {at::kCPU, at::kDouble});
   const at::Tensor image = model.encode_image(pixels(1));
   const at::Tensor ids = fx("itm_batch.input_ids"), mask = fx("itm_batch.attention_mask");
   EXPECT_EQ(image.scalar_type(), at::kDouble);
@@ -241,9 +247,9 @@ TEST(BlipCaptionTest, MatchesVisionAndPromptLogits) {
     expect_close(model.logits_full(images.narrow(0, i, 1), fx(name + "input_ids")), fx(name + "logits"), 3e-4, 1e-4,
                  name + "logits");
   }
-  EXPECT_TRUE(at::equal(model.prompt_ids("A picture of"), fx("caption.i0.prompt.input_ids")));
-  EXPECT_EQ(model.stop_id(), 3);
-  EXPECT_EQ(model.bos_id(), 126);
+  EXPECT_TRUE(at::equal(prompt_ids(model, "A picture of"), fx("caption.i0.prompt.input_ids")));
+  EXPECT_EQ(model.tokens().stop_ids.front(), 3);
+  EXPECT_EQ(model.config().text.bos_token_id, 126);
 }
 
 TEST(BlipCaptionTest, GreedyTokensWithAndWithoutCache) {
@@ -265,8 +271,7 @@ TEST(BlipCaptionTest, GreedyTokensWithAndWithoutCache) {
       }
       EXPECT_TRUE(at::equal(seq.narrow(1, start.size(1), 8)[0], expected_ids)) << name << " uncached ids";
       // With cache: the prompt once, then one token per step.
-      model.begin(pixels(i));
-      at::Tensor step = start;
+      at::Tensor step = model.begin(agla::LvlmInputs::images(start, pixels(i)));
       std::vector<int64_t> tokens;
       for (int64_t s = 0; s < 8; ++s) {
         const at::Tensor logits = model(step, agla::View::Original);
@@ -285,11 +290,10 @@ TEST(BlipCaptionTest, BatchedViewsMatchSingleStreamsAndMixWithPlainCalls) {
   auto& model = caption_model();
   const at::Tensor original = fx("inputs.pixel_values");         // streams: image 0, image 1
   const at::Tensor augmented = original.flip({0}).contiguous();  // the other image per stream
-  const at::Tensor prompt = model.prompt_ids("a picture of", 2);
+  const at::Tensor prompt = prompt_ids(model, "a picture of", 2);
   const at::Tensor ids0 = fx("caption.i0.prompt.greedy_ids"), ids1 = fx("caption.i1.prompt.greedy_ids");
   const at::Tensor images = model.encode_image(original), images_aug = model.encode_image(augmented);
-  model.begin(original, augmented);
-  at::Tensor step = prompt, seq = prompt;
+  at::Tensor step = model.begin(agla::LvlmInputs::images(prompt, original, {augmented})), seq = prompt;
   for (int64_t s = 0; s < 6; ++s) {
     at::Tensor orig, aug;
     if (s % 3 == 2) {  // the plain form between batched steps keeps the caches consistent
@@ -311,10 +315,10 @@ TEST(BlipCaptionTest, BatchedViewsMatchSingleStreamsAndMixWithPlainCalls) {
     seq = at::cat({seq, step}, 1);
   }
   // A view advanced alone cannot join a batched call.
-  model.begin(original, augmented);
+  model.begin(agla::LvlmInputs::images(prompt, original, {augmented}));
   model(prompt, agla::View::Original);
   EXPECT_THROW(model(step, agla::BothViews{}), agla::InvalidArgument);
-  model.begin(original);
+  model.begin(agla::LvlmInputs::images(prompt, original));
   EXPECT_THROW(model(prompt, agla::View::Augmented), agla::InvalidArgument);
   EXPECT_THROW(model(prompt.narrow(0, 0, 1), agla::View::Original), agla::ShapeError);
 }
@@ -324,27 +328,28 @@ TEST(BlipCaptionTest, DrivesAglaGenerateThroughBothForms) {
   const at::Tensor expected = at::stack({fx("caption.i0.prompt.greedy_ids"), fx("caption.i1.prompt.greedy_ids")});
   agla::GenerateOptions limits;
   limits.max_new_tokens = 8;
-  limits.eos_token_ids = {model.stop_id()};
-  limits.pad_token_id = model.pad_id();
+  limits.eos_token_ids = {model.tokens().stop_ids.front()};
+  limits.pad_token_id = model.tokens().pad_id;
   // Regular greedy decoding: only the original view (plain form).
   agla::DecodeOptions plain;
   plain.method = agla::FusionMethod::Plain;
   plain.greedy = true;
-  model.begin(fx("inputs.pixel_values"));
-  const auto regular = agla::generate(model, model.prompt_ids("a picture of", 2), plain, limits);
+  const at::Tensor prompt = prompt_ids(model, "a picture of", 2);
+  const at::Tensor images = fx("inputs.pixel_values");
+  const auto regular = agla::generate(model, model.begin(agla::LvlmInputs::images(prompt, images)), plain, limits);
   EXPECT_TRUE(at::equal(regular.tokens, expected)) << regular.tokens;
   // AGLA greedy with the augmented view equal to the original (batched form every step): the fused
   // scores are 3 * l under the cutoff, so the argmax is the plain one.
   agla::DecodeOptions assembly;
   assembly.greedy = true;
-  model.begin(fx("inputs.pixel_values"), fx("inputs.pixel_values"));
-  const auto fused = agla::generate(model, model.prompt_ids("a picture of", 2), assembly, limits);
+  const auto fused =
+      agla::generate(model, model.begin(agla::LvlmInputs::images(prompt, images, {images})), assembly, limits);
   EXPECT_TRUE(at::equal(fused.tokens, expected)) << fused.tokens;
   EXPECT_EQ(model.cache_length(agla::View::Augmented), 4 + 7);
   // The released code's schedule: the augmented view on the first token only, then plain calls.
   assembly.local_view_tokens = 1;
-  model.begin(fx("inputs.pixel_values"), fx("inputs.pixel_values"));
-  const auto released = agla::generate(model, model.prompt_ids("a picture of", 2), assembly, limits);
+  const auto released =
+      agla::generate(model, model.begin(agla::LvlmInputs::images(prompt, images, {images})), assembly, limits);
   EXPECT_TRUE(at::equal(released.tokens, expected)) << released.tokens;
   EXPECT_EQ(model.cache_length(agla::View::Original), 4 + 7);
   EXPECT_EQ(model.cache_length(agla::View::Augmented), 4);
@@ -403,7 +408,7 @@ TEST(BlipLoadTest, ListsMissingUnexpectedAndMisshapedNames) {
   ASSERT_FALSE(message.empty());
   for (const char* part :
        {"missing (2)", "itm_head.bias", "text_encoder.encoder.layer.3.crossattention.self.key.weight", "unexpected (1)",
-        "text_encoder.pooler.dense.weight", "shape mismatch (1)", "vision_proj.weight"}) {
+        "text_encoder.pooler.dense.weight", "shape or dtype mismatch (1)", "vision_proj.weight"}) {
     EXPECT_NE(message.find(part), std::string::npos) << part << " not in: " << message;
   }
   fs::remove(dir + "/model.safetensors");
@@ -448,7 +453,7 @@ TEST(BlipLoadTest, AcceptsShardsLegacyBuffersAndTiedLmHead) {
 }
 
 TEST(BlipItmTest, RunsInBFloat16) {
-  const auto model = agla::blip::BlipItm::load(kBlip + "/itm", at::kCPU, at::kBFloat16);
+  const auto model = agla::blip::BlipItm::load(kBlip + "/itm", {at::kCPU, at::kBFloat16});
   const at::Tensor image = model.encode_image(pixels(0));
   EXPECT_EQ(image.scalar_type(), at::kBFloat16);
   const at::Tensor ids = fx("itm_batch.input_ids"), mask = fx("itm_batch.attention_mask");
@@ -464,7 +469,7 @@ TEST(BlipItmTest, RunsInBFloat16) {
 TEST(BlipCudaTest, HalfPrecisionOnCudaAgreesWithTheFloatReference) {
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
   for (const at::ScalarType dtype : {at::kHalf, at::kBFloat16}) {
-    const auto model = agla::blip::BlipItm::load(kBlip + "/itm", at::kCUDA, dtype);
+    const auto model = agla::blip::BlipItm::load(kBlip + "/itm", {at::kCUDA, dtype});
     const at::Tensor image = model.encode_image(pixels(0));
     EXPECT_TRUE(image.is_cuda());
     const at::Tensor ids = fx("itm_batch.input_ids"), mask = fx("itm_batch.attention_mask");
@@ -473,9 +478,10 @@ TEST(BlipCudaTest, HalfPrecisionOnCudaAgreesWithTheFloatReference) {
     EXPECT_TRUE(grad.is_cuda());
     const double scale = fx("itm_batch.logits").abs().max().item<double>();
     EXPECT_LT(max_abs_diff(score.logits.cpu(), fx("itm_batch.logits")), 0.05 * scale + 0.05) << dtype;
-    auto captioner = agla::blip::BlipCaptioner::load(kBlip + "/caption", at::kCUDA, dtype);
-    captioner.begin(pixels(0), pixels(1));
-    const at::Tensor both = captioner(fx("caption.i0.prompt.input_ids"), agla::BothViews{});
+    auto captioner = agla::blip::BlipCaptioner::load(kBlip + "/caption", {at::kCUDA, dtype});
+    const at::Tensor prompt =
+        captioner.begin(agla::LvlmInputs::images(fx("caption.i0.prompt.input_ids"), pixels(0), {pixels(1)}));
+    const at::Tensor both = captioner(prompt, agla::BothViews{});
     EXPECT_EQ(both.scalar_type(), at::kFloat);
     const double lscale = fx("caption.i0.prompt.step_logits").abs().max().item<double>();
     EXPECT_LT(max_abs_diff(both[0].cpu(), fx("caption.i0.prompt.step_logits")[0]), 0.05 * lscale + 0.05) << dtype;

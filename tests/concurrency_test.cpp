@@ -65,8 +65,9 @@ std::vector<int64_t> decode_tokens(agla::blip::BlipCaptioner& captioner, const a
                                    const at::Tensor& augmented, uint64_t seed) {
   const agla::DecodeOptions options;  // AGLA: alpha 2, beta 0.5, sampling at temperature 1
   const at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(seed);
-  captioner.begin(original, augmented);
-  at::Tensor step = captioner.prompt_ids("a picture of");
+  const std::vector<int64_t> prompt = captioner.prompt("a picture of").ids;
+  at::Tensor step = captioner.begin(
+      agla::LvlmInputs::images(at::tensor(prompt, at::kLong).view({1, -1}), original, {augmented}));
   std::vector<int64_t> tokens;
   for (int64_t i = 0; i < kSteps; ++i) {
     const at::Tensor next = agla::decode_step(captioner, step, options, generator);

@@ -30,9 +30,9 @@ struct Fixture {
 };
 
 Fixture load_fixture(const std::string& name, at::ScalarType dtype = at::kFloat) {
-  llava::LoadOptions options;
+  agla::io::LoadOptions options;
   options.dtype = dtype;
-  return Fixture{llava::load_model(fixture_dir(name), options),
+  return Fixture{llava::LlavaLvlm::load(fixture_dir(name), options).model(),
                  agla::io::SafetensorsFile::open(fixture_dir(name) + "/reference.safetensors")};
 }
 
@@ -49,6 +49,16 @@ void expect_close(const at::Tensor& actual, const at::Tensor& expected, double a
 }
 
 at::Tensor image_ids(const Fixture& f) { return f.get("input_ids"); }
+
+// A generation of `ids` on `pixels`, with AGLA's augmented view when given, and a padding mask.
+agla::LvlmInputs inputs(const at::Tensor& ids, const at::Tensor& pixels, const at::Tensor& augmented = {},
+                        const at::Tensor& mask = {}, int64_t max_new_tokens = 64) {
+  std::vector<at::Tensor> views;
+  if (augmented.defined()) views.push_back(augmented);
+  agla::LvlmInputs in = agla::LvlmInputs::images(ids, pixels, views, max_new_tokens);
+  in.prompt.mask = mask;
+  return in;
+}
 
 }  // namespace
 
@@ -124,9 +134,9 @@ TEST(LlavaParityTest, LanguageModelHiddenStatesLogitsAndCache) {
     auto f = load_fixture(name);
     const auto merged = f.model->merge(image_ids(f), f.model->image_features(f.get("pixel_values")));
     const auto& text = f.model->config().text;
-    llava::KvCache cache(text.num_hidden_layers, 1, text.num_key_value_heads, text.head_dim(), 15,
+    agla::llama::KvCache cache(text.num_hidden_layers, 1, text.num_key_value_heads, text.head_dim(), 15,
                          at::TensorOptions().dtype(at::kFloat));
-    llava::KvSlot slot{&cache, 0, 0};
+    agla::llama::KvSlot slot{&cache, 0, 0};
     std::vector<at::Tensor> hidden;
     const auto normed =
         f.model->language_model->model->forward(merged.inputs_embeds, merged.position_ids, {}, &slot, &hidden);
@@ -149,7 +159,7 @@ TEST(LlavaParityTest, GreedyWithKvCacheThroughLvlm) {
   for (const auto& name : kConfigs) {
     auto f = load_fixture(name);
     llava::LlavaLvlm lvlm(f.model);
-    lvlm.begin(image_ids(f), f.get("pixel_values"), {}, {}, 2);  // small reserve: exercises cache growth
+    lvlm.begin(inputs(image_ids(f), f.get("pixel_values"), {}, {}, 2));  // small reserve: exercises cache growth
     const auto expected_tokens = f.get("greedy_tokens");
     const auto expected_logits = f.get("greedy_step_logits");
     at::Tensor step = image_ids(f);
@@ -195,8 +205,8 @@ TEST(LlavaParityTest, TwoViewBatch) {
     // The functor's batched form ([2B, V], one forward) against its plain form (one forward per view).
     llava::LlavaLvlm batched(f.model), plain(f.model);
     const auto original = pixels.narrow(0, 0, 1), augmented = pixels.narrow(0, 1, 1);
-    batched.begin(image_ids(f), original, augmented);
-    plain.begin(image_ids(f), original, augmented);
+    batched.begin(inputs(image_ids(f), original, augmented));
+    plain.begin(inputs(image_ids(f), original, augmented));
     at::Tensor step = image_ids(f);
     for (int64_t k = 0; k < 6; ++k) {
       const auto both = batched(step, agla::BothViews{});
@@ -236,9 +246,9 @@ TEST(LlavaLvlmTest, LeftPaddedStreamMatchesUnpaddedRun) {
   mask[0].narrow(0, 0, 3).fill_(0);
 
   llava::LlavaLvlm padded(f.model), single0(f.model), single1(f.model);
-  padded.begin(batch, pixels, pixels.flip(0), mask);
-  single0.begin(ids, pixels.narrow(0, 0, 1), pixels.narrow(0, 1, 1));
-  single1.begin(row1, pixels.narrow(0, 1, 1), pixels.narrow(0, 0, 1));
+  padded.begin(inputs(batch, pixels, pixels.flip(0), mask));
+  single0.begin(inputs(ids, pixels.narrow(0, 0, 1), pixels.narrow(0, 1, 1)));
+  single1.begin(inputs(row1, pixels.narrow(0, 1, 1), pixels.narrow(0, 0, 1)));
   at::Tensor step = batch, step0 = ids, step1 = row1;
   for (int64_t k = 0; k < 4; ++k) {
     const auto both = padded(step, agla::BothViews{});
@@ -261,17 +271,16 @@ TEST(LlavaLvlmTest, RejectsMisuse) {
   const auto ids = image_ids(f);
   const auto pixels = f.get("pixel_values");
   EXPECT_THROW(lvlm(ids, agla::View::Original), agla::InvalidArgument);             // no begin()
-  EXPECT_THROW(lvlm.begin(ids.narrow(1, 4, 8), pixels), agla::InvalidArgument);     // no image token
-  EXPECT_THROW(lvlm.begin(at::cat({ids, ids}, 1), pixels), agla::InvalidArgument);  // two image tokens
-  EXPECT_THROW(lvlm.begin(ids, pixels.squeeze(0)), agla::ShapeError);
-  lvlm.begin(ids, pixels);
-  EXPECT_THROW(lvlm(ids, agla::View::Augmented), agla::InvalidArgument);  // no augmented image
-  EXPECT_THROW(lvlm(ids, agla::BothViews{}), agla::InvalidArgument);
+  EXPECT_THROW(lvlm.begin(inputs(ids.narrow(1, 4, 8), pixels)), agla::InvalidArgument);     // no image token
+  EXPECT_THROW(lvlm.begin(inputs(at::cat({ids, ids}, 1), pixels)), agla::InvalidArgument);  // two image tokens
+  EXPECT_THROW(lvlm.begin(inputs(ids, pixels.squeeze(0))), agla::ShapeError);
+  lvlm.begin(inputs(ids, pixels));
+  EXPECT_THROW(lvlm(ids, agla::View::Augmented), agla::InvalidArgument);  // no augmented view
   EXPECT_THROW(lvlm(ids.flip(1), agla::View::Original), agla::InvalidArgument);  // not the prompt
   lvlm(ids, agla::View::Original);
   EXPECT_THROW(lvlm(at::full({1, 1}, 96, at::kLong), agla::View::Original), agla::InvalidArgument);  // id >= vocab
   EXPECT_THROW(lvlm(at::full({2, 1}, 5, at::kLong), agla::View::Original), agla::ShapeError);
-  EXPECT_THROW(lvlm.begin(ids, at::zeros({1, 3, 27, 27})), agla::ShapeError);  // not the tower's input size
+  EXPECT_THROW(lvlm.begin(inputs(ids, at::zeros({1, 3, 27, 27}))), agla::ShapeError);  // not the tower's input size
   EXPECT_THROW(lvlm(at::full({1, 1}, 5, at::kLong), agla::View::Original), agla::InvalidArgument);  // state dropped
   EXPECT_THROW(f.model->forward(ids, at::zeros({1, 3, 27, 27})), agla::ShapeError);
 }
@@ -374,7 +383,7 @@ TEST(LlavaLvlmTest, DrivesAglaGenerate) {
     regular.method = agla::FusionMethod::Plain;
     regular.greedy = true;
     llava::LlavaLvlm lvlm(f.model);
-    lvlm.begin(ids, original, augmented);
+    lvlm.begin(inputs(ids, original, augmented));
     const auto plain = agla::generate(lvlm, ids, regular, limits);
     EXPECT_TRUE(at::equal(plain.tokens[0], f.get("greedy_tokens"))) << name << ": " << plain.tokens;
     EXPECT_EQ(lvlm.cached_length(agla::View::Augmented), 0);  // regular decoding never runs the augmented view
@@ -382,7 +391,7 @@ TEST(LlavaLvlmTest, DrivesAglaGenerate) {
     // AGLA (Eq. 3 with the plausibility cutoff of Eqs. 4-5), greedy, against a cache-free recomputation.
     agla::DecodeOptions agla_options;
     agla_options.greedy = true;
-    lvlm.begin(ids, original, augmented);
+    lvlm.begin(inputs(ids, original, augmented));
     const auto fused = agla::generate(lvlm, ids, agla_options, limits);
     auto seq = ids;
     for (int64_t k = 0; k < 8; ++k) {
@@ -415,12 +424,12 @@ TEST(LlavaLoaderTest, LoadsShardedCheckpointsAndSparseConfigs) {
   agla::io::write_safetensors((dir / "model-00001-of-00002.safetensors").string(), vision_part);
   agla::io::write_safetensors((dir / "model-00002-of-00002.safetensors").string(), text_part);
   std::ofstream(dir / "model.safetensors.index.json") << index.dump();
-  auto model = llava::load_model(dir.string());
+  auto model = llava::LlavaLvlm::load(dir.string()).model();
   const auto ref = agla::io::SafetensorsFile::open(fixture_dir("tiny_t_gqa") + "/reference.safetensors");
   expect_close(model->forward(ref.tensor("input_ids"), ref.tensor("pixel_values")), ref.tensor("logits"), 5e-5,
                "sharded tiny_t_gqa logits");
   fs::remove_all(dir);
-  EXPECT_THROW(llava::load_model(dir.string()), agla::FormatError);
+  EXPECT_THROW(llava::LlavaLvlm::load(dir.string()).model(), agla::FormatError);
 }
 
 TEST(LlavaLoaderTest, TiedEmbeddingsUseTheTokenTable) {
@@ -448,10 +457,10 @@ TEST(LlavaParityTest, ReducedPrecisionStaysCloseToFloat32) {
   for (const auto& name : kConfigs) {
     const auto ref = agla::io::SafetensorsFile::open(fixture_dir(name) + "/reference.safetensors");
     for (const auto& [device, dtype] : runs) {
-      llava::LoadOptions options;
+      agla::io::LoadOptions options;
       options.device = device;
       options.dtype = dtype;
-      auto model = llava::load_model(fixture_dir(name), options);
+      auto model = llava::LlavaLvlm::load(fixture_dir(name), options).model();
       const double tol = dtype == at::kHalf ? 5e-2 : 2.5e-1;
       const auto logits = model->forward(ref.tensor("batch2_input_ids"), ref.tensor("batch2_pixel_values"));
       EXPECT_EQ(logits.scalar_type(), at::kFloat);
@@ -461,7 +470,7 @@ TEST(LlavaParityTest, ReducedPrecisionStaysCloseToFloat32) {
       // The cached functor agrees with the full forward in the same precision.
       llava::LlavaLvlm lvlm(model);
       const auto pixels = ref.tensor("batch2_pixel_values");
-      lvlm.begin(ref.tensor("input_ids"), pixels.narrow(0, 0, 1), pixels.narrow(0, 1, 1));
+      lvlm.begin(inputs(ref.tensor("input_ids"), pixels.narrow(0, 0, 1), pixels.narrow(0, 1, 1)));
       const auto both = lvlm(ref.tensor("input_ids").to(device), agla::BothViews{});
       EXPECT_LT(max_diff(both.cpu(), logits.select(1, 14).cpu()), tol / 4) << name << " " << device << " " << dtype;
       std::printf("%s %s %s: max |logits - float32 reference| = %.3g\n", name.c_str(), device.str().c_str(),

@@ -63,18 +63,19 @@ TEST(SoakTest, MatchingAndDecodingKeepMemoryFlat) {
   agla::DecodeOptions options;  // AGLA sampling, the reference defaults
   agla::GenerateOptions limits;
   limits.max_new_tokens = 12;
-  limits.eos_token_ids = {captioner.stop_id()};
-  limits.pad_token_id = captioner.pad_id();
+  limits.eos_token_ids = captioner.tokens().stop_ids;
+  limits.pad_token_id = captioner.tokens().pad_id;
+  const std::vector<int64_t> prompt_ids = captioner.prompt("a picture of").ids;
+  const at::Tensor prompt = at::tensor(prompt_ids, at::kLong).view({1, -1});
 
   int64_t tokens_generated = 0;
   auto iteration = [&](int64_t i) {
     const at::Tensor& image = images[static_cast<size_t>(i % 2)];
     const agla::ipm::Match match = matcher.match(image, prompts[static_cast<size_t>(i % 5)]);
-    captioner.begin(agla::io::normalize_image(image).unsqueeze(0),
-                    agla::io::normalize_image(match.augmented).unsqueeze(0));
+    const at::Tensor first = captioner.begin(agla::LvlmInputs::images(
+        prompt, agla::io::normalize_image(image).unsqueeze(0), {agla::io::normalize_image(match.augmented).unsqueeze(0)}));
     const at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(i));
-    const agla::GenerateResult result =
-        agla::generate(captioner, captioner.prompt_ids("a picture of"), options, limits, generator);
+    const agla::GenerateResult result = agla::generate(captioner, first, options, limits, generator);
     tokens_generated += result.tokens.size(1);
   };
 

@@ -172,10 +172,7 @@ class BlipLvlm final : public Lvlm {
   ModelKind kind() const override { return ModelKind::BlipCaption; }
   at::Tensor pixel_values(const at::Tensor& image) const override {
     // BlipImageProcessor: bicubic resize to S x S, rescale and normalise as transformers does.
-    const int64_t s = model_.image_size();
-    return io::normalize_image(io::resize_bicubic(image.to(at::kCPU).contiguous(), s, s), model_.image_mean(),
-                               model_.image_std(), io::PixelRescale::kTransformers)
-        .unsqueeze(0);
+    return model_.preprocess(image).unsqueeze(0);
   }
   bool has_tokenizer() const override { return true; }
   std::vector<int64_t> caption_prompt(const std::string& prompt) const override { return ids_of(prompt); }
@@ -189,9 +186,9 @@ class BlipLvlm final : public Lvlm {
     return ids_of(text);
   }
   std::string decode(const std::vector<int64_t>& ids) const override { return model_.decode(ids); }
-  std::vector<int64_t> stop_ids() const override { return {model_.stop_id()}; }
-  int64_t pad_id() const override { return model_.pad_id(); }
-  int64_t vocab_size() const override { return model_.vocab_size(); }
+  std::vector<int64_t> stop_ids() const override { return model_.tokens().stop_ids; }
+  int64_t pad_id() const override { return model_.tokens().pad_id; }
+  int64_t vocab_size() const override { return model_.tokens().vocab_size; }
   int64_t max_positions() const override { return model_.config().text.max_position_embeddings; }
   int64_t prompt_positions(const std::vector<int64_t>& prompt) const override {
     return static_cast<int64_t>(prompt.size());
@@ -202,16 +199,17 @@ class BlipLvlm final : public Lvlm {
     check_prompt("agla::examples::BlipLvlm::generate", prompt);
     check_views("agla::examples::BlipLvlm::generate", augmented, options);
     const GenerateOptions fitted = fit("agla::examples::BlipLvlm::generate", prompt, limits);
-    model_.begin(original, options.uses_local_view(0) ? augmented : at::Tensor());
-    return agla::generate(model_, as_tensor(prompt), options, fitted, generator);
+    std::vector<at::Tensor> views;
+    if (options.uses_local_view(0)) views.push_back(augmented);
+    return agla::generate(model_, model_.begin(LvlmInputs::images(as_tensor(prompt), original, views)), options,
+                          fitted, generator);
   }
   /// The wrapped captioner.
   const blip::BlipCaptioner& captioner() const { return model_; }
 
  private:
   std::vector<int64_t> ids_of(const std::string& text) const {
-    const at::Tensor ids = model_.prompt_ids(text).to(at::kCPU).contiguous();
-    return std::vector<int64_t>(ids.data_ptr<int64_t>(), ids.data_ptr<int64_t>() + ids.numel());
+    return model_.prompt(text).ids;
   }
 
   blip::BlipCaptioner model_;
@@ -223,7 +221,7 @@ class LlavaLvlmAdapter final : public Lvlm {
  public:
   /// Loads `dir` on the CPU in float32 (memory-mapped), with `tokenizer.model` when present.
   LlavaLvlmAdapter(const std::string& dir, PromptOptions prompts)
-      : model_(llava::load_model(dir)), lvlm_(model_), prompts_(std::move(prompts)) {
+      : lvlm_(llava::LlavaLvlm::load(dir)), model_(lvlm_.model()), prompts_(std::move(prompts)) {
     const std::string path = (std::filesystem::path(dir) / "tokenizer.model").string();
     if (std::filesystem::is_regular_file(path)) tokenizer_ = std::make_shared<llava::SentencePieceTokenizer>(path);
   }
@@ -262,8 +260,10 @@ class LlavaLvlmAdapter final : public Lvlm {
     check_views("agla::examples::LlavaLvlmAdapter::generate", augmented, options);
     const GenerateOptions fitted = fit("agla::examples::LlavaLvlmAdapter::generate", prompt, limits);
     const at::Tensor ids = as_tensor(prompt);
-    lvlm_.begin(ids, original, options.uses_local_view(0) ? augmented : at::Tensor(), {}, fitted.max_new_tokens);
-    return agla::generate(lvlm_, ids, options, fitted, generator);
+    std::vector<at::Tensor> views;
+    if (options.uses_local_view(0)) views.push_back(augmented);
+    return agla::generate(lvlm_, lvlm_.begin(LvlmInputs::images(ids, original, views, fitted.max_new_tokens)),
+                          options, fitted, generator);
   }
 
  private:
@@ -279,8 +279,8 @@ class LlavaLvlmAdapter final : public Lvlm {
                                          model_->config().image_token_index, ")"));
   }
 
-  llava::LlavaModel model_;
   llava::LlavaLvlm lvlm_;
+  llava::LlavaModel model_;
   PromptOptions prompts_;
   std::shared_ptr<llava::SentencePieceTokenizer> tokenizer_;
 };

@@ -181,8 +181,8 @@ inline sw::WorldOptions world() { return sw::WorldOptions{}; }
 /// Normalised pixels `[B, 3, 64, 64]` float (BLIP's CLIP mean/std, what `BlipItm`/`BlipCaptioner`
 /// expect) of `scenes`.
 inline at::Tensor pixels(const std::vector<sw::Scene>& scenes) {
-  const at::Tensor mean = at::tensor(std::vector<float>(blip::kImageMean.begin(), blip::kImageMean.end())).view({1, 3, 1, 1});
-  const at::Tensor std = at::tensor(std::vector<float>(blip::kImageStd.begin(), blip::kImageStd.end())).view({1, 3, 1, 1});
+  const at::Tensor mean = at::tensor(std::vector<float>(io::kClipMean.begin(), io::kClipMean.end())).view({1, 3, 1, 1});
+  const at::Tensor std = at::tensor(std::vector<float>(io::kClipStd.begin(), io::kClipStd.end())).view({1, 3, 1, 1});
   return (sw::image_batch(scenes) - mean) / std;
 }
 
@@ -353,13 +353,13 @@ inline std::pair<at::Tensor, at::Tensor> encode_lm(const blip::WordPieceTokenize
 class EncoderNetImpl : public torch::nn::Module {
  public:
   explicit EncoderNetImpl(const blip::BlipConfig& c) {
-    vision_model = register_module("vision_model", blip::BlipVisionModel(c.vision));
-    presence_head = register_module("presence_head", torch::nn::Linear(c.vision.hidden_size, sw::kNumShapes));
-    patch_head = register_module("patch_head", torch::nn::Linear(c.vision.hidden_size, sw::kNumShapes));
-    dominant_head = register_module("dominant_head", torch::nn::Linear(c.vision.hidden_size, sw::kNumShapes + 1));
+    vision_model = register_module("vision_model", models::VisionTransformer(c.vision));
+    presence_head = register_module("presence_head", models::Linear(c.vision.hidden_size, sw::kNumShapes));
+    patch_head = register_module("patch_head", models::Linear(c.vision.hidden_size, sw::kNumShapes));
+    dominant_head = register_module("dominant_head", models::Linear(c.vision.hidden_size, sw::kNumShapes + 1));
   }
-  blip::BlipVisionModel vision_model{nullptr};
-  torch::nn::Linear presence_head{nullptr}, patch_head{nullptr}, dominant_head{nullptr};
+  models::VisionTransformer vision_model{nullptr};
+  models::Linear presence_head{nullptr}, patch_head{nullptr}, dominant_head{nullptr};
 };
 TORCH_MODULE(EncoderNet);
 
@@ -828,14 +828,20 @@ struct LvlmReport {
   std::string caption_example;  ///< the first caption, with its ground truth
 };
 
+/// `[1, T]` int64 prompt ids of `text` for the captioner.
+inline at::Tensor prompt_tensor(const blip::BlipCaptioner& cap, const std::string& text) {
+  const std::vector<int64_t> ids = cap.prompt(text).ids;
+  return at::tensor(at::ArrayRef<int64_t>(ids), at::kLong).view({1, -1});
+}
+
 /// Greedy caption (no prompt: `[DEC]` only) of one scene, at most `max_tokens` tokens.
 inline std::string greedy_caption(blip::BlipCaptioner& cap, const sw::Scene& scene, int max_tokens = 40) {
-  cap.begin(pixels({scene}));
-  at::Tensor step = cap.prompt_ids("");
+  const int64_t stop = cap.tokens().stop_ids.front();
+  at::Tensor step = cap.begin(LvlmInputs::images(prompt_tensor(cap, ""), pixels({scene})));
   std::vector<int64_t> ids;
   for (int t = 0; t < max_tokens; ++t) {
     const int64_t next = cap(step, View::Original).argmax(1).item<int64_t>();
-    if (next == cap.stop_id()) break;
+    if (next == stop) break;
     ids.push_back(next);
     step = at::full({1, 1}, next, at::kLong);
   }
@@ -848,8 +854,8 @@ inline std::vector<std::string> greedy_answers(blip::BlipCaptioner& cap, const s
                                                const std::vector<std::string>& prompts) {
   std::vector<std::string> out;
   for (size_t i = 0; i < scenes.size(); ++i) {
-    cap.begin(pixels({scenes[i]}));
-    const at::Tensor logits = cap(cap.prompt_ids(prompts[i]), View::Original);
+    const at::Tensor prompt = cap.begin(LvlmInputs::images(prompt_tensor(cap, prompts[i]), pixels({scenes[i]})));
+    const at::Tensor logits = cap(prompt, View::Original);
     out.push_back(cap.tokenizer().id_to_token(logits.argmax(1).item<int64_t>()));
   }
   return out;
@@ -947,15 +953,25 @@ inline void freeze_prefix(torch::nn::Module& module, const std::string& prefix) 
   for (at::Tensor& p : params_with_prefix(module, prefix, false)) p.set_requires_grad(false);
 }
 
-/// Seeds libtorch's default generator before building a model, so initial weights follow the run seed.
+/// Seeds libtorch's default generator before drawing a model's initial weights, so they follow the
+/// run seed.
 inline void seed_init(std::uint64_t seed, std::uint64_t salt) {
   torch::manual_seed(static_cast<uint64_t>(stream(seed, salt) >> 1));
 }
 
+/// Builds `Net` for `config` with initial weights drawn as PyTorch's modules draw them, from the run
+/// seed (`agla::models::init_parameters` over the trainable model; ITC's temperature is a constant).
+template <typename Net>
+Net build_seeded(std::uint64_t seed, std::uint64_t salt, torch::nn::Module& (*trainable)(Net&)) {
+  seed_init(seed, salt);
+  Net net(model_config());
+  models::init_parameters(trainable(net));
+  return net;
+}
+
 /// Runs stage (a); returns the trained network (the vision tower is `net->vision_model`).
 inline EncoderNet train_encoder(const StageOptions& o, std::vector<double>* losses = nullptr) {
-  seed_init(o.seed, 0xA);
-  EncoderNet net(model_config());
+  EncoderNet net = build_seeded<EncoderNet>(o.seed, 0xA, [](EncoderNet& n) -> torch::nn::Module& { return *n; });
   auto opt = make_optimizer(*net, "vision_model.embeddings.patch_embedding", o.lr);
   const std::uint64_t data = stream(o.seed, 0xA1);
   const std::vector<double> l = run_loop(o, *net, *opt, {1.0, 1.0}, [&](int64_t step) {
@@ -975,8 +991,7 @@ inline void init_vision(torch::nn::Module& target, const std::string& to, const 
 
 /// Runs stage (b).
 inline ItmNet train_itm(const StageOptions& o, std::vector<double>* losses = nullptr) {
-  seed_init(o.seed, 0xB);
-  ItmNet net(model_config());
+  ItmNet net = build_seeded<ItmNet>(o.seed, 0xB, [](ItmNet& n) -> torch::nn::Module& { return *n->model; });
   init_vision(*net, "model.vision_model.", o.init);
   if (o.freeze_vision) freeze_prefix(*net, "model.vision_model.");
   auto opt = make_optimizer(*net, "model.vision_model.", o.lr);
@@ -993,8 +1008,8 @@ inline ItmNet train_itm(const StageOptions& o, std::vector<double>* losses = nul
 
 /// Runs stage (c).
 inline blip::BlipCaptionModel train_lvlm(const StageOptions& o, std::vector<double>* losses = nullptr) {
-  seed_init(o.seed, 0xC);
-  blip::BlipCaptionModel model(model_config());
+  blip::BlipCaptionModel model = build_seeded<blip::BlipCaptionModel>(
+      o.seed, 0xC, [](blip::BlipCaptionModel& m) -> torch::nn::Module& { return *m; });
   init_vision(*model, "vision_model.", o.init);
   if (o.freeze_vision) freeze_prefix(*model, "vision_model.");
   auto opt = make_optimizer(*model, "vision_model.", o.lr);

@@ -1,10 +1,15 @@
 #pragma once
 /// \file
-/// Filling a `torch::nn::Module` from a StateDict by exact key names, strictly: every parameter and
-/// buffer filled with a tensor of the same shape, every checkpoint tensor consumed. Anything else is
-/// one `agla::FormatError` that lists the missing, unexpected and mis-shaped names together (the
-/// strict mode of `torch.nn.Module.load_state_dict`).
+/// The one way weights get into a model: `agla::io::load_module` binds the tensors of a StateDict to
+/// the parameters and buffers of a `torch::nn::Module` by exact key names, strictly -- every entry
+/// filled with a tensor of the same shape, every checkpoint tensor consumed -- and without copying
+/// tensors whose dtype and device already match (a memory-mapped checkpoint is not held twice).
+/// Anything else is one `agla::FormatError` that lists the missing, unexpected and mis-shaped names
+/// together (the strict mode of `torch.nn.Module.load_state_dict`). Every model family's
+/// `X::load(dir, LoadOptions)` goes through it.
 
+#include <ATen/ATen.h>
+#include <ATen/Context.h>
 #include <torch/nn/module.h>
 
 #include <functional>
@@ -17,6 +22,26 @@
 #include "agla/io/state_dict.hpp"
 
 namespace agla::io {
+
+/// Where and how a model's weights are placed when it is loaded.
+struct LoadOptions {
+  at::Device device = at::kCPU;       ///< Where the model runs (CPU, or CUDA when the build has it).
+  at::ScalarType dtype = at::kFloat;  ///< Float, Double, BFloat16, or Half (CUDA only).
+  /// Bind checkpoint tensors whose dtype and device already match without a copy (they stay views
+  /// of the read-only file mapping). False copies every tensor into memory of its own.
+  bool zero_copy = true;
+
+  /// Throws `agla::InvalidArgument` (naming `who`) for a dtype or device this build cannot run.
+  void validate(const std::string& who) const {
+    check<InvalidArgument>(dtype == at::kFloat || dtype == at::kDouble || dtype == at::kHalf || dtype == at::kBFloat16,
+                           who, ": LoadOptions::dtype must be Float, Double, Half or BFloat16; got ", dtype);
+    check<InvalidArgument>(!(dtype == at::kHalf && device.is_cpu()), who,
+                           ": LoadOptions::dtype Half is supported on CUDA only; use Float (or BFloat16) on CPU");
+    check<InvalidArgument>(device.is_cpu() || (device.is_cuda() && at::hasCUDA()), who, ": LoadOptions::device ",
+                           device, " is not available in this libtorch build (CPU", at::hasCUDA() ? " and CUDA" : " only",
+                           ")");
+  }
+};
 
 /// Hooks for checkpoints whose names are not exactly the module's.
 struct LoadHooks {
@@ -38,12 +63,13 @@ inline void list_names(std::ostringstream& out, const char* title, const std::ve
 
 }  // namespace detail
 
-/// Copies `dict` into the parameters and buffers of `module` (converted to each entry's dtype and
-/// device, without recording autograd). `source` names the checkpoint in error messages. Throws one
-/// `agla::FormatError` listing every missing, unexpected and shape-mismatched name; on error the module
-/// is left unchanged.
-inline void load_module_state(torch::nn::Module& module, const StateDict& dict, const std::string& source,
-                              const LoadHooks& hooks = {}) {
+/// Binds `dict` to the parameters and buffers of `module`, each converted to `options.dtype` and
+/// `options.device` (floating entries; others keep their dtype), without recording autograd.
+/// `source` names the checkpoint in error messages. Throws one `agla::FormatError` listing every
+/// missing, unexpected, mis-shaped or non-floating name; on error the module is left unchanged.
+inline void load_module(torch::nn::Module& module, const StateDict& dict, const std::string& source,
+                        const LoadOptions& options = {}, const LoadHooks& hooks = {}) {
+  options.validate("agla::io::load_module");
   struct Entry {
     std::string name;
     std::string key;
@@ -65,6 +91,9 @@ inline void load_module_state(torch::nn::Module& module, const StateDict& dict, 
     if (it->second.sizes() != entry.target.sizes()) {
       mismatched.push_back(
           agla::detail::concat(entry.name, ": checkpoint ", it->second.sizes(), ", model ", entry.target.sizes()));
+    } else if (at::isFloatingType(entry.target.scalar_type()) != at::isFloatingType(it->second.scalar_type())) {
+      mismatched.push_back(agla::detail::concat(entry.name, ": checkpoint dtype ", it->second.scalar_type(),
+                                                ", model dtype ", entry.target.scalar_type()));
     }
   }
   for (const auto& item : dict) {
@@ -74,14 +103,18 @@ inline void load_module_state(torch::nn::Module& module, const StateDict& dict, 
   }
   if (!missing.empty() || !mismatched.empty() || !unexpected.empty()) {
     std::ostringstream out;
-    out << "agla::io::load_module_state: " << source << " does not match the model";
+    out << "agla::io::load_module: " << source << " does not match the model";
     detail::list_names(out, "missing", missing);
     detail::list_names(out, "unexpected", unexpected);
-    detail::list_names(out, "shape mismatch", mismatched);
+    detail::list_names(out, "shape or dtype mismatch", mismatched);
     throw FormatError(out.str());
   }
   at::NoGradGuard no_grad;
-  for (Entry& entry : entries) entry.target.copy_(dict.at(entry.key));
+  for (Entry& entry : entries) {
+    const at::Tensor& stored = dict.at(entry.key);
+    const at::ScalarType dtype = at::isFloatingType(stored.scalar_type()) ? options.dtype : stored.scalar_type();
+    entry.target.set_data(stored.to(options.device, dtype, /*non_blocking=*/false, /*copy=*/!options.zero_copy));
+  }
 }
 
 }  // namespace agla::io

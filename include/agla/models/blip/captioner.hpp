@@ -1,9 +1,8 @@
 #pragma once
 /// \file
 /// BLIP captioning (`BlipForConditionalGeneration` weights, e.g. `Salesforce/blip-image-captioning-large`)
-/// as an LVLM forward functor for `agla::decode_step` (contract in `agla/decode/view.hpp`): per
-/// generation it holds the image tokens of the original and (optionally) the augmented view and one
-/// KV cache per view, covering all B streams; each call feeds only the new tokens.
+/// as an LVLM (`agla/models/lvlm.hpp`): per generation it holds the image tokens of every view and
+/// one KV cache per view, covering all B streams; each call feeds only the new tokens.
 ///
 /// Hugging Face's `BlipForConditionalGeneration.generate` starts from `[DEC]` (`bos_token_id`) plus
 /// the prompt's word pieces without `[SEP]`, and stops at `sep_token_id` (`stop_id()` here), not at
@@ -25,7 +24,9 @@
 #include "agla/models/blip/itm.hpp"
 #include "agla/models/blip/text.hpp"
 #include "agla/models/blip/tokenizer.hpp"
-#include "agla/models/blip/vision.hpp"
+#include "agla/models/common/image_processing.hpp"
+#include "agla/models/common/vit.hpp"
+#include "agla/models/lvlm.hpp"
 
 namespace agla::blip {
 
@@ -34,14 +35,14 @@ class BlipCaptionModelImpl : public torch::nn::Module {
  public:
   explicit BlipCaptionModelImpl(const BlipConfig& c) : config_(c) {
     c.validate();
-    vision_model = register_module("vision_model", BlipVisionModel(c.vision));
+    vision_model = register_module("vision_model", models::VisionTransformer(c.vision));
     text_decoder = register_module("text_decoder", BlipTextLMHeadModel(c.text));
   }
 
   /// The configuration the module was built from.
   const BlipConfig& config() const { return config_; }
 
-  BlipVisionModel vision_model{nullptr};
+  models::VisionTransformer vision_model{nullptr};
   BlipTextLMHeadModel text_decoder{nullptr};
 
  private:
@@ -49,14 +50,16 @@ class BlipCaptionModelImpl : public torch::nn::Module {
 };
 TORCH_MODULE(BlipCaptionModel);
 
-/// BLIP captioner: an LVLM forward functor with one KV cache per view (see file comment).
+/// BLIP captioner: an LVLM (`agla/models/lvlm.hpp`) with one KV cache per view (see file comment).
+/// Its views are images (the original and any number of image views); BLIP's decoder has no
+/// prompt-only or no-image mode, so text and no-image views are refused.
 class BlipCaptioner {
  public:
-  /// Loads `dir` (`config.json`, weights, optional `vocab.txt`) onto `device` in `dtype`. The LM-head
+  /// Loads `dir` (`config.json`, weights, optional `vocab.txt`) as `options` place it. The LM-head
   /// matrix `text_decoder.cls.predictions.decoder.weight` falls back to the word embeddings when a
   /// checkpoint lacks it (the original BLIP ties them). Throws `agla::FormatError` listing
   /// missing/unexpected names.
-  static BlipCaptioner load(const std::string& dir, at::Device device = at::kCPU, at::ScalarType dtype = at::kFloat) {
+  static BlipCaptioner load(const std::string& dir, const io::LoadOptions& options = {}) {
     io::LoadHooks hooks;
     hooks.key_for = [](const std::string& name, const io::StateDict& dict) {
       const std::string decoder = "text_decoder.cls.predictions.decoder.weight";
@@ -65,18 +68,18 @@ class BlipCaptioner {
       return name;
     };
     BlipCaptionModel model =
-        detail::load_blip_module<BlipCaptionModel>("agla::blip::BlipCaptioner::load", dir, device, dtype, hooks);
-    return BlipCaptioner(model, detail::tokenizer_for(dir), device, dtype);
+        detail::load_blip_module<BlipCaptionModel>("agla::blip::BlipCaptioner::load", dir, options, hooks);
+    return BlipCaptioner(model, detail::tokenizer_for(dir));
   }
 
-  /// Wraps a built module; moves it to `device`/`dtype` and freezes it.
-  BlipCaptioner(BlipCaptionModel model, WordPieceTokenizer tokenizer, at::Device device = at::kCPU,
-                at::ScalarType dtype = at::kFloat)
+  /// Wraps a built module (loaded, shared with another captioner, or initialised with
+  /// `agla::models::init_parameters`) where its parameters are; freezes it.
+  BlipCaptioner(BlipCaptionModel model, WordPieceTokenizer tokenizer)
       : model_(std::move(model)),
         tokenizer_(std::make_shared<WordPieceTokenizer>(std::move(tokenizer))),
-        device_(device),
-        dtype_(dtype) {
-    detail::prepare_for_inference("agla::blip::BlipCaptioner", model_, *tokenizer_, device, dtype);
+        device_(at::kCPU),
+        dtype_(at::kFloat) {
+    std::tie(device_, dtype_) = detail::prepare_for_inference("agla::blip::BlipCaptioner", model_, *tokenizer_);
   }
 
   /// Normalised pixels `[B, 3, S, S]` -> image tokens `[B, N, D]` (model dtype/device, no autograd).
@@ -85,68 +88,124 @@ class BlipCaptioner {
     return model_->vision_model->forward(pixel_values.to(device_, dtype_));
   }
 
-  /// Starts a generation on `original` and optionally `augmented` normalised pixels `[B, 3, S, S]`
-  /// (same B): encodes them and clears every cache.
-  void begin(const at::Tensor& original, const at::Tensor& augmented = at::Tensor()) {
-    begin_with_embeddings(encode_image(original), augmented.defined() ? encode_image(augmented) : at::Tensor());
+  /// RGB uint8 `[H, W, 3]` (CPU) -> float32 `[3, S, S]` (CPU), as `BlipImageProcessor` does.
+  at::Tensor preprocess(const at::Tensor& image) const { return models::blip_image_processor(image, image_size()); }
+
+  /// Always true: a checkpoint without `vocab.txt` uses the built-in bert-base-uncased vocabulary.
+  bool has_tokenizer() const { return true; }
+
+  /// Captioning input for `instruction`: `[DEC]` + its word pieces without `[SEP]` (Hugging Face's
+  /// `generate` swaps `[CLS]` for bos); an empty instruction gives `[DEC]` alone.
+  Prompt prompt(const std::string& instruction) const {
+    std::vector<int64_t> ids =
+        tokenizer_->encode(instruction, static_cast<size_t>(config().text.max_position_embeddings));
+    ids.front() = config().text.bos_token_id;
+    ids.pop_back();
+    return Prompt{ids, {}};
   }
 
-  /// `begin` with image tokens already encoded (`[B, N, D]` each).
-  void begin_with_embeddings(const at::Tensor& original, const at::Tensor& augmented = at::Tensor()) {
+  /// Text of generated ids (special tokens skipped).
+  std::string decode(const std::vector<int64_t>& ids) const { return tokenizer_->decode(ids); }
+
+  /// `[SEP]` as the stop id (Hugging Face's BLIP generation stops there, not at `eos_token_id`),
+  /// `[PAD]`, the vocabulary size.
+  TokenSpec tokens() const {
+    return TokenSpec{{config().text.sep_token_id}, config().text.pad_token_id, config().text.vocab_size};
+  }
+
+  /// New tokens that fit after `prompt` within `max_position_embeddings`.
+  int64_t room(const PromptBatch& prompt) const {
+    return config().text.max_position_embeddings - prompt.ids.size(1);
+  }
+
+  /// Starts a generation (dropping earlier state): encodes the original and every image view and
+  /// returns the first step's tokens (`inputs.prompt.ids` on the model's device). Prompts must be
+  /// unpadded (BLIP's positions are absolute); views must be images.
+  at::Tensor begin(const LvlmInputs& inputs) {
     const char* fn = "agla::blip::BlipCaptioner::begin";
-    const int64_t d = config().vision.hidden_size;
-    check<ShapeError>(original.defined() && original.dim() == 3 && original.size(2) == d, fn,
-                      ": original image tokens must be [B, N, ", d, "]; got ",
-                      original.defined() ? original.sizes() : at::IntArrayRef{});
-    check<ShapeError>(!augmented.defined() || augmented.sizes() == original.sizes(), fn,
-                      ": augmented image tokens must match the original's ", original.sizes(), "; got ",
-                      augmented.defined() ? augmented.sizes() : at::IntArrayRef{});
-    views_[0] = ViewState{original.to(device_, dtype_).detach(), TextCache{}};
-    views_[1] = ViewState{augmented.defined() ? augmented.to(device_, dtype_).detach() : at::Tensor(), TextCache{}};
+    reset();
+    const PromptBatch& prompt = inputs.prompt;
+    check_tokens(fn, prompt.ids, -1);
+    check<InvalidArgument>(!prompt.mask.defined() || bool(prompt.mask.all().item<bool>()), fn,
+                           ": BLIP's positions are absolute, so prompts must have one length (no padding)");
+    check<InvalidArgument>(prompt.ids.size(1) <= config().text.max_position_embeddings, fn, ": ",
+                           prompt.ids.size(1), " positions exceed max_position_embeddings ",
+                           config().text.max_position_embeddings);
+    const auto [low, high] = at::aminmax(prompt.ids);
+    check<InvalidArgument>(low.item<int64_t>() >= 0 && high.item<int64_t>() < config().text.vocab_size, fn,
+                           ": token ids must be in [0, ", config().text.vocab_size, "); got ids in [",
+                           low.item<int64_t>(), ", ", high.item<int64_t>(), "]");
+    check_pixels(fn, inputs.pixels, prompt.ids.size(0), "pixels");
+    std::vector<at::Tensor> images{inputs.pixels};
+    for (size_t k = 0; k < inputs.views.size(); ++k) {
+      check<InvalidArgument>(inputs.views[k].kind == ViewKind::Image, fn, ": view ", k + 1, " is a ",
+                             view_kind_name(inputs.views[k].kind),
+                             " view; BLIP captioning runs image views only");
+      check_pixels(fn, inputs.views[k].pixels, prompt.ids.size(0), "view pixels");
+      images.push_back(inputs.views[k].pixels);
+    }
+    const at::Tensor tokens = encode_image(at::cat(images, 0));
+    const int64_t b = prompt.ids.size(0);
+    for (size_t v = 0; v < images.size(); ++v)
+      views_.push_back(ViewState{tokens.narrow(0, static_cast<int64_t>(v) * b, b), TextCache{}});
+    prompt_ = prompt.ids.to(device_);
+    return prompt_;
+  }
+
+  /// Drops the generation's state (image tokens, caches).
+  void reset() {
+    views_.clear();
     joint_ = TextCache{};
+    joint_image_ = at::Tensor();
     joint_active_ = false;
   }
 
   /// Next-token logits `[B, V]` float32 of `view` after feeding `step_tokens` `[B, T]` int64 (the
   /// prompt first, then one token per step); extends that view's cache by T.
   at::Tensor operator()(const at::Tensor& step_tokens, View view) {
-    const size_t v = view == View::Original ? 0 : 1;
     const char* fn = "agla::blip::BlipCaptioner::operator()";
-    check<InvalidArgument>(views_[v].image.defined(), fn, ": no ", v == 0 ? "original" : "augmented",
-                           " image; call begin() with it first");
-    check_tokens(fn, step_tokens, views_[v].image.size(0));
+    check<InvalidArgument>(view.index >= 0 && view.index < static_cast<int32_t>(views_.size()), fn, ": view ",
+                           view.index, " was requested but begin() set up ", views_.size(), " view(s)");
+    ViewState& state = views_[static_cast<size_t>(view.index)];
+    check_tokens(fn, step_tokens, state.image.size(0));
     split_joint();
     at::NoGradGuard no_grad;
-    return model_->text_decoder->forward(step_tokens.to(device_), views_[v].image, &views_[v].cache, true)
+    return model_->text_decoder->forward(step_tokens.to(device_), state.image, &state.cache, true)
         .select(1, 0)
         .to(at::kFloat);
   }
 
-  /// Both views in one batched forward: `[2B, V]` float32, rows `[0, B)` original, `[B, 2B)` augmented.
-  /// Both views' caches must be at the same length (they are unless plain calls advanced one alone).
-  at::Tensor operator()(const at::Tensor& step_tokens, BothViews) {
-    const char* fn = "agla::blip::BlipCaptioner::operator()(BothViews)";
-    check<InvalidArgument>(views_[0].image.defined() && views_[1].image.defined(), fn,
-                           ": needs the original and the augmented image; call begin(original, augmented) first");
+  /// Every view in one batched forward: `[(1 + K) B, V]` float32, view-major. Every view's cache
+  /// must be at the same length (they are unless plain calls advanced one alone).
+  at::Tensor operator()(const at::Tensor& step_tokens, AllViews) {
+    const char* fn = "agla::blip::BlipCaptioner::operator()(AllViews)";
+    check<InvalidArgument>(!views_.empty(), fn, ": call begin() first");
     const int64_t batch = views_[0].image.size(0);
     check_tokens(fn, step_tokens, batch);
     if (!joint_active_) {
-      check<InvalidArgument>(views_[0].cache.length == views_[1].cache.length, fn,
-                             ": the views' caches differ in length (original ", views_[0].cache.length, ", augmented ",
-                             views_[1].cache.length, "); use the plain form for the lagging view");
-      joint_ = concat_caches(views_[0].cache, views_[1].cache);
-      joint_image_ = at::cat({views_[0].image, views_[1].image}, 0);
+      for (size_t v = 1; v < views_.size(); ++v)
+        check<InvalidArgument>(views_[v].cache.length == views_[0].cache.length, fn,
+                               ": the views' caches differ in length (view 0 ", views_[0].cache.length, ", view ", v,
+                               " ", views_[v].cache.length, "); use the plain form for the lagging view");
+      std::vector<const TextCache*> caches;
+      std::vector<at::Tensor> images;
+      for (const auto& state : views_) {
+        caches.push_back(&state.cache);
+        images.push_back(state.image);
+      }
+      joint_ = concat_caches(caches);
+      joint_image_ = at::cat(images, 0);
       joint_active_ = true;
     }
     at::NoGradGuard no_grad;
-    const at::Tensor tokens = step_tokens.to(device_).repeat({2, 1});
+    const at::Tensor tokens = step_tokens.to(device_).repeat({static_cast<int64_t>(views_.size()), 1});
     return model_->text_decoder->forward(tokens, joint_image_, &joint_, true).select(1, 0).to(at::kFloat);
   }
 
   /// Positions already fed to `view` (0 right after `begin`).
   int64_t cache_length(View view) const {
     if (joint_active_) return joint_.length;
-    return views_[view == View::Original ? 0 : 1].cache.length;
+    return views_.at(static_cast<size_t>(view.index)).cache.length;
   }
 
   /// Uncached reference path: logits `[B, L, V]` (model dtype) of the whole `input_ids` `[B, L]` over
@@ -157,39 +216,12 @@ class BlipCaptioner {
     return model_->text_decoder->forward(input_ids.to(device_), image_embeds.to(device_, dtype_));
   }
 
-  /// Captioning input for `prompt`: `[DEC]` + its word pieces (no `[SEP]`), repeated for `batch`
-  /// streams -> `[batch, T]` int64 on the model's device (HF `generate`'s swap of `[CLS]` for bos).
-  at::Tensor prompt_ids(const std::string& prompt, int64_t batch = 1) const {
-    check<InvalidArgument>(batch >= 1, "agla::blip::BlipCaptioner::prompt_ids: batch must be >= 1; got ", batch);
-    std::vector<int64_t> ids = tokenizer_->encode(prompt, static_cast<size_t>(config().text.max_position_embeddings));
-    ids.front() = config().text.bos_token_id;
-    ids.pop_back();
-    return at::tensor(ids, at::kLong).view({1, -1}).repeat({batch, 1}).to(device_);
-  }
-
-  /// Text of generated ids (special tokens skipped).
-  std::string decode(const std::vector<int64_t>& ids) const { return tokenizer_->decode(ids); }
-
-  /// `[DEC]`, the first input token.
-  int64_t bos_id() const { return config().text.bos_token_id; }
-  /// The token at which Hugging Face's BLIP generation stops (`sep_token_id`, `[SEP]`).
-  int64_t stop_id() const { return config().text.sep_token_id; }
-  /// `eos_token_id` of the config (kept for completeness; generation does not stop on it).
-  int64_t eos_id() const { return config().text.eos_token_id; }
-  /// `[PAD]`, what finished streams may be fed.
-  int64_t pad_id() const { return config().text.pad_token_id; }
-  /// Vocabulary size V.
-  int64_t vocab_size() const { return config().text.vocab_size; }
   /// Device of the parameters.
   at::Device device() const { return device_; }
   /// Dtype of the parameters.
   at::ScalarType dtype() const { return dtype_; }
   /// Input side S of `encode_image`.
   int64_t image_size() const { return config().vision.image_size; }
-  /// BLIP's normalisation mean (RGB).
-  std::array<float, 3> image_mean() const { return kImageMean; }
-  /// BLIP's normalisation standard deviation (RGB).
-  std::array<float, 3> image_std() const { return kImageStd; }
   /// The configuration.
   const BlipConfig& config() const { return model_->config(); }
   /// The tokenizer.
@@ -203,6 +235,14 @@ class BlipCaptioner {
     TextCache cache;
   };
 
+  void check_pixels(const char* fn, const at::Tensor& pixels, int64_t batch, const char* name) const {
+    const int64_t side = image_size();
+    check<ShapeError>(pixels.defined() && pixels.dim() == 4 && pixels.size(0) == batch && pixels.size(2) == side &&
+                          pixels.size(3) == side && at::isFloatingType(pixels.scalar_type()),
+                      fn, ": ", name, " must be float [", batch, ", 3, ", side, ", ", side, "]; got ",
+                      pixels.defined() ? pixels.sizes() : at::IntArrayRef{});
+  }
+
   void check_tokens(const char* fn, const at::Tensor& tokens, int64_t batch) const {
     check<ShapeError>(tokens.defined() && tokens.dim() == 2 && tokens.size(1) >= 1 &&
                           tokens.scalar_type() == at::kLong && (batch < 0 || tokens.size(0) == batch),
@@ -211,26 +251,31 @@ class BlipCaptioner {
                       tokens.defined() ? tokens.scalar_type() : at::ScalarType::Undefined);
   }
 
-  /// Stacks two caches of equal length along the batch (first rows = `a`).
-  static TextCache concat_caches(const TextCache& a, const TextCache& b) {
+  /// Stacks caches of equal length along the batch, in order.
+  static TextCache concat_caches(const std::vector<const TextCache*>& caches) {
     TextCache out;
-    out.length = a.length;
-    if (a.empty()) return out;
-    out.layers.resize(a.layers.size());
-    for (size_t i = 0; i < a.layers.size(); ++i) {
-      out.layers[i].self_key = at::cat({a.layers[i].self_key, b.layers[i].self_key}, 0);
-      out.layers[i].self_value = at::cat({a.layers[i].self_value, b.layers[i].self_value}, 0);
-      out.layers[i].cross_key = at::cat({a.layers[i].cross_key, b.layers[i].cross_key}, 0);
-      out.layers[i].cross_value = at::cat({a.layers[i].cross_value, b.layers[i].cross_value}, 0);
+    out.length = caches[0]->length;
+    if (caches[0]->empty()) return out;
+    out.layers.resize(caches[0]->layers.size());
+    auto stack = [&](size_t i, at::Tensor TextLayerCache::*part) {
+      std::vector<at::Tensor> parts;
+      for (const TextCache* cache : caches) parts.push_back(cache->layers[i].*part);
+      return at::cat(parts, 0);
+    };
+    for (size_t i = 0; i < out.layers.size(); ++i) {
+      out.layers[i].self_key = stack(i, &TextLayerCache::self_key);
+      out.layers[i].self_value = stack(i, &TextLayerCache::self_value);
+      out.layers[i].cross_key = stack(i, &TextLayerCache::cross_key);
+      out.layers[i].cross_value = stack(i, &TextLayerCache::cross_value);
     }
     return out;
   }
 
-  /// After batched calls, hands each view its half of the joint cache (views into it, no copy).
+  /// After batched calls, hands each view its rows of the joint cache (views into it, no copy).
   void split_joint() {
     if (!joint_active_) return;
     const int64_t batch = views_[0].image.size(0);
-    for (size_t v = 0; v < 2; ++v) {
+    for (size_t v = 0; v < views_.size(); ++v) {
       TextCache& cache = views_[v].cache;
       cache.length = joint_.length;
       cache.layers.resize(joint_.layers.size());
@@ -251,7 +296,8 @@ class BlipCaptioner {
   std::shared_ptr<const WordPieceTokenizer> tokenizer_;
   at::Device device_;
   at::ScalarType dtype_;
-  std::array<ViewState, 2> views_;
+  std::vector<ViewState> views_;
+  at::Tensor prompt_;
   TextCache joint_;
   at::Tensor joint_image_;
   bool joint_active_ = false;

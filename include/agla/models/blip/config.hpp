@@ -10,12 +10,9 @@
 
 #include "agla/error.hpp"
 #include "agla/io/hf_config.hpp"
+#include "agla/models/common/vit.hpp"
 
 namespace agla::blip {
-
-/// Largest value a size field of the config (widths, layer and head counts, image and patch
-/// sides, vocabulary, positions) may hold: 2^24.
-inline constexpr int64_t kMaxConfigSize = int64_t{1} << 24;
 
 /// `BlipTextConfig`: the BERT text encoder/decoder (defaults = upstream `BlipTextConfig.__init__`).
 struct BlipTextConfig {
@@ -34,34 +31,27 @@ struct BlipTextConfig {
   int64_t sep_token_id = 102;             ///< `[SEP]`: Hugging Face's BLIP generation stops on it
 };
 
-/// `BlipVisionConfig`: the ViT (defaults = upstream `BlipVisionConfig.__init__`).
-struct BlipVisionConfig {
-  int64_t hidden_size = 768;         ///< width of the image tokens
-  int64_t intermediate_size = 3072;  ///< MLP width
-  int64_t num_hidden_layers = 12;    ///< ViT blocks
-  int64_t num_attention_heads = 12;  ///< self-attention heads
-  int64_t num_channels = 3;          ///< input channels (RGB)
-  int64_t image_size = 384;          ///< input side S
-  int64_t patch_size = 16;           ///< patch side; grid g = S / patch_size
-  double layer_norm_eps = 1e-5;      ///< every vision LayerNorm (HF value; LAVIS used 1e-6)
-  std::string hidden_act = "gelu";   ///< only the exact erf "gelu" is supported
-};
+/// BLIP's `vision_config` defaults (upstream `BlipVisionConfig.__init__`): ViT-B/16 at 384 px.
+/// The HF value of `layer_norm_eps` is 1e-5 (LAVIS used 1e-6); only the exact erf "gelu" runs.
+inline models::VisionConfig blip_vision_defaults() {
+  models::VisionConfig c;
+  c.image_size = 384;
+  c.patch_size = 16;
+  c.layer_norm_eps = 1e-5;
+  c.hidden_act = "gelu";
+  return c;
+}
 
 /// `BlipConfig`: both towers plus the ITC projection width.
 struct BlipConfig {
   BlipTextConfig text;                   ///< `text_config`
-  BlipVisionConfig vision;               ///< `vision_config`
+  models::VisionConfig vision = blip_vision_defaults();  ///< `vision_config`
   int64_t image_text_hidden_size = 256;  ///< output width of `vision_proj` / `text_proj`
   int64_t projection_dim = 512;          ///< used by `BlipModel`, not by ITM/captioning
 
   /// Checks every size and id; throws `agla::FormatError` prefixed with `where` naming the bad field.
   void validate(const std::string& where = "agla::blip::BlipConfig") const {
-    // The cap keeps the products the model forms from these sizes (patch grid squared, head
-    // splits) far from int64 overflow; released BLIP models are orders of magnitude below it.
-    auto positive = [&](int64_t v, const char* name) {
-      check<FormatError>(v > 0 && v <= kMaxConfigSize, where, ": ", name, " must be in [1, ", kMaxConfigSize,
-                         "]; got ", v);
-    };
+    auto positive = [&](int64_t v, const char* name) { models::check_config_size(v, where, name); };
     positive(text.vocab_size, "text_config.vocab_size");
     positive(text.hidden_size, "text_config.hidden_size");
     positive(text.encoder_hidden_size, "text_config.encoder_hidden_size");
@@ -69,25 +59,13 @@ struct BlipConfig {
     positive(text.num_hidden_layers, "text_config.num_hidden_layers");
     positive(text.num_attention_heads, "text_config.num_attention_heads");
     positive(text.max_position_embeddings, "text_config.max_position_embeddings");
-    positive(vision.hidden_size, "vision_config.hidden_size");
-    positive(vision.intermediate_size, "vision_config.intermediate_size");
-    positive(vision.num_hidden_layers, "vision_config.num_hidden_layers");
-    positive(vision.num_attention_heads, "vision_config.num_attention_heads");
-    positive(vision.num_channels, "vision_config.num_channels");
-    positive(vision.image_size, "vision_config.image_size");
-    positive(vision.patch_size, "vision_config.patch_size");
     positive(image_text_hidden_size, "image_text_hidden_size");
+    vision.validate(where);
     check<FormatError>(text.hidden_size % text.num_attention_heads == 0, where, ": text_config.hidden_size (",
                        text.hidden_size, ") must be divisible by text_config.num_attention_heads (",
                        text.num_attention_heads, ")");
-    check<FormatError>(vision.hidden_size % vision.num_attention_heads == 0, where, ": vision_config.hidden_size (",
-                       vision.hidden_size, ") must be divisible by vision_config.num_attention_heads (",
-                       vision.num_attention_heads, ")");
-    check<FormatError>(vision.patch_size <= vision.image_size, where, ": vision_config.patch_size (", vision.patch_size,
-                       ") exceeds image_size (", vision.image_size, ")");
-    check<FormatError>(text.layer_norm_eps > 0 && vision.layer_norm_eps > 0, where,
-                       ": layer_norm_eps must be positive; got text ", text.layer_norm_eps, ", vision ",
-                       vision.layer_norm_eps);
+    check<FormatError>(text.layer_norm_eps > 0, where, ": text_config.layer_norm_eps must be positive; got ",
+                       text.layer_norm_eps);
     // Only the exact erf GELU of BLIP is implemented; refusing others beats silently computing garbage.
     check<FormatError>(text.hidden_act == "gelu" && vision.hidden_act == "gelu", where,
                        ": hidden_act must be \"gelu\"; got text \"", text.hidden_act, "\", vision \"",
@@ -123,19 +101,9 @@ struct BlipConfig {
     tc.eos_token_id = t.get_int("eos_token_id", tc.eos_token_id);
     tc.pad_token_id = t.get_int("pad_token_id", tc.pad_token_id);
     tc.sep_token_id = t.get_int("sep_token_id", tc.sep_token_id);
-    const io::JsonConfig v = top.child("vision_config");
-    BlipVisionConfig& vc = c.vision;
-    vc.hidden_size = v.get_int("hidden_size", vc.hidden_size);
-    vc.intermediate_size = v.get_int("intermediate_size", vc.intermediate_size);
-    vc.num_hidden_layers = v.get_int("num_hidden_layers", vc.num_hidden_layers);
-    vc.num_attention_heads = v.get_int("num_attention_heads", vc.num_attention_heads);
-    vc.num_channels = v.get_int("num_channels", vc.num_channels);
-    vc.image_size = v.get_int("image_size", vc.image_size);
-    vc.patch_size = v.get_int("patch_size", vc.patch_size);
-    vc.layer_norm_eps = v.get_double("layer_norm_eps", vc.layer_norm_eps);
-    vc.hidden_act = v.get_string("hidden_act", vc.hidden_act);
+    c.vision = models::VisionConfig::read(top.child("vision_config"), blip_vision_defaults());
     // BlipConfig.__init__: `self.text_config.encoder_hidden_size = self.vision_config.hidden_size`.
-    tc.encoder_hidden_size = vc.hidden_size;
+    tc.encoder_hidden_size = c.vision.hidden_size;
     c.validate(source);
     return c;
   }

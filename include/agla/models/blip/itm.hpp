@@ -7,7 +7,6 @@
 /// ITC: `[CLS]`, text-only encoder).
 
 #include <torch/nn/module.h>
-#include <torch/nn/modules/linear.h>
 #include <ATen/Context.h>
 #include <ATen/core/grad_mode.h>
 
@@ -18,19 +17,16 @@
 #include <vector>
 
 #include "agla/error.hpp"
+#include "agla/io/image.hpp"
 #include "agla/io/checkpoint.hpp"
 #include "agla/io/module_loader.hpp"
 #include "agla/models/blip/config.hpp"
 #include "agla/models/blip/text.hpp"
 #include "agla/models/blip/tokenizer.hpp"
-#include "agla/models/blip/vision.hpp"
+#include "agla/models/common/layers.hpp"
+#include "agla/models/common/vit.hpp"
 
 namespace agla::blip {
-
-/// BLIP's image normalisation (`BlipImageProcessor`, OpenAI CLIP statistics), RGB order.
-inline constexpr std::array<float, 3> kImageMean = {0.48145466f, 0.4578275f, 0.40821073f};
-/// BLIP's image normalisation standard deviations, RGB order.
-inline constexpr std::array<float, 3> kImageStd = {0.26862954f, 0.26130258f, 0.27577711f};
 
 /// Longest tokenised prompt LAVIS feeds the ITM (`max_length=35`).
 inline constexpr size_t kItmMaxTokens = 35;
@@ -66,16 +62,6 @@ inline bool blip_ignorable_key(const std::string& key, const io::StateDict& dict
   return false;
 }
 
-/// Refuses dtype/device combinations the modules cannot run (half precision needs CUDA).
-inline void check_model_placement(const char* fn, at::Device device, at::ScalarType dtype) {
-  check<InvalidArgument>(dtype == at::kFloat || dtype == at::kDouble || dtype == at::kHalf || dtype == at::kBFloat16,
-                         fn, ": dtype must be Float, Double, Half or BFloat16; got ", dtype);
-  check<InvalidArgument>(!(dtype == at::kHalf && device.is_cpu()), fn,
-                         ": Half is supported on CUDA only; use Float (or BFloat16) on CPU");
-  check<InvalidArgument>(device.is_cpu() || (device.is_cuda() && at::hasCUDA()), fn, ": device ", device,
-                         " is not available in this libtorch build (CPU", at::hasCUDA() ? " and CUDA" : " only", ")");
-}
-
 /// Refuses a tokenizer whose ids (including `[DEC]`/`[ENC]`) do not fit the model's vocabulary.
 inline void check_tokenizer(const char* fn, const WordPieceTokenizer& tokenizer, const BlipConfig& config) {
   check<FormatError>(static_cast<int64_t>(tokenizer.size()) <= config.text.vocab_size, fn, ": the tokenizer has ",
@@ -95,28 +81,28 @@ inline WordPieceTokenizer tokenizer_for(const std::string& dir) {
   return WordPieceTokenizer::bert_base_uncased();
 }
 
-/// Builds a `Module` holder from `dir/config.json` and fills it strictly from the directory's
-/// checkpoint (BLIP's ignorable keys added to `hooks`); `fn` names the caller in errors.
+/// Builds a `Module` holder from `dir/config.json` and binds the directory's checkpoint to it
+/// (`agla::io::load_module`, BLIP's ignorable keys added to `hooks`); `fn` names the caller.
 template <typename Module>
-Module load_blip_module(const char* fn, const std::string& dir, at::Device device, at::ScalarType dtype,
+Module load_blip_module(const char* fn, const std::string& dir, const io::LoadOptions& options,
                         io::LoadHooks hooks = {}) {
-  check_model_placement(fn, device, dtype);
+  options.validate(fn);
   Module model(BlipConfig::from_file(dir + "/config.json"));
   hooks.ignorable = blip_ignorable_key;
-  io::load_module_state(*model, io::load_checkpoint(dir), dir, hooks);
+  io::load_module(*model, io::load_checkpoint(dir), dir, options, hooks);
   return model;
 }
 
-/// Readies a wrapped module for inference: checks placement and tokenizer, moves it to
-/// `device`/`dtype`, sets eval mode and freezes its parameters.
+/// Readies a wrapped module for inference: checks the tokenizer, sets eval mode and freezes it.
+/// Returns the device and dtype of its parameters.
 template <typename Module>
-void prepare_for_inference(const char* fn, Module& model, const WordPieceTokenizer& tokenizer, at::Device device,
-                           at::ScalarType dtype) {
-  check_model_placement(fn, device, dtype);
+std::pair<at::Device, at::ScalarType> prepare_for_inference(const char* fn, Module& model,
+                                                            const WordPieceTokenizer& tokenizer) {
   check_tokenizer(fn, tokenizer, model->config());
-  model->to(device, dtype);
   model->eval();
   freeze(*model);
+  const at::Tensor any = model->parameters().front();
+  return {any.device(), any.scalar_type()};
 }
 
 }  // namespace detail
@@ -127,19 +113,19 @@ class BlipItmModelImpl : public torch::nn::Module {
  public:
   explicit BlipItmModelImpl(const BlipConfig& c) : config_(c) {
     c.validate();
-    vision_model = register_module("vision_model", BlipVisionModel(c.vision));
+    vision_model = register_module("vision_model", models::VisionTransformer(c.vision));
     text_encoder = register_module("text_encoder", BlipTextModel(c.text));
-    vision_proj = register_module("vision_proj", torch::nn::Linear(c.vision.hidden_size, c.image_text_hidden_size));
-    text_proj = register_module("text_proj", torch::nn::Linear(c.text.hidden_size, c.image_text_hidden_size));
-    itm_head = register_module("itm_head", torch::nn::Linear(c.text.hidden_size, 2));
+    vision_proj = register_module("vision_proj", models::Linear(c.vision.hidden_size, c.image_text_hidden_size));
+    text_proj = register_module("text_proj", models::Linear(c.text.hidden_size, c.image_text_hidden_size));
+    itm_head = register_module("itm_head", models::Linear(c.text.hidden_size, 2));
   }
 
   /// The configuration the module was built from.
   const BlipConfig& config() const { return config_; }
 
-  BlipVisionModel vision_model{nullptr};
+  models::VisionTransformer vision_model{nullptr};
   BlipTextModel text_encoder{nullptr};
-  torch::nn::Linear vision_proj{nullptr}, text_proj{nullptr}, itm_head{nullptr};
+  models::Linear vision_proj{nullptr}, text_proj{nullptr}, itm_head{nullptr};
 
  private:
   BlipConfig config_;
@@ -150,21 +136,21 @@ TORCH_MODULE(BlipItmModel);
 /// run on the model's device and dtype (inputs are moved there).
 class BlipItm {
  public:
-  /// Loads `dir` (`config.json`, weights via `agla::io::load_checkpoint`, optional `vocab.txt`) onto
-  /// `device` in `dtype`. Throws `agla::FormatError` listing missing/unexpected weight names.
-  static BlipItm load(const std::string& dir, at::Device device = at::kCPU, at::ScalarType dtype = at::kFloat) {
-    BlipItmModel model = detail::load_blip_module<BlipItmModel>("agla::blip::BlipItm::load", dir, device, dtype);
-    return BlipItm(model, detail::tokenizer_for(dir), device, dtype);
+  /// Loads `dir` (`config.json`, weights via `agla::io::load_checkpoint`, optional `vocab.txt`) as
+  /// `options` place it. Throws `agla::FormatError` listing missing/unexpected weight names.
+  static BlipItm load(const std::string& dir, const io::LoadOptions& options = {}) {
+    BlipItmModel model = detail::load_blip_module<BlipItmModel>("agla::blip::BlipItm::load", dir, options);
+    return BlipItm(model, detail::tokenizer_for(dir));
   }
 
-  /// Wraps an already built (e.g. randomly initialised) module; moves it to `device`/`dtype` and freezes it.
-  BlipItm(BlipItmModel model, WordPieceTokenizer tokenizer, at::Device device = at::kCPU,
-          at::ScalarType dtype = at::kFloat)
+  /// Wraps a built module (loaded, shared with another `BlipItm`, or initialised with
+  /// `agla::models::init_parameters`) where its parameters are; freezes it.
+  BlipItm(BlipItmModel model, WordPieceTokenizer tokenizer)
       : model_(std::move(model)),
         tokenizer_(std::make_shared<WordPieceTokenizer>(std::move(tokenizer))),
-        device_(device),
-        dtype_(dtype) {
-    detail::prepare_for_inference("agla::blip::BlipItm", model_, *tokenizer_, device, dtype);
+        device_(at::kCPU),
+        dtype_(at::kFloat) {
+    std::tie(device_, dtype_) = detail::prepare_for_inference("agla::blip::BlipItm", model_, *tokenizer_);
   }
 
   /// Normalised pixels `[B, 3, S, S]` (any float dtype/device) -> post-LN image tokens `[B, N, D]`
@@ -267,10 +253,10 @@ class BlipItm {
   at::Device device() const { return device_; }
   /// Dtype of the parameters.
   at::ScalarType dtype() const { return dtype_; }
-  /// BLIP's normalisation mean (RGB).
-  std::array<float, 3> image_mean() const { return kImageMean; }
+  /// BLIP's normalisation mean (RGB, OpenAI CLIP statistics).
+  std::array<float, 3> image_mean() const { return io::kClipMean; }
   /// BLIP's normalisation standard deviation (RGB).
-  std::array<float, 3> image_std() const { return kImageStd; }
+  std::array<float, 3> image_std() const { return io::kClipStd; }
   /// The configuration.
   const BlipConfig& config() const { return model_->config(); }
   /// The tokenizer `encode_text` uses.

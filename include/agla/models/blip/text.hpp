@@ -15,15 +15,14 @@
 
 #include <torch/nn/module.h>
 #include <torch/nn/modules/container/modulelist.h>
-#include <torch/nn/modules/embedding.h>
-#include <torch/nn/modules/linear.h>
-#include <torch/nn/modules/normalization.h>
 
 #include <cmath>
 #include <vector>
 
 #include "agla/error.hpp"
 #include "agla/models/blip/config.hpp"
+#include "agla/models/common/bert.hpp"
+#include "agla/models/common/layers.hpp"
 
 namespace agla::blip {
 
@@ -63,29 +62,14 @@ struct TextRun {
   at::Tensor* captured = nullptr;
 };
 
-namespace detail {
-
-/// `[B, L, D]` -> `[B, H, L, dh]` (upstream `transpose_for_scores`).
-inline at::Tensor split_heads(const at::Tensor& x, int64_t heads) {
-  return x.view({x.size(0), x.size(1), heads, x.size(2) / heads}).permute({0, 2, 1, 3});
-}
-
-/// `[B, H, L, dh]` -> `[B, L, D]`.
-inline at::Tensor merge_heads(const at::Tensor& x) {
-  return x.permute({0, 2, 1, 3}).reshape({x.size(0), x.size(2), x.size(1) * x.size(3)});
-}
-
-}  // namespace detail
-
 /// `BlipTextEmbeddings`: word + absolute position embeddings, LayerNorm (no token types).
 class BlipTextEmbeddingsImpl : public torch::nn::Module {
  public:
   explicit BlipTextEmbeddingsImpl(const BlipTextConfig& c) {
-    word_embeddings = register_module("word_embeddings", torch::nn::Embedding(c.vocab_size, c.hidden_size));
+    word_embeddings = register_module("word_embeddings", models::Embedding(c.vocab_size, c.hidden_size));
     position_embeddings =
-        register_module("position_embeddings", torch::nn::Embedding(c.max_position_embeddings, c.hidden_size));
-    LayerNorm = register_module(
-        "LayerNorm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({c.hidden_size}).eps(c.layer_norm_eps)));
+        register_module("position_embeddings", models::Embedding(c.max_position_embeddings, c.hidden_size));
+    LayerNorm = register_module("LayerNorm", models::LayerNorm(c.hidden_size, c.layer_norm_eps));
   }
 
   /// `input_ids` `[B, L]` int64 at positions `past .. past+L-1` -> `[B, L, D]`.
@@ -94,8 +78,8 @@ class BlipTextEmbeddingsImpl : public torch::nn::Module {
     return LayerNorm->forward(word_embeddings->forward(input_ids) + position_embeddings->forward(positions));
   }
 
-  torch::nn::Embedding word_embeddings{nullptr}, position_embeddings{nullptr};
-  torch::nn::LayerNorm LayerNorm{nullptr};
+  models::Embedding word_embeddings{nullptr}, position_embeddings{nullptr};
+  models::LayerNorm LayerNorm{nullptr};
 };
 TORCH_MODULE(BlipTextEmbeddings);
 
@@ -105,9 +89,9 @@ class BlipTextSelfAttentionImpl : public torch::nn::Module {
   BlipTextSelfAttentionImpl(const BlipTextConfig& c, bool is_cross)
       : heads_(c.num_attention_heads), head_dim_(c.hidden_size / c.num_attention_heads) {
     const int64_t kv_in = is_cross ? c.encoder_hidden_size : c.hidden_size;
-    query = register_module("query", torch::nn::Linear(c.hidden_size, c.hidden_size));
-    key = register_module("key", torch::nn::Linear(kv_in, c.hidden_size));
-    value = register_module("value", torch::nn::Linear(kv_in, c.hidden_size));
+    query = register_module("query", models::Linear(c.hidden_size, c.hidden_size));
+    key = register_module("key", models::Linear(kv_in, c.hidden_size));
+    value = register_module("value", models::Linear(kv_in, c.hidden_size));
   }
 
   /// Context `[B, L, D]` of queries `hidden` `[B, L, D]` over keys/values `k`, `v` `[B|1, H, Lk, dh]`,
@@ -115,7 +99,7 @@ class BlipTextSelfAttentionImpl : public torch::nn::Module {
   /// probabilities are replaced by an autograd leaf holding their values, stored in `*leaf`.
   at::Tensor attend(const at::Tensor& hidden, const at::Tensor& k, const at::Tensor& v, const at::Tensor& additive_mask,
                     at::Tensor* leaf = nullptr) {
-    const at::Tensor q = detail::split_heads(query->forward(hidden), heads_);
+    const at::Tensor q = models::split_heads(query->forward(hidden), heads_);
     at::Tensor scores = at::matmul(q, k.transpose(-1, -2)) / std::sqrt(static_cast<double>(head_dim_));
     if (additive_mask.defined()) scores = scores + additive_mask;
     at::Tensor probs = at::softmax(scores, -1);
@@ -124,82 +108,33 @@ class BlipTextSelfAttentionImpl : public torch::nn::Module {
       probs = probs.detach().requires_grad_(true);
       *leaf = probs;
     }
-    return detail::merge_heads(at::matmul(probs, v));
+    return models::merge_heads(at::matmul(probs, v));
   }
 
   /// Keys and values `[B, H, Lk, dh]` of `source` `[B, Lk, D_in]`.
   std::pair<at::Tensor, at::Tensor> keys_values(const at::Tensor& source) {
-    return {detail::split_heads(key->forward(source), heads_), detail::split_heads(value->forward(source), heads_)};
+    return {models::split_heads(key->forward(source), heads_), models::split_heads(value->forward(source), heads_)};
   }
 
-  torch::nn::Linear query{nullptr}, key{nullptr}, value{nullptr};
+  models::Linear query{nullptr}, key{nullptr}, value{nullptr};
 
  private:
   int64_t heads_, head_dim_;
 };
 TORCH_MODULE(BlipTextSelfAttention);
 
-/// `BlipTextSelfOutput`: `LayerNorm(dense(context) + residual)`.
-class BlipTextSelfOutputImpl : public torch::nn::Module {
- public:
-  explicit BlipTextSelfOutputImpl(const BlipTextConfig& c) {
-    dense = register_module("dense", torch::nn::Linear(c.hidden_size, c.hidden_size));
-    LayerNorm = register_module(
-        "LayerNorm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({c.hidden_size}).eps(c.layer_norm_eps)));
-  }
-  /// `[B, L, D]`, `[B, L, D]` -> `[B, L, D]`.
-  at::Tensor forward(const at::Tensor& context, const at::Tensor& residual) {
-    return LayerNorm->forward(dense->forward(context) + residual);
-  }
-
-  torch::nn::Linear dense{nullptr};
-  torch::nn::LayerNorm LayerNorm{nullptr};
-};
-TORCH_MODULE(BlipTextSelfOutput);
-
 /// `BlipTextAttention`: `self` (attention) + `output` (dense, residual, LayerNorm).
 class BlipTextAttentionImpl : public torch::nn::Module {
  public:
   BlipTextAttentionImpl(const BlipTextConfig& c, bool is_cross) {
     self = register_module("self", BlipTextSelfAttention(c, is_cross));
-    output = register_module("output", BlipTextSelfOutput(c));
+    output = register_module("output", models::BertSelfOutput(c.hidden_size, c.layer_norm_eps));
   }
 
   BlipTextSelfAttention self{nullptr};
-  BlipTextSelfOutput output{nullptr};
+  models::BertSelfOutput output{nullptr};
 };
 TORCH_MODULE(BlipTextAttention);
-
-/// `BlipTextIntermediate` + `BlipTextOutput` as one feed-forward block: `LN(x + W2 gelu(W1 x))`.
-class BlipTextIntermediateImpl : public torch::nn::Module {
- public:
-  explicit BlipTextIntermediateImpl(const BlipTextConfig& c) {
-    dense = register_module("dense", torch::nn::Linear(c.hidden_size, c.intermediate_size));
-  }
-  /// `[B, L, D]` -> `[B, L, I]`.
-  at::Tensor forward(const at::Tensor& x) { return at::gelu(dense->forward(x)); }
-
-  torch::nn::Linear dense{nullptr};
-};
-TORCH_MODULE(BlipTextIntermediate);
-
-/// `BlipTextOutput`: `LayerNorm(dense(intermediate) + residual)`.
-class BlipTextOutputImpl : public torch::nn::Module {
- public:
-  explicit BlipTextOutputImpl(const BlipTextConfig& c) {
-    dense = register_module("dense", torch::nn::Linear(c.intermediate_size, c.hidden_size));
-    LayerNorm = register_module(
-        "LayerNorm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({c.hidden_size}).eps(c.layer_norm_eps)));
-  }
-  /// `[B, L, I]`, `[B, L, D]` -> `[B, L, D]`.
-  at::Tensor forward(const at::Tensor& intermediate, const at::Tensor& residual) {
-    return LayerNorm->forward(dense->forward(intermediate) + residual);
-  }
-
-  torch::nn::Linear dense{nullptr};
-  torch::nn::LayerNorm LayerNorm{nullptr};
-};
-TORCH_MODULE(BlipTextOutput);
 
 /// `BlipTextLayer`: self-attention, cross-attention (when image tokens are given), feed-forward.
 class BlipTextLayerImpl : public torch::nn::Module {
@@ -208,8 +143,8 @@ class BlipTextLayerImpl : public torch::nn::Module {
     attention = register_module("attention", BlipTextAttention(c, false));
     // `text_config.is_decoder` is true in every BLIP config: each layer owns a cross-attention block.
     crossattention = register_module("crossattention", BlipTextAttention(c, true));
-    intermediate = register_module("intermediate", BlipTextIntermediate(c));
-    output = register_module("output", BlipTextOutput(c));
+    intermediate = register_module("intermediate", models::BertIntermediate(c.hidden_size, c.intermediate_size));
+    output = register_module("output", models::BertOutput(c.hidden_size, c.intermediate_size, c.layer_norm_eps));
   }
 
   /// One layer on `hidden` `[B, L, D]`. `self_mask` is the additive self-attention mask; `cache`
@@ -246,8 +181,8 @@ class BlipTextLayerImpl : public torch::nn::Module {
   }
 
   BlipTextAttention attention{nullptr}, crossattention{nullptr};
-  BlipTextIntermediate intermediate{nullptr};
-  BlipTextOutput output{nullptr};
+  models::BertIntermediate intermediate{nullptr};
+  models::BertOutput output{nullptr};
 };
 TORCH_MODULE(BlipTextLayer);
 
@@ -360,33 +295,38 @@ TORCH_MODULE(BlipTextModel);
 class BlipTextPredictionHeadTransformImpl : public torch::nn::Module {
  public:
   explicit BlipTextPredictionHeadTransformImpl(const BlipTextConfig& c) {
-    dense = register_module("dense", torch::nn::Linear(c.hidden_size, c.hidden_size));
-    LayerNorm = register_module(
-        "LayerNorm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({c.hidden_size}).eps(c.layer_norm_eps)));
+    dense = register_module("dense", models::Linear(c.hidden_size, c.hidden_size));
+    LayerNorm = register_module("LayerNorm", models::LayerNorm(c.hidden_size, c.layer_norm_eps));
   }
   /// `[B, L, D]` -> `[B, L, D]`.
   at::Tensor forward(const at::Tensor& x) { return LayerNorm->forward(at::gelu(dense->forward(x))); }
 
-  torch::nn::Linear dense{nullptr};
-  torch::nn::LayerNorm LayerNorm{nullptr};
+  models::Linear dense{nullptr};
+  models::LayerNorm LayerNorm{nullptr};
 };
 TORCH_MODULE(BlipTextPredictionHeadTransform);
 
 /// `BlipTextLMPredictionHead`: transform, `decoder` (no bias of its own), shared `bias`.
-class BlipTextLMPredictionHeadImpl : public torch::nn::Module {
+class BlipTextLMPredictionHeadImpl : public torch::nn::Module, public models::ResetParameters {
  public:
   explicit BlipTextLMPredictionHeadImpl(const BlipTextConfig& c) {
     transform = register_module("transform", BlipTextPredictionHeadTransform(c));
-    decoder = register_module("decoder",
-                              torch::nn::Linear(torch::nn::LinearOptions(c.hidden_size, c.vocab_size).bias(false)));
+    decoder = register_module("decoder", models::Linear(c.hidden_size, c.vocab_size, false));
     // Upstream `self.decoder.bias = self.bias`: one vector, saved as `cls.predictions.bias`.
-    bias = register_parameter("bias", torch::zeros({c.vocab_size}));
+    bias = register_parameter("bias", at::empty({c.vocab_size}));
   }
   /// `[B, L, D]` -> logits `[B, L, V]`.
   at::Tensor forward(const at::Tensor& x) { return decoder->forward(transform->forward(x)) + bias; }
+  /// Upstream construction order: the transform's and decoder's defaults, then a zero bias.
+  void reset_parameters() override {
+    models::init_parameters(*transform);
+    decoder->reset_parameters();
+    torch::NoGradGuard no_grad;
+    bias.zero_();
+  }
 
   BlipTextPredictionHeadTransform transform{nullptr};
-  torch::nn::Linear decoder{nullptr};
+  models::Linear decoder{nullptr};
   at::Tensor bias;
 };
 TORCH_MODULE(BlipTextLMPredictionHead);

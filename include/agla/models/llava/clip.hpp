@@ -13,8 +13,8 @@
 #include <vector>
 
 #include "agla/error.hpp"
-#include "agla/models/llava/config.hpp"
-#include "agla/models/llava/layers.hpp"
+#include "agla/models/common/vit.hpp"
+#include "agla/models/common/layers.hpp"
 
 namespace agla::llava {
 
@@ -23,31 +23,24 @@ class ClipEmbeddingsImpl : public torch::nn::Module {
  public:
   /// Registers `class_embedding` `[D]`, `patch_embedding.weight` `[D, C, p, p]`, `position_embedding.weight` `[P+1,
   /// D]`.
-  explicit ClipEmbeddingsImpl(const ClipVisionConfig& c) : patch_size_(c.patch_size) {
+  explicit ClipEmbeddingsImpl(const models::VisionConfig& c) {
     class_embedding = register_parameter("class_embedding", at::empty({c.hidden_size}), false);
-    patch_embedding = register_module("patch_embedding", std::make_shared<torch::nn::Module>());
-    patch_weight = patch_embedding->register_parameter(
-        "weight", at::empty({c.hidden_size, c.num_channels, c.patch_size, c.patch_size}), false);
-    position_embedding = register_module("position_embedding", Embedding(c.num_patches() + 1, c.hidden_size));
+    patch_embedding =
+        register_module("patch_embedding", models::PatchEmbedding(c.num_channels, c.hidden_size, c.patch_size, false));
+    position_embedding = register_module("position_embedding", models::Embedding(c.num_patches() + 1, c.hidden_size));
   }
   /// pixel_values `[N, C, S, S]` -> `[N, 1 + P, D]`: CLS first, then patches in row-major grid order
   /// (the conv output flattened), plus position embeddings (row 0 belongs to CLS).
   at::Tensor forward(const at::Tensor& pixel_values) {
-    auto patches =
-        at::conv2d(pixel_values.to(patch_weight.scalar_type()), patch_weight, {}, {patch_size_, patch_size_});
-    patches = patches.flatten(2).transpose(1, 2);
+    const auto patches = patch_embedding(pixel_values);
     const auto n = pixel_values.size(0);
     auto cls = class_embedding.view({1, 1, -1}).expand({n, 1, class_embedding.size(0)});
     return at::cat({cls, patches}, 1) + position_embedding->weight.unsqueeze(0);
   }
 
-  at::Tensor class_embedding;                          ///< `[D]`
-  std::shared_ptr<torch::nn::Module> patch_embedding;  ///< Conv2d holder of `weight`
-  at::Tensor patch_weight;                             ///< `patch_embedding.weight` `[D, C, p, p]`
-  Embedding position_embedding{nullptr};               ///< `[P + 1, D]`
-
- private:
-  int64_t patch_size_;
+  at::Tensor class_embedding;                      ///< `[D]`
+  models::PatchEmbedding patch_embedding{nullptr};  ///< `[D, C, p, p]` convolution, no bias
+  models::Embedding position_embedding{nullptr};   ///< `[P + 1, D]`
 };
 TORCH_MODULE(ClipEmbeddings);
 
@@ -55,12 +48,12 @@ TORCH_MODULE(ClipEmbeddings);
 class ClipAttentionImpl : public torch::nn::Module {
  public:
   /// Registers `{q,k,v,out}_proj` `[D, D]` with biases.
-  explicit ClipAttentionImpl(const ClipVisionConfig& c)
+  explicit ClipAttentionImpl(const models::VisionConfig& c)
       : heads_(c.num_attention_heads), head_dim_(c.hidden_size / c.num_attention_heads) {
-    q_proj = register_module("q_proj", Linear(c.hidden_size, c.hidden_size, true));
-    k_proj = register_module("k_proj", Linear(c.hidden_size, c.hidden_size, true));
-    v_proj = register_module("v_proj", Linear(c.hidden_size, c.hidden_size, true));
-    out_proj = register_module("out_proj", Linear(c.hidden_size, c.hidden_size, true));
+    q_proj = register_module("q_proj", models::Linear(c.hidden_size, c.hidden_size, true));
+    k_proj = register_module("k_proj", models::Linear(c.hidden_size, c.hidden_size, true));
+    v_proj = register_module("v_proj", models::Linear(c.hidden_size, c.hidden_size, true));
+    out_proj = register_module("out_proj", models::Linear(c.hidden_size, c.hidden_size, true));
   }
   /// `[N, T, D]` -> `[N, T, D]`.
   at::Tensor forward(const at::Tensor& x) {
@@ -74,43 +67,24 @@ class ClipAttentionImpl : public torch::nn::Module {
     return out_proj(at::matmul(probs, v).transpose(1, 2).reshape({n, t, heads_ * head_dim_}));
   }
 
-  Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, out_proj{nullptr};  ///< projections
+  models::Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, out_proj{nullptr};  ///< projections
 
  private:
   int64_t heads_, head_dim_;
 };
 TORCH_MODULE(ClipAttention);
 
-/// fc1 -> activation -> fc2 (`CLIPMLP`).
-class ClipMlpImpl : public torch::nn::Module {
- public:
-  /// Registers `fc1` `[I, D]` and `fc2` `[D, I]` with biases.
-  explicit ClipMlpImpl(const ClipVisionConfig& c) : quick_(c.hidden_act == "quick_gelu") {
-    fc1 = register_module("fc1", Linear(c.hidden_size, c.intermediate_size, true));
-    fc2 = register_module("fc2", Linear(c.intermediate_size, c.hidden_size, true));
-  }
-  /// `[..., D]` -> `[..., D]`.
-  at::Tensor forward(const at::Tensor& x) {
-    const auto h = fc1(x);
-    return fc2(quick_ ? quick_gelu(h) : exact_gelu(h));
-  }
-
-  Linear fc1{nullptr}, fc2{nullptr};  ///< the two layers
-
- private:
-  bool quick_;
-};
-TORCH_MODULE(ClipMlp);
-
 /// Pre-norm transformer layer (`CLIPEncoderLayer`): `x += attn(LN1(x)); x += MLP(LN2(x))`.
 class ClipEncoderLayerImpl : public torch::nn::Module {
  public:
   /// Registers `self_attn`, `layer_norm1`, `mlp`, `layer_norm2`.
-  explicit ClipEncoderLayerImpl(const ClipVisionConfig& c) {
+  explicit ClipEncoderLayerImpl(const models::VisionConfig& c) {
     self_attn = register_module("self_attn", ClipAttention(c));
-    layer_norm1 = register_module("layer_norm1", LayerNorm(c.hidden_size, c.layer_norm_eps));
-    mlp = register_module("mlp", ClipMlp(c));
-    layer_norm2 = register_module("layer_norm2", LayerNorm(c.hidden_size, c.layer_norm_eps));
+    layer_norm1 = register_module("layer_norm1", models::LayerNorm(c.hidden_size, c.layer_norm_eps));
+    mlp = register_module(
+        "mlp", models::Mlp(c.hidden_size, c.intermediate_size,
+                           models::parse_activation(c.hidden_act, "vision_config.hidden_act")));
+    layer_norm2 = register_module("layer_norm2", models::LayerNorm(c.hidden_size, c.layer_norm_eps));
   }
   /// `[N, T, D]` -> `[N, T, D]`.
   at::Tensor forward(const at::Tensor& x) {
@@ -119,9 +93,9 @@ class ClipEncoderLayerImpl : public torch::nn::Module {
   }
 
   ClipAttention self_attn{nullptr};  ///< attention
-  LayerNorm layer_norm1{nullptr};    ///< before attention
-  ClipMlp mlp{nullptr};              ///< MLP
-  LayerNorm layer_norm2{nullptr};    ///< before the MLP
+  models::LayerNorm layer_norm1{nullptr};    ///< before attention
+  models::Mlp mlp{nullptr};          ///< MLP
+  models::LayerNorm layer_norm2{nullptr};    ///< before the MLP
 };
 TORCH_MODULE(ClipEncoderLayer);
 
@@ -130,16 +104,16 @@ TORCH_MODULE(ClipEncoderLayer);
 class ClipVisionTransformerImpl : public torch::nn::Module {
  public:
   /// Registers every submodule under its Hugging Face name.
-  explicit ClipVisionTransformerImpl(const ClipVisionConfig& c) {
+  explicit ClipVisionTransformerImpl(const models::VisionConfig& c) {
     embeddings = register_module("embeddings", ClipEmbeddings(c));
-    pre_layrnorm = register_module("pre_layrnorm", LayerNorm(c.hidden_size, c.layer_norm_eps));
+    pre_layrnorm = register_module("pre_layrnorm", models::LayerNorm(c.hidden_size, c.layer_norm_eps));
     auto encoder = register_module("encoder", std::make_shared<torch::nn::Module>());
     layers = encoder->register_module("layers", torch::nn::ModuleList());
     for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
       blocks_.emplace_back(c);
       layers->push_back(blocks_.back());
     }
-    post_layernorm = register_module("post_layernorm", LayerNorm(c.hidden_size, c.layer_norm_eps));
+    post_layernorm = register_module("post_layernorm", models::LayerNorm(c.hidden_size, c.layer_norm_eps));
   }
 
   /// Hidden states 0..`count` (`[count + 1]` tensors `[N, 1 + P, D]`): entry 0 after `pre_layrnorm`,
@@ -165,9 +139,9 @@ class ClipVisionTransformerImpl : public torch::nn::Module {
   }
 
   ClipEmbeddings embeddings{nullptr};     ///< patch, CLS and position embeddings
-  LayerNorm pre_layrnorm{nullptr};        ///< LayerNorm before the encoder
+  models::LayerNorm pre_layrnorm{nullptr};        ///< LayerNorm before the encoder
   torch::nn::ModuleList layers{nullptr};  ///< `encoder.layers.*`
-  LayerNorm post_layernorm{nullptr};      ///< unused by LLaVA
+  models::LayerNorm post_layernorm{nullptr};      ///< unused by LLaVA
 
  private:
   std::vector<ClipEncoderLayer> blocks_;
@@ -178,7 +152,7 @@ TORCH_MODULE(ClipVisionTransformer);
 class ClipVisionModelImpl : public torch::nn::Module {
  public:
   /// Registers `vision_model`.
-  explicit ClipVisionModelImpl(const ClipVisionConfig& c) {
+  explicit ClipVisionModelImpl(const models::VisionConfig& c) {
     vision_model = register_module("vision_model", ClipVisionTransformer(c));
   }
   ClipVisionTransformer vision_model{nullptr};  ///< the transformer

@@ -18,11 +18,12 @@
 
 #include "agla/error.hpp"
 #include "agla/io/checkpoint.hpp"
+#include "agla/io/module_loader.hpp"
 #include "agla/io/state_dict.hpp"
 #include "agla/models/llava/clip.hpp"
 #include "agla/models/llava/config.hpp"
-#include "agla/models/llava/layers.hpp"
-#include "agla/models/llava/llama.hpp"
+#include "agla/models/common/layers.hpp"
+#include "agla/models/llama/model.hpp"
 
 namespace agla::llava {
 
@@ -31,13 +32,13 @@ class ProjectorImpl : public torch::nn::Module {
  public:
   /// Registers `linear_1` `[Dt, Dv]` and `linear_2` `[Dt, Dt]`, both with biases.
   explicit ProjectorImpl(const LlavaConfig& c) {
-    linear_1 = register_module("linear_1", Linear(c.vision.hidden_size, c.text.hidden_size, true));
-    linear_2 = register_module("linear_2", Linear(c.text.hidden_size, c.text.hidden_size, true));
+    linear_1 = register_module("linear_1", models::Linear(c.vision.hidden_size, c.text.hidden_size, true));
+    linear_2 = register_module("linear_2", models::Linear(c.text.hidden_size, c.text.hidden_size, true));
   }
   /// `[..., Dv]` -> `[..., Dt]`.
-  at::Tensor forward(const at::Tensor& x) { return linear_2(exact_gelu(linear_1(x))); }
+  at::Tensor forward(const at::Tensor& x) { return linear_2(at::gelu(linear_1(x))); }
 
-  Linear linear_1{nullptr}, linear_2{nullptr};  ///< the two layers
+  models::Linear linear_1{nullptr}, linear_2{nullptr};  ///< the two layers
 };
 TORCH_MODULE(Projector);
 
@@ -50,12 +51,6 @@ struct MergedInputs {
   bool padded = false;        ///< whether any mask entry is 0
 };
 
-/// How `load_model` places the weights.
-struct LoadOptions {
-  at::Device device = at::kCPU;       ///< where the model runs
-  at::ScalarType dtype = at::kFloat;  ///< floating-point type of every weight
-};
-
 /// LLaVA-1.5: `vision_tower`, `multi_modal_projector`, `language_model` (HF names).
 class LlavaModelImpl : public torch::nn::Module {
  public:
@@ -63,7 +58,7 @@ class LlavaModelImpl : public torch::nn::Module {
   explicit LlavaModelImpl(const LlavaConfig& config) : config_(config) {
     vision_tower = register_module("vision_tower", ClipVisionModel(config.vision));
     multi_modal_projector = register_module("multi_modal_projector", Projector(config));
-    language_model = register_module("language_model", LlamaForCausalLM(config.text));
+    language_model = register_module("language_model", llama::LlamaForCausalLM(config.text));
   }
 
   /// The configuration the model was built from.
@@ -174,81 +169,30 @@ class LlavaModelImpl : public torch::nn::Module {
 
   ClipVisionModel vision_tower{nullptr};     ///< CLIP vision model
   Projector multi_modal_projector{nullptr};  ///< projector
-  LlamaForCausalLM language_model{nullptr};  ///< LLaMA
+  llama::LlamaForCausalLM language_model{nullptr};  ///< LLaMA
 
  private:
   LlavaConfig config_;
 };
 TORCH_MODULE(LlavaModel);
 
-/// Binds the tensors of `dict` to the parameters of `model` by exact Hugging Face name, converted to
-/// `options` (zero-copy where a tensor's dtype and device already match, so a memory-mapped
-/// checkpoint is not duplicated). Strict: throws one `agla::FormatError` naming `source` and listing
-/// every missing, unexpected and mis-shaped name, before anything is changed. With tied embeddings a
-/// stored `language_model.lm_head.weight` is accepted and ignored; so are the buffers older
-/// transformers releases persisted and this implementation recomputes (CLIP's
-/// `embeddings.position_ids`, LLaMA's `rotary_emb.inv_freq`).
+/// Binds the tensors of `dict` to `model` by exact Hugging Face name (`agla::io::load_module`: strict,
+/// zero-copy where dtype and device already match). With tied embeddings a stored
+/// `language_model.lm_head.weight` is accepted and ignored; so are the buffers older transformers
+/// releases persisted and this implementation recomputes (CLIP's `embeddings.position_ids`, LLaMA's
+/// `rotary_emb.inv_freq`).
 inline void load_weights(LlavaModel& model, const io::StateDict& dict, const std::string& source,
-                         const LoadOptions& options = {}) {
-  check<InvalidArgument>(at::isFloatingType(options.dtype), "agla::llava::load_weights: dtype must be floating; got ",
-                         options.dtype);
-  const auto params = model->named_parameters(true);
-  std::vector<std::string> missing, unexpected, mismatched;
-  std::set<std::string> wanted;
-  for (const auto& item : params) {
-    wanted.insert(item.key());
-    const auto it = dict.find(item.key());
-    if (it == dict.end()) {
-      missing.push_back(item.key());
-    } else if (it->second.sizes() != item.value().sizes()) {
-      mismatched.push_back(
-          agla::detail::concat(item.key(), ": checkpoint ", it->second.sizes(), ", model ", item.value().sizes()));
-    } else if (!at::isFloatingType(it->second.scalar_type())) {
-      mismatched.push_back(
-          agla::detail::concat(item.key(), ": checkpoint dtype ", it->second.scalar_type(), " is not floating"));
-    }
-  }
+                         const io::LoadOptions& options = {}) {
   const bool tied = model->config().text.tie_word_embeddings;
-  auto ignorable = [&](const std::string& name) {
+  io::LoadHooks hooks;
+  hooks.ignorable = [tied](const std::string& name, const io::StateDict&) {
     const std::string layers = "language_model.model.layers.", inv_freq = ".self_attn.rotary_emb.inv_freq";
     return (tied && name == "language_model.lm_head.weight") ||
            name == "vision_tower.vision_model.embeddings.position_ids" ||
            (name.rfind(layers, 0) == 0 && name.size() > inv_freq.size() &&
             name.compare(name.size() - inv_freq.size(), inv_freq.size(), inv_freq) == 0);
   };
-  for (const auto& item : dict) {
-    if (wanted.count(item.first) == 0 && !ignorable(item.first)) unexpected.push_back(item.first);
-  }
-  if (!missing.empty() || !unexpected.empty() || !mismatched.empty()) {
-    std::ostringstream out;
-    out << "agla::llava::load_weights: " << source << " does not match the LLaVA model built from its config";
-    auto list = [&](const char* title, const std::vector<std::string>& names) {
-      if (names.empty()) return;
-      out << "\n  " << title << " (" << names.size() << "):";
-      for (const auto& name : names) out << "\n    " << name;
-    };
-    list("missing", missing);
-    list("unexpected", unexpected);
-    list("shape or dtype mismatch", mismatched);
-    throw FormatError(out.str());
-  }
-  at::NoGradGuard no_grad;
-  for (const auto& item : params) {
-    auto param = item.value();
-    param.set_data(dict.at(item.key()).to(options.device, options.dtype));
-  }
-}
-
-/// Loads a llava-hf checkpoint directory: `config.json` (full or sparse) and `model.safetensors` or
-/// a sharded `model.safetensors.index.json`. Weights are memory-mapped and bound without a copy when
-/// `options` match the file (float32 files on CPU by default); otherwise each tensor is converted
-/// once, straight to `options.device`. The model is returned in eval mode.
-inline LlavaModel load_model(const std::string& dir, const LoadOptions& options = {}) {
-  const std::string root = dir.empty() || dir.back() == '/' ? dir : dir + "/";
-  auto model = LlavaModel(read_config(root + "config.json"));
-  load_weights(model, io::load_checkpoint(dir), "checkpoint '" + dir + "'", options);
-  model->eval();
-  return model;
+  io::load_module(*model, dict, source, options, hooks);
 }
 
 }  // namespace agla::llava

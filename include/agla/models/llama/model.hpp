@@ -16,10 +16,10 @@
 #include <vector>
 
 #include "agla/error.hpp"
-#include "agla/models/llava/config.hpp"
-#include "agla/models/llava/layers.hpp"
+#include "agla/models/llama/config.hpp"
+#include "agla/models/common/layers.hpp"
 
-namespace agla::llava {
+namespace agla::llama {
 
 /// Keys (after RoPE) and values of every layer for `rows` sequences, stored with spare capacity so
 /// that appending a token copies only that token: per layer `[rows, kv_heads, capacity, head_dim]`,
@@ -32,7 +32,7 @@ class KvCache {
   KvCache(int64_t layers, int64_t rows, int64_t kv_heads, int64_t head_dim, int64_t capacity,
           at::TensorOptions options) {
     check<InvalidArgument>(layers > 0 && rows > 0 && kv_heads > 0 && head_dim > 0 && capacity >= 0,
-                           "agla::llava::KvCache: sizes must be positive; got layers ", layers, ", rows ", rows,
+                           "agla::llama::KvCache: sizes must be positive; got layers ", layers, ", rows ", rows,
                            ", kv_heads ", kv_heads, ", head_dim ", head_dim, ", capacity ", capacity);
     for (int64_t i = 0; i < layers; ++i) {
       keys_.push_back(at::empty({rows, kv_heads, capacity, head_dim}, options));
@@ -112,7 +112,7 @@ inline at::Tensor attention_mask(int64_t t, int64_t past, const at::Tensor& key_
   allowed = allowed.view({1, 1, t, s});
   if (key_mask.defined()) allowed = allowed & (key_mask.to(device).view({key_mask.size(0), 1, 1, s}) != 0);
   return at::zeros(allowed.sizes(), at::TensorOptions().dtype(dtype).device(device))
-      .masked_fill(allowed.logical_not(), mask_fill_value(dtype));
+      .masked_fill(allowed.logical_not(), models::mask_fill_value(dtype));
 }
 
 /// Self-attention with RoPE and grouped-query heads (`LlamaAttention`, eager path).
@@ -121,10 +121,10 @@ class LlamaAttentionImpl : public torch::nn::Module {
   /// Registers `q_proj` `[H*d, D]`, `k_proj`/`v_proj` `[Hkv*d, D]`, `o_proj` `[D, H*d]`.
   explicit LlamaAttentionImpl(const LlamaConfig& c)
       : heads_(c.num_attention_heads), kv_heads_(c.num_key_value_heads), head_dim_(c.head_dim()) {
-    q_proj = register_module("q_proj", Linear(c.hidden_size, heads_ * head_dim_, c.attention_bias));
-    k_proj = register_module("k_proj", Linear(c.hidden_size, kv_heads_ * head_dim_, c.attention_bias));
-    v_proj = register_module("v_proj", Linear(c.hidden_size, kv_heads_ * head_dim_, c.attention_bias));
-    o_proj = register_module("o_proj", Linear(heads_ * head_dim_, c.hidden_size, c.attention_bias));
+    q_proj = register_module("q_proj", models::Linear(c.hidden_size, heads_ * head_dim_, c.attention_bias));
+    k_proj = register_module("k_proj", models::Linear(c.hidden_size, kv_heads_ * head_dim_, c.attention_bias));
+    v_proj = register_module("v_proj", models::Linear(c.hidden_size, kv_heads_ * head_dim_, c.attention_bias));
+    o_proj = register_module("o_proj", models::Linear(heads_ * head_dim_, c.hidden_size, c.attention_bias));
   }
 
   /// `x` `[N, T, D]`, rotary `cos`/`sin` `[N, 1, T, d]`, additive `mask` (see `attention_mask`, may be
@@ -161,7 +161,7 @@ class LlamaAttentionImpl : public torch::nn::Module {
     return o_proj(out);
   }
 
-  Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};  ///< projections
+  models::Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};  ///< projections
 
  private:
   int64_t heads_, kv_heads_, head_dim_;
@@ -173,14 +173,14 @@ class LlamaMlpImpl : public torch::nn::Module {
  public:
   /// Registers `gate_proj`/`up_proj` `[I, D]` and `down_proj` `[D, I]` (no biases).
   explicit LlamaMlpImpl(const LlamaConfig& c) {
-    gate_proj = register_module("gate_proj", Linear(c.hidden_size, c.intermediate_size, false));
-    up_proj = register_module("up_proj", Linear(c.hidden_size, c.intermediate_size, false));
-    down_proj = register_module("down_proj", Linear(c.intermediate_size, c.hidden_size, false));
+    gate_proj = register_module("gate_proj", models::Linear(c.hidden_size, c.intermediate_size, false));
+    up_proj = register_module("up_proj", models::Linear(c.hidden_size, c.intermediate_size, false));
+    down_proj = register_module("down_proj", models::Linear(c.intermediate_size, c.hidden_size, false));
   }
   /// `[..., D]` -> `[..., D]`.
   at::Tensor forward(const at::Tensor& x) { return down_proj(at::silu(gate_proj(x)) * up_proj(x)); }
 
-  Linear gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};  ///< projections
+  models::Linear gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};  ///< projections
 };
 TORCH_MODULE(LlamaMlp);
 
@@ -191,8 +191,8 @@ class LlamaDecoderLayerImpl : public torch::nn::Module {
   explicit LlamaDecoderLayerImpl(const LlamaConfig& c) {
     self_attn = register_module("self_attn", LlamaAttention(c));
     mlp = register_module("mlp", LlamaMlp(c));
-    input_layernorm = register_module("input_layernorm", RmsNorm(c.hidden_size, c.rms_norm_eps));
-    post_attention_layernorm = register_module("post_attention_layernorm", RmsNorm(c.hidden_size, c.rms_norm_eps));
+    input_layernorm = register_module("input_layernorm", models::RmsNorm(c.hidden_size, c.rms_norm_eps));
+    post_attention_layernorm = register_module("post_attention_layernorm", models::RmsNorm(c.hidden_size, c.rms_norm_eps));
   }
   /// `[N, T, D]` -> `[N, T, D]` (arguments as `LlamaAttention::forward`).
   at::Tensor forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, const at::Tensor& mask,
@@ -203,8 +203,8 @@ class LlamaDecoderLayerImpl : public torch::nn::Module {
 
   LlamaAttention self_attn{nullptr};          ///< attention
   LlamaMlp mlp{nullptr};                      ///< feed-forward
-  RmsNorm input_layernorm{nullptr};           ///< before attention
-  RmsNorm post_attention_layernorm{nullptr};  ///< before the MLP
+  models::RmsNorm input_layernorm{nullptr};           ///< before attention
+  models::RmsNorm post_attention_layernorm{nullptr};  ///< before the MLP
 };
 TORCH_MODULE(LlamaDecoderLayer);
 
@@ -213,13 +213,13 @@ class LlamaModelImpl : public torch::nn::Module {
  public:
   /// Registers every submodule under its Hugging Face name.
   explicit LlamaModelImpl(const LlamaConfig& c) : config_(c) {
-    embed_tokens = register_module("embed_tokens", Embedding(c.vocab_size, c.hidden_size));
+    embed_tokens = register_module("embed_tokens", models::Embedding(c.vocab_size, c.hidden_size));
     layers = register_module("layers", torch::nn::ModuleList());
     for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
       blocks_.emplace_back(c);
       layers->push_back(blocks_.back());
     }
-    norm = register_module("norm", RmsNorm(c.hidden_size, c.rms_norm_eps));
+    norm = register_module("norm", models::RmsNorm(c.hidden_size, c.rms_norm_eps));
   }
 
   /// Runs the decoder on `inputs_embeds` `[N, T, D]` at int64 `position_ids` `[N, T]`.
@@ -229,7 +229,7 @@ class LlamaModelImpl : public torch::nn::Module {
   /// input of layer 1, the outputs of layers 1..L-1 and the normed output (HF's `hidden_states`).
   at::Tensor forward(const at::Tensor& inputs_embeds, const at::Tensor& position_ids, const at::Tensor& key_mask = {},
                      const KvSlot* slot = nullptr, std::vector<at::Tensor>* hidden_states = nullptr) {
-    const char* fn = "agla::llava::LlamaModel::forward: ";
+    const char* fn = "agla::llama::LlamaModel::forward: ";
     check<ShapeError>(inputs_embeds.dim() == 3 && inputs_embeds.size(2) == config_.hidden_size, fn,
                       "inputs_embeds must be [N, T, ", config_.hidden_size, "]; got ", inputs_embeds.sizes());
     const auto n = inputs_embeds.size(0), t = inputs_embeds.size(1);
@@ -267,9 +267,9 @@ class LlamaModelImpl : public torch::nn::Module {
   /// The text config this was built from.
   const LlamaConfig& config() const { return config_; }
 
-  Embedding embed_tokens{nullptr};        ///< `[V, D]`
+  models::Embedding embed_tokens{nullptr};        ///< `[V, D]`
   torch::nn::ModuleList layers{nullptr};  ///< `layers.*`
-  RmsNorm norm{nullptr};                  ///< final norm
+  models::RmsNorm norm{nullptr};                  ///< final norm
 
  private:
   LlamaConfig config_;
@@ -283,7 +283,7 @@ class LlamaForCausalLMImpl : public torch::nn::Module {
   /// Registers `model` and, unless `tie_word_embeddings`, `lm_head` `[V, D]`.
   explicit LlamaForCausalLMImpl(const LlamaConfig& c) {
     model = register_module("model", LlamaModel(c));
-    if (!c.tie_word_embeddings) lm_head = register_module("lm_head", Linear(c.hidden_size, c.vocab_size, false));
+    if (!c.tie_word_embeddings) lm_head = register_module("lm_head", models::Linear(c.hidden_size, c.vocab_size, false));
   }
   /// Float32 logits `[..., V]` of normed hidden states `[..., D]` (HF casts logits with `.float()`;
   /// a double model keeps float64).
@@ -298,8 +298,8 @@ class LlamaForCausalLMImpl : public torch::nn::Module {
   }
 
   LlamaModel model{nullptr};  ///< the decoder
-  Linear lm_head{nullptr};    ///< output projection (null when tied)
+  models::Linear lm_head{nullptr};    ///< output projection (null when tied)
 };
 TORCH_MODULE(LlamaForCausalLM);
 
-}  // namespace agla::llava
+}  // namespace agla::llama

@@ -1,0 +1,220 @@
+#pragma once
+/// \file
+/// The LVLM contract: the one interface every LVLM the library ships offers (`blip::BlipCaptioner`,
+/// `llava::LlavaLvlm`, `instructblip::InstructBlipLvlm`), so that programs drive any of them the
+/// same way (docs/design.md "Contracts"). It extends the forward-functor contract of
+/// `agla/decode/view.hpp` (the part `agla::decode_step` needs, which a user's own functor may offer
+/// alone) with what a whole generation needs:
+///
+/// | member | what it does |
+/// |---|---|
+/// | `static X load(dir, io::LoadOptions = {})` | loads a Hugging Face checkpoint directory |
+/// | `at::Tensor preprocess(image) const` | RGB uint8 `[H, W, 3]` -> the model's pixels `[3, S, S]` float32 (CPU) |
+/// | `bool has_tokenizer() const` | whether text prompts can be encoded (else prompts come as ids) |
+/// | `Prompt prompt(instruction) const` | the model's prompt template around `instruction`, tokenised |
+/// | `std::string decode(ids) const` | text of generated ids (special tokens skipped) |
+/// | `TokenSpec tokens() const` | stop ids, pad id, vocabulary size |
+/// | `std::int64_t room(const PromptBatch&) const` | new tokens that fit after the prompt |
+/// | `at::Tensor begin(const LvlmInputs&)` | starts a generation; returns the first step's tokens `[B, L]` |
+/// | `void reset()` | drops the generation's state (caches, images) |
+/// | `at::Tensor operator()(step_tokens, View)` | next-token logits of one view, `[B, V]` float32 |
+/// | `at::Tensor operator()(step_tokens, AllViews)` | every view in one batched forward, `[(1 + K) B, V]` |
+///
+/// `agla::check_lvlm<X>()` checks it at compile time and names the first missing member.
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "agla/decode/step.hpp"
+#include "agla/decode/view.hpp"
+#include "agla/error.hpp"
+#include "agla/io/module_loader.hpp"
+
+namespace agla {
+
+/// What an extra view changes relative to the original input (view 0).
+enum class ViewKind {
+  Image,    ///< another image (AGLA's masked image, VCD's noised image, a random transform)
+  Text,     ///< the same image with another prompt (a disturbed instruction)
+  NoImage,  ///< the prompt without the image
+};
+
+/// The name of `kind` as it appears in results files.
+inline const char* view_kind_name(ViewKind kind) {
+  switch (kind) {
+    case ViewKind::Image:
+      return "image";
+    case ViewKind::Text:
+      return "text";
+    case ViewKind::NoImage:
+      return "no-image";
+  }
+  return "?";
+}
+
+/// One stream's tokenised prompt.
+struct Prompt {
+  std::vector<std::int64_t> ids;  ///< The language model's ids, template applied (image token and BOS as the model needs).
+  /// The instruction as the vision side reads it (InstructBLIP's Q-Former: `[CLS] ... [SEP]`);
+  /// empty for models whose vision side reads no text.
+  std::vector<std::int64_t> instruction_ids;
+};
+
+/// Prompts of B streams as tensors, left-padded to a common length (0 = padding in the masks).
+struct PromptBatch {
+  at::Tensor ids;               ///< `[B, L]` int64
+  at::Tensor mask;              ///< `[B, L]` int64, or undefined when no row is padded
+  at::Tensor instruction_ids;   ///< `[B, Lq]` int64, or undefined
+  at::Tensor instruction_mask;  ///< `[B, Lq]` int64, or undefined when no row is padded
+
+  /// Number of streams B.
+  std::int64_t batch() const { return ids.defined() ? ids.size(0) : 0; }
+};
+
+namespace detail {
+
+/// `rows` left-padded with `pad` to `[B, L]`, and the mask (undefined when no row needed padding).
+inline std::pair<at::Tensor, at::Tensor> left_pad(const std::vector<const std::vector<std::int64_t>*>& rows,
+                                                  std::int64_t pad) {
+  std::size_t longest = 0;
+  for (const auto* row : rows) longest = std::max(longest, row->size());
+  const auto b = static_cast<std::int64_t>(rows.size()), l = static_cast<std::int64_t>(longest);
+  at::Tensor ids = at::full({b, l}, pad, at::kLong);
+  at::Tensor mask = at::zeros({b, l}, at::kLong);
+  bool padded = false;
+  for (std::int64_t r = 0; r < b; ++r) {
+    const auto& row = *rows[static_cast<std::size_t>(r)];
+    const auto n = static_cast<std::int64_t>(row.size());
+    padded = padded || n < l;
+    if (n == 0) continue;
+    ids[r].narrow(0, l - n, n).copy_(at::tensor(at::ArrayRef<std::int64_t>(row), at::kLong));
+    mask[r].narrow(0, l - n, n).fill_(1);
+  }
+  return {ids, padded ? mask : at::Tensor()};
+}
+
+}  // namespace detail
+
+/// Stacks `prompts` into a `PromptBatch`, left-padding with `pad_id`. Throws `agla::InvalidArgument`
+/// for no prompts, an empty prompt, or instruction ids given for some streams only.
+inline PromptBatch batch_prompts(const std::vector<Prompt>& prompts, std::int64_t pad_id) {
+  check<InvalidArgument>(!prompts.empty(), "agla::batch_prompts: no prompts given");
+  std::vector<const std::vector<std::int64_t>*> ids, instructions;
+  for (std::size_t i = 0; i < prompts.size(); ++i) {
+    check<InvalidArgument>(!prompts[i].ids.empty(), "agla::batch_prompts: prompt ", i, " has no token ids");
+    check<InvalidArgument>(prompts[i].instruction_ids.empty() == prompts[0].instruction_ids.empty(),
+                           "agla::batch_prompts: prompt ", i, " ",
+                           prompts[i].instruction_ids.empty() ? "lacks" : "has",
+                           " instruction ids, unlike prompt 0; give them for every stream or none");
+    ids.push_back(&prompts[i].ids);
+    instructions.push_back(&prompts[i].instruction_ids);
+  }
+  PromptBatch batch;
+  std::tie(batch.ids, batch.mask) = detail::left_pad(ids, pad_id);
+  if (!prompts[0].instruction_ids.empty())
+    std::tie(batch.instruction_ids, batch.instruction_mask) = detail::left_pad(instructions, pad_id);
+  return batch;
+}
+
+/// One extra view of a generation (view k, k >= 1).
+struct ExtraView {
+  ViewKind kind = ViewKind::Image;  ///< What the view changes.
+  at::Tensor pixels;                ///< `Image`: `[B, 3, S, S]` preprocessed pixels of the view's image.
+  PromptBatch prompt;               ///< `Text`: the view's prompts (B streams).
+};
+
+/// Everything one generation conditions on: B streams' prompts, their images (the original view)
+/// and K extra views.
+struct LvlmInputs {
+  PromptBatch prompt;                ///< The original prompts.
+  at::Tensor pixels;                 ///< `[B, 3, S, S]` preprocessed original images.
+  std::vector<ExtraView> views;      ///< Views 1..K, in order.
+  std::int64_t max_new_tokens = 64;  ///< Sizes the caches up front (they grow when exceeded).
+
+  /// Inputs of B unpadded prompts `prompt_ids` `[B, L]` on `pixels` `[B, 3, S, S]`, with one image
+  /// view per entry of `view_pixels` (e.g. AGLA's augmented image).
+  static LvlmInputs images(const at::Tensor& prompt_ids, const at::Tensor& pixels,
+                           const std::vector<at::Tensor>& view_pixels = {}, std::int64_t max_new_tokens = 64) {
+    LvlmInputs inputs;
+    inputs.prompt.ids = prompt_ids;
+    inputs.pixels = pixels;
+    for (const at::Tensor& view : view_pixels) inputs.views.push_back(ExtraView{ViewKind::Image, view, {}});
+    inputs.max_new_tokens = max_new_tokens;
+    return inputs;
+  }
+};
+
+/// What generation needs to know about a model's vocabulary.
+struct TokenSpec {
+  std::vector<std::int64_t> stop_ids;  ///< Ids at which a stream ends.
+  std::int64_t pad_id = 0;             ///< Id fed to finished streams and used for left padding.
+  std::int64_t vocab_size = 0;         ///< Every id is below it.
+};
+
+namespace detail {
+
+template <typename T, typename = void>
+struct has_load : std::false_type {};
+template <typename T>
+struct has_load<T, std::void_t<decltype(T::load(std::declval<const std::string&>(),
+                                                std::declval<const io::LoadOptions&>()))>> : std::true_type {};
+template <typename T, typename = void>
+struct has_preprocess : std::false_type {};
+template <typename T>
+struct has_preprocess<T, std::void_t<decltype(std::declval<const T&>().preprocess(std::declval<const at::Tensor&>()))>>
+    : std::true_type {};
+template <typename T, typename = void>
+struct has_prompt : std::false_type {};
+template <typename T>
+struct has_prompt<T, std::void_t<decltype(std::declval<const T&>().prompt(std::declval<const std::string&>())),
+                                 decltype(std::declval<const T&>().has_tokenizer())>> : std::true_type {};
+template <typename T, typename = void>
+struct has_decode : std::false_type {};
+template <typename T>
+struct has_decode<T, std::void_t<decltype(std::declval<const T&>().decode(
+                         std::declval<const std::vector<std::int64_t>&>()))>> : std::true_type {};
+template <typename T, typename = void>
+struct has_tokens : std::false_type {};
+template <typename T>
+struct has_tokens<T, std::void_t<decltype(std::declval<const T&>().tokens()),
+                                 decltype(std::declval<const T&>().room(std::declval<const PromptBatch&>()))>>
+    : std::true_type {};
+template <typename T, typename = void>
+struct has_begin : std::false_type {};
+template <typename T>
+struct has_begin<T, std::void_t<decltype(std::declval<T&>().begin(std::declval<const LvlmInputs&>())),
+                                decltype(std::declval<T&>().reset())>> : std::true_type {};
+
+}  // namespace detail
+
+/// Compile-time check that `T` meets the LVLM contract; the failing assertion names the member.
+template <typename T>
+constexpr bool check_lvlm() {
+  static_assert(detail::has_load<T>::value,
+                "agla LVLM contract: missing `static T load(const std::string& dir, const io::LoadOptions&)`");
+  static_assert(detail::has_preprocess<T>::value,
+                "agla LVLM contract: missing `at::Tensor preprocess(const at::Tensor& image) const`");
+  static_assert(detail::has_prompt<T>::value,
+                "agla LVLM contract: missing `Prompt prompt(const std::string&) const` or "
+                "`bool has_tokenizer() const`");
+  static_assert(detail::has_decode<T>::value,
+                "agla LVLM contract: missing `std::string decode(const std::vector<std::int64_t>&) const`");
+  static_assert(detail::has_tokens<T>::value,
+                "agla LVLM contract: missing `TokenSpec tokens() const` or "
+                "`std::int64_t room(const PromptBatch&) const`");
+  static_assert(detail::has_begin<T>::value,
+                "agla LVLM contract: missing `at::Tensor begin(const LvlmInputs&)` or `void reset()`");
+  static_assert(is_plain_forward_v<T>,
+                "agla LVLM contract: missing `at::Tensor operator()(const at::Tensor&, agla::View)`");
+  static_assert(is_batched_forward_v<T>,
+                "agla LVLM contract: missing `at::Tensor operator()(const at::Tensor&, agla::AllViews)`");
+  return true;
+}
+
+}  // namespace agla
