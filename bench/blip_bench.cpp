@@ -41,7 +41,7 @@ agla::blip::BlipItm& itm() {
     at::manual_seed(0);
     agla::blip::BlipItmModel module(blip_large());
     agla::models::init_parameters(*module);
-    return agla::blip::BlipItm(module, agla::blip::WordPieceTokenizer::bert_base_uncased());
+    return agla::blip::BlipItm(module, agla::text::WordPieceTokenizer::bert_base_uncased());
   }();
   return model;
 }
@@ -51,7 +51,7 @@ agla::blip::BlipCaptioner& captioner() {
     at::manual_seed(1);
     agla::blip::BlipCaptionModel module(blip_large());
     agla::models::init_parameters(*module);
-    return agla::blip::BlipCaptioner(module, agla::blip::WordPieceTokenizer::bert_base_uncased());
+    return agla::blip::BlipCaptioner(module, agla::text::WordPieceTokenizer::bert_base_uncased());
   }();
   return model;
 }

@@ -50,7 +50,7 @@ const agla::blip::BlipItm& model() {
     torch::manual_seed(0);
     agla::blip::BlipItmModel module(blip_large_config());
     agla::models::init_parameters(*module);
-    return agla::blip::BlipItm(module, agla::blip::WordPieceTokenizer::bert_base_uncased());
+    return agla::blip::BlipItm(module, agla::text::WordPieceTokenizer::bert_base_uncased());
   }();
   return instance;
 }

@@ -27,7 +27,7 @@
 #include "agla/models/blip/captioner.hpp"
 #include "agla/models/blip/config.hpp"
 #include "agla/models/blip/itm.hpp"
-#include "agla/models/blip/tokenizer.hpp"
+#include "agla/text/wordpiece.hpp"
 #include "agla/models/llava/config.hpp"
 
 namespace {
@@ -574,7 +574,7 @@ TEST_F(BadInputTest, PromptsEmptyInvalidUtf8OrOverLongAreRefusedAndEnormousOnesT
   for (const auto& [what, text] : invalid) {
     const std::string t = text;
     cases.push_back(expect<agla::InvalidArgument>("invalid UTF-8: " + what, [&, t] { matcher.match(image, t); },
-                                                  {"agla::blip::pre_caption: text is not valid UTF-8", "at byte"}));
+                                                  {"agla::text::pre_caption: text is not valid UTF-8", "at byte"}));
   }
   const auto captioner = agla::blip::BlipCaptioner::load(kData + "/blip/caption");
   cases.push_back(expect<agla::InvalidArgument>("caption prompt longer than the positions",
@@ -613,19 +613,19 @@ TEST_F(BadInputTest, VocabularyMismatchBetweenModelAndTokenizerIsRefused) {
   cases.push_back(expect<agla::FormatError>(
       "captioner with the 30524-id tokenizer",
       [&captioner] {
-        agla::blip::BlipCaptioner(captioner.module(), agla::blip::WordPieceTokenizer::bert_base_uncased());
+        agla::blip::BlipCaptioner(captioner.module(), agla::text::WordPieceTokenizer::bert_base_uncased());
       },
       {"agla::blip::BlipCaptioner", "the tokenizer has 30524 ids but the model's vocabulary has 128"}));
   cases.push_back(expect<agla::FormatError>(
       "ITM with the 30524-id tokenizer",
-      [&itm] { agla::blip::BlipItm(itm.module(), agla::blip::WordPieceTokenizer::bert_base_uncased()); },
+      [&itm] { agla::blip::BlipItm(itm.module(), agla::text::WordPieceTokenizer::bert_base_uncased()); },
       {"agla::blip::BlipItm", "30524 ids", "vocabulary has 128"}));
   cases.push_back(expect<agla::InvalidArgument>("decoding an id beyond the tokenizer",
                                                 [&captioner] { captioner.tokenizer().id_to_token(128); },
                                                 {"id_to_token: id must be in [0, 128); got 128"}));
   const std::string vocab = write_bytes("vocab_no_sep.txt", "[PAD]\n[UNK]\n[CLS]\n[MASK]\nhello\n");
   cases.push_back(expect<agla::FormatError>("vocabulary without [SEP]",
-                                            [vocab] { agla::blip::WordPieceTokenizer::from_vocab_file(vocab); },
+                                            [vocab] { agla::text::WordPieceTokenizer::from_vocab_file(vocab); },
                                             {vocab, "has no [SEP] line"}));
   run_matrix(cases);
 }

@@ -481,7 +481,7 @@ TEST(LlavaParityTest, ReducedPrecisionStaysCloseToFloat32) {
 
 TEST(LlavaTokenizerTest, MatchesLibSentencePieceIdsAndText) {
   const std::string dir = fixture_dir("tokenizer");
-  const llava::SentencePieceTokenizer tokenizer(dir + "/tiny_llama_bpe.model");
+  const agla::text::SentencePieceTokenizer tokenizer(dir + "/tiny_llama_bpe.model");
   EXPECT_EQ(tokenizer.size(), 400);
   EXPECT_EQ(tokenizer.bos_id(), 1);
   EXPECT_EQ(tokenizer.eos_id(), 2);
@@ -498,9 +498,9 @@ TEST(LlavaTokenizerTest, MatchesLibSentencePieceIdsAndText) {
 }
 
 TEST(LlavaTokenizerTest, EncodesPromptPiecesAroundTheImageToken) {
-  const llava::SentencePieceTokenizer tokenizer(fixture_dir("tokenizer") + "/tiny_llama_bpe.model");
+  const agla::text::SentencePieceTokenizer tokenizer(fixture_dir("tokenizer") + "/tiny_llama_bpe.model");
   const std::string question = "Is there a dog in the image?";
-  const auto ids = tokenizer.encode_prompt(llava::build_prompt(question, llava::llava_v1_template(), true), 32000);
+  const auto ids = llava::encode_prompt(tokenizer, llava::build_prompt(question, llava::llava_v1_template(), true), 32000);
   // [BOS] encode(system + " USER: ") [image] encode("\n" + question + suffix + " ASSISTANT:"), each piece
   // encoded alone (LLaVA's tokenizer_image_token).
   std::vector<int64_t> expected{1};
@@ -514,7 +514,7 @@ TEST(LlavaTokenizerTest, EncodesPromptPiecesAroundTheImageToken) {
 }
 
 TEST(LlavaTokenizerTest, RejectsUnreadableModels) {
-  EXPECT_THROW(llava::SentencePieceTokenizer(fixture_dir("tokenizer") + "/missing.model"), agla::FormatError);
-  EXPECT_THROW(llava::SentencePieceTokenizer(fixture_dir("tokenizer") + "/cases.json"), agla::FormatError);
-  EXPECT_THROW(llava::SentencePieceTokenizer(fixture_dir("tiny_t") + "/model.safetensors"), agla::FormatError);
+  EXPECT_THROW(agla::text::SentencePieceTokenizer(fixture_dir("tokenizer") + "/missing.model"), agla::FormatError);
+  EXPECT_THROW(agla::text::SentencePieceTokenizer(fixture_dir("tokenizer") + "/cases.json"), agla::FormatError);
+  EXPECT_THROW(agla::text::SentencePieceTokenizer(fixture_dir("tiny_t") + "/model.safetensors"), agla::FormatError);
 }

@@ -1,7 +1,7 @@
 // BERT WordPiece tokenizer and LAVIS caption pre-processing against tests/data/tokenizer/cases.json
 // (transformers BertTokenizer, google-research/bert FullTokenizer, BlipCaptionProcessor; exact).
 
-#include "agla/models/blip/tokenizer.hpp"
+#include "agla/text/wordpiece.hpp"
 
 #include <gtest/gtest.h>
 
@@ -12,8 +12,8 @@
 
 namespace {
 
-using agla::blip::BertFlavor;
-using agla::blip::WordPieceTokenizer;
+using agla::text::BertFlavor;
+using agla::text::WordPieceTokenizer;
 
 const std::string kData = AGLA_TEST_DATA_DIR;
 
@@ -73,7 +73,7 @@ TEST(TokenizerTest, GoogleColumnsMatchAllCases) {
 TEST(TokenizerTest, PreCaptionColumnsMatchAllCases) {
   const WordPieceTokenizer& tok = file_tokenizer();
   for (const auto& c : cases()["cases"]) {
-    const std::string pre = agla::blip::pre_caption(c["text"].get<std::string>());
+    const std::string pre = agla::text::pre_caption(c["text"].get<std::string>());
     EXPECT_EQ(pre, c["pre_caption"].get<std::string>()) << "case " << c["id"];
     EXPECT_EQ(tok.tokenize(pre), c["pre_caption_hf_tokens"].get<std::vector<std::string>>()) << "case " << c["id"];
     EXPECT_EQ(tok.encode(pre), c["pre_caption_hf_ids_cls_sep_max35"].get<std::vector<int64_t>>()) << "case " << c["id"];
@@ -135,11 +135,11 @@ TEST(TokenizerTest, DecodeUndoesWordPieces) {
 }
 
 TEST(TokenizerTest, PreCaptionKeepsAtMostMaxWords) {
-  EXPECT_EQ(agla::blip::pre_caption("One two:  three\tfour. five", 3), "one two three\tfour");
-  EXPECT_EQ(agla::blip::pre_caption("a\tb", 1), "a\tb");  // a lone tab is not a word separator
-  EXPECT_EQ(agla::blip::pre_caption("  (Hello)!  \n\n", 50), "hello");
-  EXPECT_EQ(agla::blip::pre_caption("x y", 0), "");
-  EXPECT_EQ(agla::blip::pre_caption("ΟΔΟΣ ΟΔΟΣ."), "οδος οδος");
+  EXPECT_EQ(agla::text::pre_caption("One two:  three\tfour. five", 3), "one two three\tfour");
+  EXPECT_EQ(agla::text::pre_caption("a\tb", 1), "a\tb");  // a lone tab is not a word separator
+  EXPECT_EQ(agla::text::pre_caption("  (Hello)!  \n\n", 50), "hello");
+  EXPECT_EQ(agla::text::pre_caption("x y", 0), "");
+  EXPECT_EQ(agla::text::pre_caption("ΟΔΟΣ ΟΔΟΣ."), "οδος οδος");
 }
 
 TEST(TokenizerTest, InvalidUtf8Throws) {
@@ -148,7 +148,7 @@ TEST(TokenizerTest, InvalidUtf8Throws) {
                                 std::string("\xe2\x82"), std::string("\x80x"), std::string("\xf4\x90\x80\x80")}) {
     EXPECT_THROW(tok.tokenize(bad), agla::InvalidArgument);
     EXPECT_THROW(tok.tokenize(bad, BertFlavor::kGoogle), agla::InvalidArgument);
-    EXPECT_THROW(agla::blip::pre_caption(bad), agla::InvalidArgument);
+    EXPECT_THROW(agla::text::pre_caption(bad), agla::InvalidArgument);
   }
 }
 

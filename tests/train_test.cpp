@@ -42,7 +42,7 @@ std::string models_dir() { return std::string(AGLA_SOURCE_DIR) + "/examples/data
 }  // namespace
 
 TEST(TrainVocabularyTest, CoversEveryTrainingText) {
-  const agla::blip::WordPieceTokenizer tok = tr::tokenizer();
+  const agla::text::WordPieceTokenizer tok = tr::tokenizer();
   EXPECT_EQ(tok.id_to_token(tok.size() - 2), "[DEC]");
   EXPECT_EQ(tok.id_to_token(tok.size() - 1), "[ENC]");
   const std::vector<std::string> texts = {sw::question(sw::Triangle) + tr::kPopeSuffix,

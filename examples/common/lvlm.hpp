@@ -8,7 +8,7 @@
 /// so the functor's batched two-view form is found at compile time.
 ///
 /// A LLaVA checkpoint's `tokenizer.model` is read by agla's own SentencePiece reader
-/// (`agla/models/llava/tokenizer.hpp`, no libsentencepiece); a checkpoint without one is driven by
+/// (`agla/text/sentencepiece.hpp`, no libsentencepiece); a checkpoint without one is driven by
 /// token ids (`--prompt-ids`) and its answers are reported as ids.
 
 #include <ATen/ATen.h>
@@ -29,7 +29,7 @@
 #include "agla/io/image.hpp"
 #include "agla/models/blip.hpp"
 #include "agla/models/llava.hpp"
-#include "agla/models/llava/tokenizer.hpp"
+#include "agla/text/sentencepiece.hpp"
 
 namespace agla::examples {
 
@@ -223,7 +223,7 @@ class LlavaLvlmAdapter final : public Lvlm {
   LlavaLvlmAdapter(const std::string& dir, PromptOptions prompts)
       : lvlm_(llava::LlavaLvlm::load(dir)), model_(lvlm_.model()), prompts_(std::move(prompts)) {
     const std::string path = (std::filesystem::path(dir) / "tokenizer.model").string();
-    if (std::filesystem::is_regular_file(path)) tokenizer_ = std::make_shared<llava::SentencePieceTokenizer>(path);
+    if (std::filesystem::is_regular_file(path)) tokenizer_ = std::make_shared<text::SentencePieceTokenizer>(path);
   }
 
   ModelKind kind() const override { return ModelKind::Llava; }
@@ -270,7 +270,7 @@ class LlavaLvlmAdapter final : public Lvlm {
   std::vector<int64_t> encode(const std::string& text, bool pope) const {
     if (tokenizer_) {
       const auto conversation = prompts_.llava_hf_template ? llava::llava_hf_template() : llava::llava_v1_template();
-      return tokenizer_->encode_prompt(llava::build_prompt(text, conversation, pope),
+      return llava::encode_prompt(*tokenizer_, llava::build_prompt(text, conversation, pope),
                                        model_->config().image_token_index);
     }
     throw InvalidArgument(detail::concat("agla::examples::LlavaLvlmAdapter: cannot tokenise '", text, "': ",
@@ -282,7 +282,7 @@ class LlavaLvlmAdapter final : public Lvlm {
   llava::LlavaLvlm lvlm_;
   llava::LlavaModel model_;
   PromptOptions prompts_;
-  std::shared_ptr<llava::SentencePieceTokenizer> tokenizer_;
+  std::shared_ptr<text::SentencePieceTokenizer> tokenizer_;
 };
 
 /// Loads the LVLM in `dir` (kind from its config.json); throws `agla::FormatError` when `dir`

@@ -61,17 +61,17 @@ inline void write_vocab(const std::string& path) {
 }
 
 /// The tokenizer of `vocabulary()` (built in memory, identical to reading the written file).
-inline blip::WordPieceTokenizer tokenizer() {
+inline text::WordPieceTokenizer tokenizer() {
   std::string text;
   for (const std::string& t : vocabulary()) text += t + "\n";
-  return blip::WordPieceTokenizer::from_vocab_text(text, "agla::train::vocabulary");
+  return text::WordPieceTokenizer::from_vocab_text(text, "agla::train::vocabulary");
 }
 
 /// The tiny BLIP: 64x64 input with 8x8 patches (an 8x8 grid), width 128, 4 ViT layers, 3 text layers
 /// with cross-attention, 4 heads: ~0.8 M vision and ~0.8 M text parameters (the feasibility study's
 /// architecture, on the Hugging Face layout).
 inline blip::BlipConfig model_config() {
-  const blip::WordPieceTokenizer tok = tokenizer();
+  const text::WordPieceTokenizer tok = tokenizer();
   blip::BlipConfig c;
   c.vision.hidden_size = 128;
   c.vision.intermediate_size = 512;
@@ -290,11 +290,11 @@ inline std::pair<ItmText, ItmText> itm_texts(const sw::Scene& scene, sw::Rng& rn
 
 /// Token ids of `texts` after BLIP's caption pre-processing (what `BlipItm::encode_text` feeds),
 /// right-padded: ITC ids (`[CLS]` first), ITM ids (`[ENC]` first) and the attention mask, `[P, L]` int64.
-inline blip::TextBatch encode_itm(const blip::WordPieceTokenizer& tok, const std::vector<std::string>& texts) {
+inline blip::TextBatch encode_itm(const text::WordPieceTokenizer& tok, const std::vector<std::string>& texts) {
   std::vector<std::vector<int64_t>> ids;
   size_t longest = 0;
   for (const std::string& t : texts) {
-    ids.push_back(tok.encode(blip::pre_caption(t), blip::kItmMaxTokens));
+    ids.push_back(tok.encode(text::pre_caption(t), blip::kItmMaxTokens));
     longest = std::max(longest, ids.back().size());
   }
   const int64_t p = static_cast<int64_t>(texts.size()), l = static_cast<int64_t>(longest);
@@ -315,7 +315,7 @@ inline blip::TextBatch encode_itm(const blip::WordPieceTokenizer& tok, const std
 /// Decoder sequences `[DEC] prompt... target... [SEP]` (right-padded with `[PAD]`) and their labels
 /// (the next token where it is part of the target, else -100), both `[B, L]` int64. The prompt is
 /// tokenised as `BlipCaptioner::prompt_ids` does (no pre-processing).
-inline std::pair<at::Tensor, at::Tensor> encode_lm(const blip::WordPieceTokenizer& tok,
+inline std::pair<at::Tensor, at::Tensor> encode_lm(const text::WordPieceTokenizer& tok,
                                                    const std::vector<std::pair<std::string, std::string>>& items) {
   std::vector<std::vector<int64_t>> seqs;
   std::vector<size_t> prompt_len;
@@ -623,7 +623,7 @@ inline at::Tensor l2n(const at::Tensor& x) { return x / x.norm(2, -1, true).clam
 /// short, so many scenes match one text). ITM (BLIP): the positive pairs, for each image a negative
 /// text and for each text a negative image sampled by ITC similarity among the non-matching ones,
 /// and the edited negatives.
-inline std::map<std::string, at::Tensor> itm_losses(ItmNet& net, const blip::WordPieceTokenizer& tok,
+inline std::map<std::string, at::Tensor> itm_losses(ItmNet& net, const text::WordPieceTokenizer& tok,
                                                     const std::vector<sw::Scene>& scenes, std::uint64_t text_seed,
                                                     at::Generator& gen) {
   const int64_t b = static_cast<int64_t>(scenes.size());
@@ -790,7 +790,7 @@ inline ItmReport evaluate_itm(const blip::BlipItm& itm, std::uint64_t seed, int 
 /// LM losses of one batch: per scene its caption (no prompt) and two yes/no questions (POPE's suffix
 /// half of the time) answered "yes"/"no". The caption and answer losses are averaged separately and
 /// summed, so the one-token answers weigh as much as the captions.
-inline std::map<std::string, at::Tensor> lvlm_losses(blip::BlipCaptionModel& model, const blip::WordPieceTokenizer& tok,
+inline std::map<std::string, at::Tensor> lvlm_losses(blip::BlipCaptionModel& model, const text::WordPieceTokenizer& tok,
                                                      const std::vector<sw::Scene>& scenes, std::uint64_t text_seed) {
   const int64_t b = static_cast<int64_t>(scenes.size());
   std::vector<std::pair<std::string, std::string>> caps, qas;
@@ -995,7 +995,7 @@ inline ItmNet train_itm(const StageOptions& o, std::vector<double>* losses = nul
   init_vision(*net, "model.vision_model.", o.init);
   if (o.freeze_vision) freeze_prefix(*net, "model.vision_model.");
   auto opt = make_optimizer(*net, "model.vision_model.", o.lr);
-  const blip::WordPieceTokenizer tok = tokenizer();
+  const text::WordPieceTokenizer tok = tokenizer();
   const std::uint64_t data = stream(o.seed, 0xB1), texts = stream(o.seed, 0xB2);
   const std::vector<double> l = run_loop(o, *net, *opt, {0.5, 1.0}, [&](int64_t step) {
     at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(sw::scene_seed(stream(o.seed, 0xB3), static_cast<std::uint64_t>(step)));
@@ -1013,7 +1013,7 @@ inline blip::BlipCaptionModel train_lvlm(const StageOptions& o, std::vector<doub
   init_vision(*model, "vision_model.", o.init);
   if (o.freeze_vision) freeze_prefix(*model, "vision_model.");
   auto opt = make_optimizer(*model, "vision_model.", o.lr);
-  const blip::WordPieceTokenizer tok = tokenizer();
+  const text::WordPieceTokenizer tok = tokenizer();
   const std::uint64_t data = stream(o.seed, 0xC1), texts = stream(o.seed, 0xC2);
   const std::vector<double> l = run_loop(o, *model, *opt, {0.5, 1.0}, [&](int64_t step) {
     return lvlm_losses(model, tok, scenes_for_step(data, step, o.batch, o.distribution),

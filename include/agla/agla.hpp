@@ -1,12 +1,13 @@
 #pragma once
 /// \file
 /// Umbrella header: the whole public API of agla, layer by layer in data-flow order
-/// (io -> models -> ipm -> decode; see "The method" in README.md), plus the ShapesWorld
+/// (io, text -> models -> ipm -> decode; see docs/design.md), plus the ShapesWorld
 /// benchmark and POPE/CHAIR scoring.
 
 #include "agla/error.hpp"
 #include "agla/runtime.hpp"
 #include "agla/io.hpp"
+#include "agla/text.hpp"
 #include "agla/models.hpp"
 #include "agla/ipm.hpp"
 #include "agla/decode.hpp"

@@ -8,13 +8,13 @@
 #include <vector>
 
 #include "agla/error.hpp"
-#include "agla/models/blip/tokenizer.hpp"
+#include "agla/text/wordpiece.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  static const agla::blip::WordPieceTokenizer tokenizer = agla::blip::WordPieceTokenizer::bert_base_uncased();
+  static const agla::text::WordPieceTokenizer tokenizer = agla::text::WordPieceTokenizer::bert_base_uncased();
   const std::string text(reinterpret_cast<const char*>(data), size);
   try {
-    const std::string caption = agla::blip::pre_caption(text, 1 + size % 60);
+    const std::string caption = agla::text::pre_caption(text, 1 + size % 60);
     const std::vector<int64_t> ids = tokenizer.encode(caption, 35);
     if (ids.size() < 2 || ids.size() > 35 || ids.front() != tokenizer.cls_id() || ids.back() != tokenizer.sep_id()) {
       __builtin_trap();
@@ -30,7 +30,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   } catch (const agla::InvalidArgument&) {
   }
   try {
-    const std::vector<std::string> pieces = tokenizer.tokenize(text, agla::blip::BertFlavor::kGoogle);
+    const std::vector<std::string> pieces = tokenizer.tokenize(text, agla::text::BertFlavor::kGoogle);
     (void)tokenizer.tokens_to_ids(pieces);
   } catch (const agla::InvalidArgument&) {
   }

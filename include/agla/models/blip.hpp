@@ -8,4 +8,3 @@
 #include "agla/models/blip/config.hpp"
 #include "agla/models/blip/itm.hpp"
 #include "agla/models/blip/text.hpp"
-#include "agla/models/blip/tokenizer.hpp"

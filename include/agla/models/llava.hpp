@@ -22,4 +22,3 @@
 #include "agla/models/llava/model.hpp"
 #include "agla/models/llava/preprocess.hpp"
 #include "agla/models/llava/prompt.hpp"
-#include "agla/models/llava/tokenizer.hpp"

@@ -23,7 +23,7 @@
 #include "agla/models/blip/config.hpp"
 #include "agla/models/blip/itm.hpp"
 #include "agla/models/blip/text.hpp"
-#include "agla/models/blip/tokenizer.hpp"
+#include "agla/text/wordpiece.hpp"
 #include "agla/models/common/image_processing.hpp"
 #include "agla/models/common/vit.hpp"
 #include "agla/models/lvlm.hpp"
@@ -74,9 +74,9 @@ class BlipCaptioner {
 
   /// Wraps a built module (loaded, shared with another captioner, or initialised with
   /// `agla::models::init_parameters`) where its parameters are; freezes it.
-  BlipCaptioner(BlipCaptionModel model, WordPieceTokenizer tokenizer)
+  BlipCaptioner(BlipCaptionModel model, text::WordPieceTokenizer tokenizer)
       : model_(std::move(model)),
-        tokenizer_(std::make_shared<WordPieceTokenizer>(std::move(tokenizer))),
+        tokenizer_(std::make_shared<text::WordPieceTokenizer>(std::move(tokenizer))),
         device_(at::kCPU),
         dtype_(at::kFloat) {
     std::tie(device_, dtype_) = detail::prepare_for_inference("agla::blip::BlipCaptioner", model_, *tokenizer_);
@@ -225,7 +225,7 @@ class BlipCaptioner {
   /// The configuration.
   const BlipConfig& config() const { return model_->config(); }
   /// The tokenizer.
-  const WordPieceTokenizer& tokenizer() const { return *tokenizer_; }
+  const text::WordPieceTokenizer& tokenizer() const { return *tokenizer_; }
   /// The underlying module (a holder sharing it; frozen, eval mode).
   BlipCaptionModel module() const { return model_; }
 
@@ -293,7 +293,7 @@ class BlipCaptioner {
   }
 
   mutable BlipCaptionModel model_;
-  std::shared_ptr<const WordPieceTokenizer> tokenizer_;
+  std::shared_ptr<const text::WordPieceTokenizer> tokenizer_;
   at::Device device_;
   at::ScalarType dtype_;
   std::vector<ViewState> views_;

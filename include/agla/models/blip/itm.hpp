@@ -22,7 +22,7 @@
 #include "agla/io/module_loader.hpp"
 #include "agla/models/blip/config.hpp"
 #include "agla/models/blip/text.hpp"
-#include "agla/models/blip/tokenizer.hpp"
+#include "agla/text/wordpiece.hpp"
 #include "agla/models/common/layers.hpp"
 #include "agla/models/common/vit.hpp"
 
@@ -63,7 +63,7 @@ inline bool blip_ignorable_key(const std::string& key, const io::StateDict& dict
 }
 
 /// Refuses a tokenizer whose ids (including `[DEC]`/`[ENC]`) do not fit the model's vocabulary.
-inline void check_tokenizer(const char* fn, const WordPieceTokenizer& tokenizer, const BlipConfig& config) {
+inline void check_tokenizer(const char* fn, const text::WordPieceTokenizer& tokenizer, const BlipConfig& config) {
   check<FormatError>(static_cast<int64_t>(tokenizer.size()) <= config.text.vocab_size, fn, ": the tokenizer has ",
                      tokenizer.size(), " ids but the model's vocabulary has ", config.text.vocab_size);
 }
@@ -75,10 +75,10 @@ inline void freeze(torch::nn::Module& module) {
 
 /// The tokenizer of a model directory: its `vocab.txt` when present, else the built-in
 /// bert-base-uncased vocabulary with `[DEC]`/`[ENC]`.
-inline WordPieceTokenizer tokenizer_for(const std::string& dir) {
+inline text::WordPieceTokenizer tokenizer_for(const std::string& dir) {
   const std::string vocab = dir + "/vocab.txt";
-  if (io::detail::file_exists(vocab)) return WordPieceTokenizer::from_vocab_file(vocab);
-  return WordPieceTokenizer::bert_base_uncased();
+  if (io::detail::file_exists(vocab)) return text::WordPieceTokenizer::from_vocab_file(vocab);
+  return text::WordPieceTokenizer::bert_base_uncased();
 }
 
 /// Builds a `Module` holder from `dir/config.json` and binds the directory's checkpoint to it
@@ -97,7 +97,7 @@ Module load_blip_module(const char* fn, const std::string& dir, const io::LoadOp
 /// Returns the device and dtype of its parameters.
 template <typename Module>
 std::pair<at::Device, at::ScalarType> prepare_for_inference(const char* fn, Module& model,
-                                                            const WordPieceTokenizer& tokenizer) {
+                                                            const text::WordPieceTokenizer& tokenizer) {
   check_tokenizer(fn, tokenizer, model->config());
   model->eval();
   freeze(*model);
@@ -145,9 +145,9 @@ class BlipItm {
 
   /// Wraps a built module (loaded, shared with another `BlipItm`, or initialised with
   /// `agla::models::init_parameters`) where its parameters are; freezes it.
-  BlipItm(BlipItmModel model, WordPieceTokenizer tokenizer)
+  BlipItm(BlipItmModel model, text::WordPieceTokenizer tokenizer)
       : model_(std::move(model)),
-        tokenizer_(std::make_shared<WordPieceTokenizer>(std::move(tokenizer))),
+        tokenizer_(std::make_shared<text::WordPieceTokenizer>(std::move(tokenizer))),
         device_(at::kCPU),
         dtype_(at::kFloat) {
     std::tie(device_, dtype_) = detail::prepare_for_inference("agla::blip::BlipItm", model_, *tokenizer_);
@@ -160,14 +160,14 @@ class BlipItm {
     return model_->vision_model->forward(pixel_values.to(device_, dtype_));
   }
 
-  /// LAVIS `pre_caption` + WordPiece (at most 35 ids) for each prompt, right-padded with `[PAD]`.
+  /// LAVIS `text::pre_caption` + WordPiece (at most 35 ids) for each prompt, right-padded with `[PAD]`.
   /// Throws `agla::InvalidArgument` for no prompts or a prompt that is empty after pre-processing.
   TextBatch encode_text(const std::vector<std::string>& prompts) const {
     check<InvalidArgument>(!prompts.empty(), "agla::blip::BlipItm::encode_text: no prompts given");
     std::vector<std::vector<int64_t>> ids;
     size_t longest = 0;
     for (size_t i = 0; i < prompts.size(); ++i) {
-      const std::string text = pre_caption(prompts[i]);
+      const std::string text = text::pre_caption(prompts[i]);
       check<InvalidArgument>(!text.empty(), "agla::blip::BlipItm::encode_text: prompt ", i, " ('", prompts[i],
                              "') is empty after caption pre-processing");
       ids.push_back(tokenizer_->encode(text, kItmMaxTokens));
@@ -260,7 +260,7 @@ class BlipItm {
   /// The configuration.
   const BlipConfig& config() const { return model_->config(); }
   /// The tokenizer `encode_text` uses.
-  const WordPieceTokenizer& tokenizer() const { return *tokenizer_; }
+  const text::WordPieceTokenizer& tokenizer() const { return *tokenizer_; }
   /// The underlying module (a holder sharing it; frozen, eval mode).
   BlipItmModel module() const { return model_; }
 
@@ -298,7 +298,7 @@ class BlipItm {
   }
 
   mutable BlipItmModel model_;
-  std::shared_ptr<const WordPieceTokenizer> tokenizer_;
+  std::shared_ptr<const text::WordPieceTokenizer> tokenizer_;
   at::Device device_;
   at::ScalarType dtype_;
 };

@@ -27,7 +27,7 @@
 #include "agla/models/llava/model.hpp"
 #include "agla/models/llava/preprocess.hpp"
 #include "agla/models/llava/prompt.hpp"
-#include "agla/models/llava/tokenizer.hpp"
+#include "agla/text/sentencepiece.hpp"
 #include "agla/models/lvlm.hpp"
 
 namespace agla::llava {
@@ -53,15 +53,15 @@ class LlavaLvlm {
     LlavaModel model(read_config((std::filesystem::path(dir) / "config.json").string()));
     load_weights(model, io::load_checkpoint(dir), "checkpoint '" + dir + "'", options);
     model->eval();
-    std::shared_ptr<const SentencePieceTokenizer> tokenizer;
+    std::shared_ptr<const text::SentencePieceTokenizer> tokenizer;
     const std::string path = (std::filesystem::path(dir) / "tokenizer.model").string();
-    if (std::filesystem::is_regular_file(path)) tokenizer = std::make_shared<SentencePieceTokenizer>(path);
+    if (std::filesystem::is_regular_file(path)) tokenizer = std::make_shared<text::SentencePieceTokenizer>(path);
     return LlavaLvlm(model, tokenizer);
   }
 
   /// Wraps `model` (shared, not copied) and an optional tokenizer; a second `LlavaLvlm` over the same
   /// model serves another generation concurrently.
-  explicit LlavaLvlm(LlavaModel model, std::shared_ptr<const SentencePieceTokenizer> tokenizer = nullptr,
+  explicit LlavaLvlm(LlavaModel model, std::shared_ptr<const text::SentencePieceTokenizer> tokenizer = nullptr,
                      LlavaPromptOptions prompts = {})
       : model_(std::move(model)), tokenizer_(std::move(tokenizer)), prompts_(std::move(prompts)) {}
 
@@ -81,7 +81,7 @@ class LlavaLvlm {
                            "': the checkpoint has no tokenizer.model; give the prompt as token ids (with one image "
                            "token ",
                            model_->config().image_token_index, ")");
-    return Prompt{tokenizer_->encode_prompt(build_prompt(instruction, prompts_.conversation),
+    return Prompt{encode_prompt(*tokenizer_, build_prompt(instruction, prompts_.conversation),
                                             model_->config().image_token_index),
                   {}};
   }
@@ -202,7 +202,7 @@ class LlavaLvlm {
   /// The wrapped model.
   const LlavaModel& model() const { return model_; }
   /// The tokenizer, or null.
-  const std::shared_ptr<const SentencePieceTokenizer>& tokenizer() const { return tokenizer_; }
+  const std::shared_ptr<const text::SentencePieceTokenizer>& tokenizer() const { return tokenizer_; }
   /// The prompt and preprocessing options.
   const LlavaPromptOptions& prompt_options() const { return prompts_; }
   /// Sets the prompt and preprocessing options.
@@ -341,7 +341,7 @@ class LlavaLvlm {
   }
 
   LlavaModel model_;
-  std::shared_ptr<const SentencePieceTokenizer> tokenizer_;
+  std::shared_ptr<const text::SentencePieceTokenizer> tokenizer_;
   LlavaPromptOptions prompts_;
   std::vector<ViewRows> views_;
   at::Tensor prompt_;

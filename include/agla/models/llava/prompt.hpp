@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "agla/error.hpp"
+#include "agla/text/sentencepiece.hpp"
 
 namespace agla::llava {
 
@@ -72,6 +73,14 @@ std::vector<int64_t> prompt_ids(const std::string& prompt, Encode&& encode, int6
     start = found + placeholder.size();
   }
   return ids;
+}
+
+/// `prompt_ids` of `prompt` with `tokenizer`'s pieces and its BOS, `image_token_id` at `<image>`.
+inline std::vector<int64_t> encode_prompt(const text::SentencePieceTokenizer& tokenizer, const std::string& prompt,
+                                          int64_t image_token_id) {
+  return prompt_ids(
+      prompt, [&tokenizer](const std::string& piece) { return tokenizer.encode(piece); }, tokenizer.bos_id(),
+      image_token_id);
 }
 
 }  // namespace agla::llava

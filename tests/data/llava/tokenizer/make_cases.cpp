@@ -6,7 +6,7 @@
 #include <cstdio>
 #include <fstream>
 #include <random>
-#include "agla/models/llava/tokenizer.hpp"
+#include "agla/text/sentencepiece.hpp"
 int main() {
   auto st = sentencepiece::SentencePieceTrainer::Train(
       "--input=corpus.txt --model_prefix=tiny_llama_bpe --vocab_size=400 --model_type=bpe --byte_fallback=true "
@@ -16,7 +16,7 @@ int main() {
   if (!st.ok()) { std::printf("train: %s\n", st.ToString().c_str()); return 1; }
   sentencepiece::SentencePieceProcessor sp;
   if (!sp.Load("tiny_llama_bpe.model").ok()) return 1;
-  agla::llava::SentencePieceTokenizer tok("tiny_llama_bpe.model");
+  agla::text::SentencePieceTokenizer tok("tiny_llama_bpe.model");
   std::vector<std::string> cases = {
       "", " ", "  ", "hello", "Hello world", " leading space", "trailing space ", "double  space",
       "USER: ", "\nIs there a dog in the image? Please answer this question with one word. ASSISTANT:",

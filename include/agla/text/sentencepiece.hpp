@@ -27,9 +27,8 @@
 #include <vector>
 
 #include "agla/error.hpp"
-#include "agla/models/llava/prompt.hpp"
 
-namespace agla::llava {
+namespace agla::text {
 
 namespace detail {
 
@@ -118,7 +117,7 @@ class SentencePieceTokenizer {
   /// Reads `path` (a `tokenizer.model`); throws `agla::FormatError` when it cannot be read or is
   /// not a BPE model with identity normalisation.
   explicit SentencePieceTokenizer(const std::string& path) {
-    const std::string where = "agla::llava::SentencePieceTokenizer: \"" + path + "\"";
+    const std::string where = "agla::text::SentencePieceTokenizer: \"" + path + "\"";
     std::ifstream in(path, std::ios::binary);
     check<FormatError>(static_cast<bool>(in), where, ": cannot open");
     const std::string data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
@@ -190,12 +189,6 @@ class SentencePieceTokenizer {
     return ids;
   }
 
-  /// Prompt ids with BOS and `image_token_id` at the `<image>` placeholder (see `prompt_ids`).
-  std::vector<int64_t> encode_prompt(const std::string& prompt, int64_t image_token_id) const {
-    return prompt_ids(
-        prompt, [this](const std::string& piece) { return encode(piece); }, bos_id(), image_token_id);
-  }
-
   /// Text of `ids`, skipping control and unknown-to-the-model ids (BOS, EOS, pad, the `<image>` id
   /// llava-hf adds past the SentencePiece vocabulary), like `skip_special_tokens=True`.
   std::string decode(const std::vector<int64_t>& ids) const {
@@ -226,7 +219,7 @@ class SentencePieceTokenizer {
 
   /// Piece string of `id` (e.g. "▁the", "<0x0A>", "<s>"); throws `agla::InvalidArgument` when out of range.
   const std::string& piece(int64_t id) const {
-    check<InvalidArgument>(id >= 0 && id < size(), "agla::llava::SentencePieceTokenizer::piece: id ", id,
+    check<InvalidArgument>(id >= 0 && id < size(), "agla::text::SentencePieceTokenizer::piece: id ", id,
                            " is outside [0, ", size(), ")");
     return pieces_[static_cast<size_t>(id)];
   }
@@ -376,4 +369,4 @@ class SentencePieceTokenizer {
   int64_t unk_id_ = 0, bos_id_ = 1, eos_id_ = 2;
 };
 
-}  // namespace agla::llava
+}  // namespace agla::text

@@ -10,9 +10,9 @@
 #include <vector>
 
 #include "agla/error.hpp"
-#include "agla/models/blip/detail/unicode_tables.hpp"
+#include "agla/text/detail/unicode_tables.hpp"
 
-namespace agla::blip::detail::unicode {
+namespace agla::text::detail::unicode {
 
 /// Flag bits of kFlagRanges (generated; see gen_unicode_tables.py).
 enum Flag : uint8_t {
@@ -228,4 +228,4 @@ inline std::vector<std::u32string> split_py_whitespace(const std::u32string& s) 
   return out;
 }
 
-}  // namespace agla::blip::detail::unicode
+}  // namespace agla::text::detail::unicode

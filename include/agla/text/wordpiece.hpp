@@ -23,10 +23,10 @@
 #include <vector>
 
 #include "agla/error.hpp"
-#include "agla/models/blip/detail/bert_base_uncased_vocab.hpp"
-#include "agla/models/blip/detail/unicode.hpp"
+#include "agla/text/detail/bert_base_uncased_vocab.hpp"
+#include "agla/text/detail/unicode.hpp"
 
-namespace agla::blip {
+namespace agla::text {
 
 /// Which reference BERT tokenizer to reproduce.
 enum class BertFlavor {
@@ -68,7 +68,7 @@ inline bool is_bert_control(char32_t c, BertFlavor flavor) {
 /// `rstrip("\n")`, `strip(" ")`, then at most `max_words` space-separated words. UTF-8 in and out.
 inline std::string pre_caption(const std::string& text, size_t max_words = 50) {
   namespace u = detail::unicode;
-  const std::u32string lowered = u::lower_full(u::decode_utf8(text, "agla::blip::pre_caption"));
+  const std::u32string lowered = u::lower_full(u::decode_utf8(text, "agla::text::pre_caption"));
   if (max_words == 0) return "";  // " ".join(caption.split(" ")[:0])
   std::u32string s;
   s.reserve(lowered.size());
@@ -114,7 +114,7 @@ class WordPieceTokenizer {
   /// appended after the last line when the file lacks them, as LAVIS's `add_special_tokens` does.
   static WordPieceTokenizer from_vocab_file(const std::string& path) {
     std::ifstream in(path, std::ios::binary);
-    check<FormatError>(in.good(), "agla::blip::WordPieceTokenizer::from_vocab_file: cannot open '", path, "'");
+    check<FormatError>(in.good(), "agla::text::WordPieceTokenizer::from_vocab_file: cannot open '", path, "'");
     const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
     return from_vocab_text(text, path);
   }
@@ -147,7 +147,7 @@ class WordPieceTokenizer {
   /// Word pieces of `text` (UTF-8) without `[CLS]`/`[SEP]`, as the chosen reference tokenizer gives them.
   std::vector<std::string> tokenize(const std::string& text, BertFlavor flavor = BertFlavor::kTransformers) const {
     namespace u = detail::unicode;
-    const std::u32string cps = u::decode_utf8(text, "agla::blip::WordPieceTokenizer::tokenize");
+    const std::u32string cps = u::decode_utf8(text, "agla::text::WordPieceTokenizer::tokenize");
     std::vector<std::string> out;
     if (flavor == BertFlavor::kGoogle) {
       tokenize_chunk(cps, flavor, out);
@@ -184,7 +184,7 @@ class WordPieceTokenizer {
   /// remain: BLIP's `tokenizer(text, truncation=True, max_length=35)` for one prompt (35 for ITM).
   std::vector<int64_t> encode(const std::string& text, size_t max_length = 35,
                               BertFlavor flavor = BertFlavor::kTransformers) const {
-    check<InvalidArgument>(max_length >= 2, "agla::blip::WordPieceTokenizer::encode: max_length must be >= 2 ",
+    check<InvalidArgument>(max_length >= 2, "agla::text::WordPieceTokenizer::encode: max_length must be >= 2 ",
                            "(room for [CLS] and [SEP]); got ", max_length);
     const std::vector<std::string> pieces = tokenize(text, flavor);
     std::vector<int64_t> ids{cls_id_};
@@ -235,7 +235,7 @@ class WordPieceTokenizer {
   /// Token string of `id`, 0 <= id < size(); otherwise agla::InvalidArgument.
   const std::string& id_to_token(int64_t id) const {
     check<InvalidArgument>(id >= 0 && static_cast<size_t>(id) < id_to_token_.size(),
-                           "agla::blip::WordPieceTokenizer::id_to_token: id must be in [0, ", id_to_token_.size(),
+                           "agla::text::WordPieceTokenizer::id_to_token: id must be in [0, ", id_to_token_.size(),
                            "); got ", id);
     return id_to_token_[static_cast<size_t>(id)];
   }
@@ -253,10 +253,10 @@ class WordPieceTokenizer {
 
  private:
   WordPieceTokenizer(std::vector<std::string> tokens, const std::string& source) : id_to_token_(std::move(tokens)) {
-    const char* where = "agla::blip::WordPieceTokenizer: vocabulary ";
+    const char* where = "agla::text::WordPieceTokenizer: vocabulary ";
     for (size_t i = 0; i < id_to_token_.size(); ++i) {
       // Validates the vocabulary's UTF-8 so that tokens compare with decoded text byte for byte.
-      detail::unicode::decode_utf8(id_to_token_[i], "agla::blip::WordPieceTokenizer: vocabulary line");
+      detail::unicode::decode_utf8(id_to_token_[i], "agla::text::WordPieceTokenizer: vocabulary line");
       vocab_[id_to_token_[i]] = static_cast<int64_t>(i);  // a repeated line keeps its last id, as transformers
     }
     auto required = [&](const char* name) {
@@ -378,4 +378,4 @@ class WordPieceTokenizer {
   int64_t pad_id_ = 0, unk_id_ = 0, cls_id_ = 0, sep_id_ = 0, mask_id_ = 0, dec_id_ = 0, enc_id_ = 0;
 };
 
-}  // namespace agla::blip
+}  // namespace agla::text

@@ -5,7 +5,7 @@
 
 #include <cstdint>
 
-namespace agla::blip::detail::unicode {
+namespace agla::text::detail::unicode {
 
 /// One range of equal character flags: code points [first, next range's first).
 struct FlagRange {
@@ -1429,4 +1429,4 @@ inline constexpr CombiningRange kCombiningRanges[382] = {
     {0x1E944, 0x1E949, 230}, {0x1E94A, 0x1E94A, 7},
 };
 
-}  // namespace agla::blip::detail::unicode
+}  // namespace agla::text::detail::unicode
