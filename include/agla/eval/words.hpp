@@ -24,6 +24,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <set>
 #include <sstream>
 #include <string>
@@ -209,6 +210,53 @@ inline std::string split_contraction(const std::string& text, std::string_view f
     out += text[i++];
   }
   return out;
+}
+
+/// Splits `text` into lines as Python's text-mode `readlines()` does: `\n`, `\r\n` and a lone `\r`
+/// end a line, and each line keeps its ending written as `\n`; the last line may have none.
+inline std::vector<std::string> python_readlines(const std::string& text) {
+  std::vector<std::string> lines;
+  std::string line;
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (c == '\n' || c == '\r') {
+      line += '\n';
+      lines.push_back(std::move(line));
+      line.clear();
+      if (c == '\r' && i + 1 < text.size() && text[i + 1] == '\n') ++i;
+    } else {
+      line += c;
+    }
+  }
+  if (!line.empty()) lines.push_back(std::move(line));
+  return lines;
+}
+
+/// The whole file `path` as bytes; throws `FormatError` naming `who` when it cannot be read.
+inline std::string read_file_bytes(const std::string& path, const std::string& who) {
+  std::ifstream in(path, std::ios::binary);
+  check<FormatError>(in.good(), who, ": cannot open '", path, "'");
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+/// `s` without leading and trailing whitespace (Python's `str.strip()` on ASCII whitespace).
+inline std::string strip(std::string_view s) {
+  const char* space = " \t\n\r\f\v";
+  const std::size_t begin = s.find_first_not_of(space);
+  if (begin == std::string_view::npos) return {};
+  return std::string(s.substr(begin, s.find_last_not_of(space) - begin + 1));
+}
+
+/// `s` split at every `sep`.
+inline std::vector<std::string> split(std::string_view s, char sep) {
+  std::vector<std::string> parts;
+  std::size_t start = 0;
+  while (true) {
+    const std::size_t end = s.find(sep, start);
+    parts.emplace_back(s.substr(start, end == std::string_view::npos ? std::string_view::npos : end - start));
+    if (end == std::string_view::npos) return parts;
+    start = end + 1;
+  }
 }
 
 }  // namespace detail
