@@ -469,8 +469,8 @@ inline std::vector<std::string> treebank_tokenize(std::string_view sentence) {
 /// chunk that ends in '.', '?' or '!' (optionally followed by closing quotes and brackets) and is
 /// followed by more text, except when the part before that final '.' ends in or contains a
 /// period ("e.g.", "u.s.", "dog..."), which Punkt reads as an abbreviation or ellipsis.
-/// Punkt also keeps a learned abbreviation ("mr.", "st.", ...) in its sentence; words of the
-/// CHAIR synonym list are not such abbreviations.
+/// Punkt also keeps the abbreviations it learned ("mr.", "st.", ...) inside a sentence; that list
+/// is part of its model and is not reproduced.
 inline std::vector<std::string> split_sentences(std::string_view text) {
   std::vector<std::string> sentences;
   std::size_t start = std::string_view::npos;
