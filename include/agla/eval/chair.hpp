@@ -8,17 +8,18 @@
 /// (`coco_word_count += len(node_words)`); recall = ground-truth objects mentioned / ground-truth
 /// objects. Mentions are found by lower-casing the caption, splitting it at every character that
 /// is not a letter or digit, and looking each word up in the vocabulary (singular and plural).
+/// CHAIR on COCO captions, with the reference's tokenizer, lemmatizer and synonym list, is in
+/// coco_chair.hpp and shares `ChairCounts` and `chair_metrics`.
 
 #include <algorithm>
 #include <cctype>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <set>
 #include <sstream>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "agla/error.hpp"
 #include "agla/eval/jsonl.hpp"

@@ -4,10 +4,9 @@
 /// the file and the 1-based line.
 
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "agla/error.hpp"
 

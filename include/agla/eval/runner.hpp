@@ -9,11 +9,10 @@
 #include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <ostream>
 #include <string>
 #include <utility>
-
-#include <nlohmann/json.hpp>
 
 #include "agla/error.hpp"
 
