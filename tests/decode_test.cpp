@@ -531,6 +531,214 @@ TEST(DecodePolicyTest, VcdChainsAfterAglaWithAThirdView) {
   EXPECT_EQ(raw_tokens[1], want_raw[1].item<std::int64_t>());
 }
 
+// ---------------------------------------------------------------------------------------------
+// The family of decoders (docs/decoding.md): each preset on four-token cases worked out by hand,
+// on the libtorch path and the raw path, including where the cutoff and the fusion disagree.
+
+// One step of `options` on the given views (original first), greedy, on both paths: the token of
+// each path and the torch path's final log-probabilities.
+struct MethodStep {
+  std::int64_t torch_token = -1, raw_token = -1;
+  std::vector<float> log_probs;
+};
+
+MethodStep run_method(agla::DecodeOptions options, const std::vector<std::vector<float>>& views,
+                      std::int64_t step = 0) {
+  options.greedy = true;
+  std::vector<at::Tensor> tensors;
+  for (const auto& view : views) tensors.push_back(at::tensor(view, at::kFloat).view({1, -1}));
+  agla::StepControl control;
+  control.step = step;
+  at::Tensor log_probs;
+  control.log_probs = &log_probs;
+  MethodStep out;
+  out.torch_token = agla::decode_views(tensors, agla::policies_from(options), {}, control).item<std::int64_t>();
+  out.log_probs.assign(log_probs.data_ptr<float>(), log_probs.data_ptr<float>() + log_probs.numel());
+  agla::raw::Decoder<> raw(options);
+  for (std::int64_t i = 0; i < step; ++i) {  // advance the decoder's own step count to `step`
+    std::vector<const float*> extras;
+    for (std::size_t k = 1; k < views.size(); ++k) extras.push_back(views[k].data());
+    agla::raw::GreedySampler greedy;
+    std::int64_t ignored = 0;
+    raw.step(views[0].data(), extras.data(), static_cast<std::int64_t>(extras.size()), 1,
+             static_cast<std::int64_t>(views[0].size()), greedy, &ignored);
+  }
+  std::vector<const float*> extras;
+  for (std::size_t k = 1; k < views.size(); ++k) extras.push_back(views[k].data());
+  agla::raw::GreedySampler greedy;
+  std::vector<float> raw_log_probs(views[0].size());
+  raw.step(views[0].data(), extras.data(), static_cast<std::int64_t>(extras.size()), 1,
+           static_cast<std::int64_t>(views[0].size()), greedy, &out.raw_token, raw_log_probs.data());
+  for (std::size_t v = 0; v < raw_log_probs.size(); ++v) {
+    if (std::isinf(out.log_probs[v])) {
+      EXPECT_TRUE(std::isinf(raw_log_probs[v])) << "token " << v;
+    } else {
+      EXPECT_NEAR(raw_log_probs[v], out.log_probs[v], 1e-5f) << "token " << v;
+    }
+  }
+  EXPECT_EQ(out.raw_token, out.torch_token);
+  return out;
+}
+
+// Log-softmax of `scores` with -inf where `keep` is false (the expected final log-probabilities).
+std::vector<float> expected_log_probs(const std::vector<double>& scores, const std::vector<bool>& keep) {
+  double top = -1e300, sum = 0;
+  for (std::size_t v = 0; v < scores.size(); ++v)
+    if (keep[v]) top = std::max(top, scores[v]);
+  for (std::size_t v = 0; v < scores.size(); ++v)
+    if (keep[v]) sum += std::exp(scores[v] - top);
+  std::vector<float> out(scores.size(), -kInf);
+  for (std::size_t v = 0; v < scores.size(); ++v)
+    if (keep[v]) out[v] = static_cast<float>(scores[v] - top - std::log(sum));
+  return out;
+}
+
+void expect_log_probs(const std::vector<float>& got, const std::vector<float>& want) {
+  ASSERT_EQ(got.size(), want.size());
+  for (std::size_t v = 0; v < got.size(); ++v) {
+    if (std::isinf(want[v])) {
+      EXPECT_TRUE(std::isinf(got[v]) && got[v] < 0) << "token " << v << " should be removed; got " << got[v];
+    } else {
+      EXPECT_NEAR(got[v], want[v], 2e-5f) << "token " << v;
+    }
+  }
+}
+
+TEST(DecoderFamilyTest, AglaAssemblesAndTheCutoffOverrulesTheLocalView) {
+  // l = [2, 1, 0, -5], l_aug = [0, 5, 0, 0]: fused l + 2 l_aug = [2, 11, 0, -5]. Beta 0.5 keeps only
+  // tokens with l >= 2 + log 0.5 = 1.307: token 0 alone, although the local view prefers token 1.
+  const std::vector<std::vector<float>> views = {{2, 1, 0, -5}, {0, 5, 0, 0}};
+  const MethodStep agla = run_method(agla::DecodeOptions::agla(), views);
+  EXPECT_EQ(agla.torch_token, 0);
+  expect_log_probs(agla.log_probs, expected_log_probs({2, 11, 0, -5}, {true, false, false, false}));
+  // RITUAL's weight 3 and beta 0.1 (cutoff 2 - 2.303 = -0.303): tokens 0, 1 and 2 survive, fused
+  // [2, 16, 0, ...]: the transformed view wins.
+  const MethodStep ritual = run_method(agla::DecodeOptions::ritual(), views);
+  EXPECT_EQ(ritual.torch_token, 1);
+  expect_log_probs(ritual.log_probs, expected_log_probs({2, 16, 0, -5}, {true, true, true, false}));
+}
+
+TEST(DecoderFamilyTest, ContrastMethodsSubtractTheDistortedView) {
+  // VCD / ICD / VACoDe: (1 + 1) l - l' with beta 0.1. l = [3, 2.9, 0, -1], l' = [3, 0, 0, 0]:
+  // fused [3, 5.8, 0, -2]; cutoff 3 - 2.303 = 0.697 keeps tokens 0 and 1.
+  const std::vector<std::vector<float>> views = {{3, 2.9f, 0, -1}, {3, 0, 0, 0}};
+  for (const agla::DecodeOptions& options :
+       {agla::DecodeOptions::vcd(), agla::DecodeOptions::icd(), agla::DecodeOptions::vacode()}) {
+    const MethodStep step = run_method(options, views);
+    EXPECT_EQ(step.torch_token, 1);
+    expect_log_probs(step.log_probs, expected_log_probs({3, 5.8, 0, -2}, {true, true, false, false}));
+  }
+  // The plain original would pick token 0: the contrast is what moved the choice.
+  EXPECT_EQ(run_method(agla::DecodeOptions::regular(), views).torch_token, 0);
+}
+
+TEST(DecoderFamilyTest, M3idWeightGrowsWithTheGeneratedTokenIndex) {
+  // M3ID: l + (l - l_u) (1 - g) / g, g = exp(-0.02 t). l = [1, 1.05, -3, -3], l_u = [0, 2, 0, 0].
+  const std::vector<std::vector<float>> views = {{1, 1.05f, -3, -3}, {0, 2, 0, 0}};
+  auto fused_at = [&](double t) {
+    const double w = std::exp(0.02 * t) - 1;  // (1 - g) / g
+    std::vector<double> out;
+    for (std::size_t v = 0; v < 4; ++v) out.push_back(views[0][v] + (views[0][v] - views[1][v]) * w);
+    return out;
+  };
+  // Beta 0.1: cutoff 1.05 - 2.303 keeps tokens 0 and 1. t = 1 (paper counting) at step 0: weight
+  // 0.0202 -> [1.0202, 1.0308]: token 1 still wins.
+  const MethodStep first = run_method(agla::DecodeOptions::m3id(), views, 0);
+  EXPECT_EQ(first.torch_token, 1);
+  expect_log_probs(first.log_probs, expected_log_probs(fused_at(1), {true, true, false, false}));
+  // At step 49 (t = 50, weight e - 1 = 1.718) the no-image view's preference for token 1 is
+  // penalised: [2.718, 0.2124] -> token 0.
+  const MethodStep later = run_method(agla::DecodeOptions::m3id(), views, 49);
+  EXPECT_EQ(later.torch_token, 0);
+  expect_log_probs(later.log_probs, expected_log_probs(fused_at(50), {true, true, false, false}));
+  // The RITUAL harness counts t from 0: the first token is the original's alone.
+  agla::DecodeOptions zero_based = agla::DecodeOptions::m3id();
+  zero_based.m3id_first_t = 0;
+  expect_log_probs(run_method(zero_based, views, 0).log_probs, expected_log_probs(fused_at(0), {true, true, false, false}));
+  // Log-probability space gives the same distribution (one constant per row cancels).
+  agla::DecodeOptions in_log_probs = agla::DecodeOptions::m3id();
+  in_log_probs.space = agla::FusionSpace::LogProbs;
+  expect_log_probs(run_method(in_log_probs, views, 49).log_probs, later.log_probs);
+}
+
+TEST(DecoderFamilyTest, PaiContrastsLogProbabilitiesWithTheNoImageView) {
+  // gamma (log p - log p_u) + log p_u with gamma 1.1, beta 0.1 on log p, greedy.
+  const std::vector<std::vector<float>> views = {{2, 1.9f, 0, -4}, {1, 3, 0, 0}};
+  auto log_softmax = [](const std::vector<float>& x) {
+    double top = *std::max_element(x.begin(), x.end()), sum = 0;
+    for (float v : x) sum += std::exp(v - top);
+    std::vector<double> out;
+    for (float v : x) out.push_back(v - top - std::log(sum));
+    return out;
+  };
+  const std::vector<double> lp = log_softmax(views[0]), lu = log_softmax(views[1]);
+  std::vector<double> fused;
+  for (std::size_t v = 0; v < 4; ++v) fused.push_back(1.1 * (lp[v] - lu[v]) + lu[v]);
+  // Cutoff log 0.1 + max log p (2.303 below the top) keeps tokens 0, 1 and 2; token 1 is what the
+  // no-image view likes, so the contrast picks token 0.
+  const MethodStep pai = run_method(agla::DecodeOptions::pai(), views);
+  EXPECT_EQ(pai.torch_token, 0);
+  expect_log_probs(pai.log_probs, expected_log_probs(fused, {true, true, true, false}));
+}
+
+TEST(DecoderFamilyTest, AglaThenVcdChainsThreeViews) {
+  // (1 + 1)(l + 2 l_aug) - l_noise with beta 0.5, as one DecodeOptions.
+  agla::DecodeOptions options = agla::DecodeOptions::agla();
+  options.further_views = {{agla::FusionMethod::Contrast, 1.0}};
+  EXPECT_EQ(options.extra_views(), 2);
+  const std::vector<std::vector<float>> views = {{2, 1.8f, 0, -1}, {0, 0.5f, 0, 0}, {0, 3, 0, 0}};
+  // Cutoff 2 + log 0.5 = 1.307 keeps tokens 0 and 1; fused [4, 2*(1.8+1) - 3 = 2.6, ...].
+  const MethodStep step = run_method(options, views);
+  EXPECT_EQ(step.torch_token, 0);
+  expect_log_probs(step.log_probs, expected_log_probs({4, 2.6, 0, -2}, {true, true, false, false}));
+  // Without the third view's contrast token 1 would win: 1.8 + 2 * 0.5 = 2.8 > 2.
+  EXPECT_EQ(run_method(agla::DecodeOptions::agla(), {views[0], views[1]}).torch_token, 1);
+}
+
+TEST(DecoderFamilyTest, RefusesCombinationsThatMeanNothing) {
+  agla::DecodeOptions plain = agla::DecodeOptions::regular();
+  plain.further_views = {{agla::FusionMethod::Contrast, 1.0}};
+  EXPECT_THROW(plain.validate(), agla::InvalidArgument);
+  agla::DecodeOptions unfused = agla::DecodeOptions::agla();
+  unfused.further_views = {{agla::FusionMethod::Plain, 1.0}};
+  EXPECT_THROW(unfused.validate(), agla::InvalidArgument);
+  agla::DecodeOptions heavy = agla::DecodeOptions::vcd();
+  heavy.alpha = 1e38;
+  try {
+    heavy.validate();
+    FAIL() << "no error";
+  } catch (const agla::InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find("alpha must be in [0, 10000]"), std::string::npos) << e.what();
+  }
+  // M3ID's weight needs the step index: a bare decode_views call without it is refused.
+  const std::vector<at::Tensor> views = {at::randn({1, 8}), at::randn({1, 8})};
+  EXPECT_THROW(agla::decode_views(views, agla::policies_from(agla::DecodeOptions::m3id())), agla::InvalidArgument);
+  // Three views for a two-view method, or one extra view for a three-view method.
+  agla::DecodeOptions chain = agla::DecodeOptions::agla();
+  chain.further_views = {{agla::FusionMethod::Contrast, 1.0}};
+  EXPECT_THROW(agla::decode_views(views, agla::policies_from(chain)), agla::ShapeError);
+  EXPECT_THROW(agla::decode_views({views[0], views[1], views[1]}, agla::policies_from(agla::DecodeOptions::agla())),
+               agla::ShapeError);
+}
+
+TEST(DecoderFamilyTest, ExistingTwoViewResultsAreUnchanged) {
+  // AGLA and VCD through decode_views equal the two-view policies composed by hand, bit for bit.
+  const at::Tensor l = at::randn({3, 500}, at::make_generator<at::CPUGeneratorImpl>(41));
+  const at::Tensor l_aug = at::randn({3, 500}, at::make_generator<at::CPUGeneratorImpl>(42));
+  for (const agla::DecodeOptions& options : {agla::DecodeOptions::agla(), agla::DecodeOptions::vcd()}) {
+    at::Tensor by_options, by_hand;
+    agla::StepControl a, b;
+    a.log_probs = &by_options;
+    b.log_probs = &by_hand;
+    agla::decode_logits(l, l_aug, options, at::make_generator<at::CPUGeneratorImpl>(3), a);
+    const agla::MethodFusion fusion{options.method, options.alpha};
+    const agla::DecodePolicies policies{fusion, agla::BetaCutoff{options.beta}, agla::HfWarpers::from(options),
+                                        agla::MultinomialSampler{}};
+    agla::decode_logits(l, l_aug, policies, at::make_generator<at::CPUGeneratorImpl>(3), b);
+    EXPECT_TRUE(at::equal(by_options, by_hand));
+  }
+}
+
 template <typename Error, typename Fn>
 void expect_error(Fn&& fn, const std::vector<std::string>& fragments) {
   try {

@@ -251,6 +251,68 @@ TEST(GenerateModelTest, ReleasedBehaviourUsesTheLocalViewForTheFirstTokenOnly) {
   EXPECT_EQ(paper.calls[1], 10);
 }
 
+// K = 2 extra views (AGLA's local view, then VCD's distorted view) through both functor forms: the
+// plain form is called once per view and step, the batched form once per step with [3B, V].
+struct ThreeViewsPlain {
+  TinyWorld* setup;
+  at::Tensor noise;  // [B, P, D]
+  KvCache caches[3];
+  int calls[3] = {0, 0, 0};
+  at::Tensor operator()(const at::Tensor& tokens, agla::View view) {
+    const int index = view.index;
+    ++calls[index];
+    const at::Tensor& image = index == 0 ? setup->image : index == 1 ? setup->image_aug : noise;
+    return setup->model->forward(tokens, caches[index].length == 0 ? image : at::Tensor(), caches[index]);
+  }
+};
+struct ThreeViewsBatched {
+  TinyWorld* setup;
+  at::Tensor noise;
+  KvCache cache;
+  int calls = 0;
+  at::Tensor operator()(const at::Tensor& tokens, agla::AllViews) {
+    ++calls;
+    const at::Tensor images = at::cat({setup->image, setup->image_aug, noise});
+    return setup->model->forward(tokens.repeat({3, 1}), cache.length == 0 ? images : at::Tensor(), cache);
+  }
+};
+
+TEST(GenerateModelTest, ThreeViewsThroughPlainAndBatchedForms) {
+  torch::NoGradGuard no_grad;
+  TinyWorld setup = make_world();
+  const at::Tensor noise = 3.0 * torch::randn(setup.image.sizes());
+  agla::DecodeOptions options = agla::DecodeOptions::agla();
+  options.further_views = {{agla::FusionMethod::Contrast, 1.0}};
+  options.beta = 0.1;
+  agla::GenerateOptions limits;
+  limits.max_new_tokens = 10;
+  ThreeViewsPlain plain{&setup, noise};
+  ThreeViewsBatched batched{&setup, noise};
+  const agla::GenerateResult a =
+      agla::generate(plain, setup.prompt, options, limits, at::make_generator<at::CPUGeneratorImpl>(7));
+  const agla::GenerateResult b =
+      agla::generate(batched, setup.prompt, options, limits, at::make_generator<at::CPUGeneratorImpl>(7));
+  EXPECT_TRUE(at::equal(a.tokens, b.tokens)) << a.tokens << "\n" << b.tokens;
+  EXPECT_EQ(plain.calls[0], 10);
+  EXPECT_EQ(plain.calls[1], 10);
+  EXPECT_EQ(plain.calls[2], 10);
+  EXPECT_EQ(batched.calls, 10);
+  // The third view matters: AGLA alone decodes something else.
+  ThreeViewsPlain two{&setup, noise};
+  agla::DecodeOptions agla_only = options;
+  agla_only.further_views.clear();
+  const agla::GenerateResult c =
+      agla::generate(two, setup.prompt, agla_only, limits, at::make_generator<at::CPUGeneratorImpl>(7));
+  EXPECT_EQ(two.calls[2], 0);
+  EXPECT_FALSE(at::equal(a.tokens, c.tokens));
+  // A batched functor that returns too few rows for three views is refused.
+  struct TwoRowsOnly {
+    at::Tensor operator()(const at::Tensor& tokens, agla::AllViews) { return at::zeros({2 * tokens.size(0), 8}); }
+  } short_functor;
+  EXPECT_THROW(agla::generate(short_functor, setup.prompt, options, limits, at::make_generator<at::CPUGeneratorImpl>(7)),
+               agla::ShapeError);
+}
+
 // The per-token loop a user writes with agla::DecodeSession must decode exactly what generate does,
 // schedule included: with the released preset the augmented view runs for the first token only.
 TEST(DecodeSessionTest, PerTokenLoopWithReferencePresetMatchesGenerate) {

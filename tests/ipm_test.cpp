@@ -2,6 +2,7 @@
 // against every case of tests/data/augment (README tolerances), VCD's noise view, and the
 // ImagePromptMatcher template on a fixture-backed fake ITM model.
 #include "agla/ipm.hpp"
+#include "agla/views/noise.hpp"
 
 #include <algorithm>
 #include <array>
@@ -225,28 +226,28 @@ TEST(GradCamTest, BadInputThrowsAglaErrors) {
 
 TEST(DiffusionNoiseTest, ScheduleMatchesVcd) {
   // abar_500 ~ 0.745 for the sigmoid schedule (a linear one would leave almost pure noise).
-  const agla::ipm::DiffusionCoefficients k = agla::ipm::diffusion_coefficients(500);
+  const agla::views::DiffusionCoefficients k = agla::views::diffusion_coefficients(500);
   EXPECT_NEAR(k.signal * k.signal, 0.745, 0.005);
   EXPECT_NEAR(k.signal * k.signal + k.noise * k.noise, 1.0, 1e-6);
-  const agla::ipm::DiffusionCoefficients first = agla::ipm::diffusion_coefficients(0);
+  const agla::views::DiffusionCoefficients first = agla::views::diffusion_coefficients(0);
   EXPECT_NEAR(first.signal * first.signal, 1.0 - (1.0 / (1.0 + std::exp(6.0)) * (0.5e-2 - 1e-5) + 1e-5), 1e-6);
-  EXPECT_THROW(agla::ipm::diffusion_coefficients(1000), agla::InvalidArgument);
-  EXPECT_THROW(agla::ipm::diffusion_coefficients(-1), agla::InvalidArgument);
+  EXPECT_THROW(agla::views::diffusion_coefficients(1000), agla::InvalidArgument);
+  EXPECT_THROW(agla::views::diffusion_coefficients(-1), agla::InvalidArgument);
 }
 
 TEST(DiffusionNoiseTest, SameGeneratorSeedGivesTheSameView) {
   const at::Tensor pixels = at::rand({1, 3, 8, 8}) * 2 - 1;
-  const agla::ipm::DiffusionNoiseView view;
+  const agla::views::DiffusionNoiseView view;
   const at::Tensor a = view(pixels, at::make_generator<at::CPUGeneratorImpl>(7));
   const at::Tensor b = view(pixels, at::make_generator<at::CPUGeneratorImpl>(7));
   EXPECT_TRUE(at::equal(a, b));
   EXPECT_EQ(a.sizes(), pixels.sizes());
   // x_t - sqrt(abar) x_0 is the scaled noise; its spread is sqrt(1 - abar).
-  const agla::ipm::DiffusionCoefficients k = agla::ipm::diffusion_coefficients(500);
+  const agla::views::DiffusionCoefficients k = agla::views::diffusion_coefficients(500);
   const at::Tensor big = at::zeros({1, 3, 128, 128});
-  const at::Tensor noisy = agla::ipm::add_diffusion_noise(big, at::make_generator<at::CPUGeneratorImpl>(3));
+  const at::Tensor noisy = agla::views::add_diffusion_noise(big, at::make_generator<at::CPUGeneratorImpl>(3));
   EXPECT_NEAR(noisy.std().item<double>(), k.noise, 0.02);
-  EXPECT_THROW(agla::ipm::add_diffusion_noise(at::zeros({2}, at::kByte), at::make_generator<at::CPUGeneratorImpl>(1)),
+  EXPECT_THROW(agla::views::add_diffusion_noise(at::zeros({2}, at::kByte), at::make_generator<at::CPUGeneratorImpl>(1)),
                agla::ShapeError);
 }
 

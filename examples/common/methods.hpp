@@ -18,6 +18,7 @@
 #include "agla/decode.hpp"
 #include "agla/error.hpp"
 #include "agla/ipm.hpp"
+#include "agla/views.hpp"
 #include "agla/models/blip.hpp"
 #include "cli.hpp"
 #include "lvlm.hpp"
@@ -228,7 +229,7 @@ class ViewBuilder {
     const auto start = std::chrono::steady_clock::now();
     AugmentedView view;
     if (kind == ViewKind::Noise) {
-      view.pixels = ipm::add_diffusion_noise(original_pixels, generator, noise_step_);
+      view.pixels = views::add_diffusion_noise(original_pixels, generator, noise_step_);
     } else if (kind == ViewKind::IpmMask || kind == ViewKind::RandomMask) {
       check<InvalidArgument>(matcher_.has_value(), "agla::examples::ViewBuilder: the ",
                              kind == ViewKind::IpmMask ? "IPM" : "random", " mask needs an ITM model (--itm DIR)");

@@ -10,6 +10,7 @@
 #include "agla/text.hpp"
 #include "agla/models.hpp"
 #include "agla/ipm.hpp"
+#include "agla/views.hpp"
 #include "agla/decode.hpp"
 #include "agla/shapesworld.hpp"
 #include "agla/eval.hpp"

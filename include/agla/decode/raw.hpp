@@ -18,6 +18,7 @@
 #include <functional>
 #include <limits>
 #include <random>
+#include <type_traits>
 #include <vector>
 
 #include "agla/decode/fusion.hpp"
@@ -202,25 +203,40 @@ class TorchSampler {
   Mt19937 engine_;
 };
 
-/// The decoding step over raw float logits, with the policies of an `agla::DecodeOptions` and an
-/// elementwise fusion (`float(float l, float l_aug)`; the `agla` fusion policies qualify). Owns
-/// its workspace; one `Decoder` per thread. Like `agla::DecodeSession` it is a per-generation
-/// session: it counts its steps and applies the local-view schedule (`local_view_tokens`) itself:
-/// `runs_local_view()` tells whether the next step needs the augmented logits, which the caller
+/// The decoding step over raw float logits, with the policies of an `agla::DecodeOptions`. The
+/// fusion is either the options' own (`MethodFusion`, the default: any number K of extra views,
+/// every `FusionMethod`, logits or log-probabilities) or a custom elementwise two-view fusion
+/// (`float(float l, float l_aug)`; the `agla` two-view policies qualify). Owns its workspace; one
+/// `Decoder` per thread. Like `agla::DecodeSession` it is a per-generation session: it counts its
+/// steps and applies the local-view schedule (`local_view_tokens`) and M3ID's step weights itself:
+/// `runs_local_view()` tells whether the next step needs the extra views' logits, which the caller
 /// may then skip computing; `reset()` starts a new generation. The sampler is the caller's choice
 /// per step (`GreedySampler`, `FastSampler`, `TorchSampler` or any `int64(const KeptRow&)`), so
 /// `options.greedy` is not consulted.
 template <typename Fusion = MethodFusion>
 class Decoder {
  public:
-  /// Policies from `options` (validated), fusion = its `method` and `alpha`.
-  explicit Decoder(const DecodeOptions& options)
-      : Decoder(options, Fusion{options.method, options.alpha}) {}
+  /// Policies and fusion from `options` (validated).
+  explicit Decoder(const DecodeOptions& options) : Decoder(options, Fusion{options.method, options.alpha}) {}
 
-  /// Warpers, cutoff and checks from `options` (validated), fusion given.
+  /// Warpers, cutoff and checks from `options` (validated), two-view fusion given (K must be 1).
   Decoder(const DecodeOptions& options, Fusion fusion) : options_(options), fusion_(fusion) {
     options_.validate();
     log_beta_ = std::log(static_cast<float>(options_.beta));
+    const std::vector<ViewFusion> terms = options_.view_terms();
+    extra_views_ = static_cast<std::int64_t>(terms.size());
+    if constexpr (std::is_same_v<Fusion, MethodFusion>) {
+      for (const ViewFusion& term : terms)
+        terms_.push_back(MethodFusion{term.method, term.alpha, options_.m3id_lambda, options_.m3id_first_t});
+    } else {
+      check<InvalidArgument>(extra_views_ <= 1 && options_.space == FusionSpace::Logits,
+                             "agla::raw::Decoder: a custom fusion fuses two views in logit space; these options "
+                             "fuse ", extra_views_, " extra views in ",
+                             options_.space == FusionSpace::Logits ? "logit" : "log-probability", " space");
+    }
+    extras_.assign(static_cast<size_t>(std::max<std::int64_t>(extra_views_, 1)), nullptr);
+    log_sums_.assign(extras_.size() + 1, 0.0f);
+    maxima_.assign(extras_.size() + 1, 0.0f);
   }
 
   /// Sizes the workspace for `batch` rows of `vocab` tokens, so later steps allocate nothing.
@@ -237,36 +253,51 @@ class Decoder {
     if (stats_.size() < static_cast<size_t>(batch)) stats_.resize(static_cast<size_t>(batch));
   }
 
-  /// One step: `logits` and `logits_aug` row-major `[batch, vocab]` -> `tokens[batch]`.
-  /// `logits_aug` is read only on steps that run the local view (`runs_local_view()`), where it is
-  /// required; on the others it may be null and the original logits stand in for it. Optionally
-  /// writes `log_probs` `[batch, vocab]` (`log_softmax` of the final scores, -inf where removed).
-  /// Rows are sampled in order with `sampler(const KeptRow&) -> token`. A step that throws is not
-  /// counted.
+  /// One step of a two-view method: `logits` and `logits_aug` row-major `[batch, vocab]` ->
+  /// `tokens[batch]` (see the K-view `step`).
   template <typename Sampler>
   void step(const float* logits, const float* logits_aug, std::int64_t batch, std::int64_t vocab,
             Sampler& sampler, std::int64_t* tokens, float* log_probs = nullptr) {
+    step(logits, &logits_aug, extra_views_ == 0 ? 0 : 1, batch, vocab, sampler, tokens, log_probs);
+  }
+
+  /// One step: `logits` and the `num_views` extra views' `extra_views[k]`, each row-major
+  /// `[batch, vocab]` -> `tokens[batch]`. The extra views are read only on steps that run them
+  /// (`runs_local_view()`), where all K are required; on the others they may be null and the
+  /// original logits stand in for them. Optionally writes `log_probs` `[batch, vocab]`
+  /// (`log_softmax` of the final scores, -inf where removed). Rows are sampled in order with
+  /// `sampler(const KeptRow&) -> token`. A step that throws is not counted.
+  template <typename Sampler>
+  void step(const float* logits, const float* const* extra_views, std::int64_t num_views, std::int64_t batch,
+            std::int64_t vocab, Sampler& sampler, std::int64_t* tokens, float* log_probs = nullptr) {
     check<ShapeError>(batch > 0 && vocab > 0 && vocab <= std::numeric_limits<std::int32_t>::max(),
                       "agla::raw::Decoder::step: need batch >= 1 and 1 <= vocab < 2^31; got batch ",
                       batch, ", vocab ", vocab);
     check<InvalidArgument>(logits != nullptr && tokens != nullptr,
                            "agla::raw::Decoder::step: logits and tokens must not be null");
     const bool local = runs_local_view();
-    check<InvalidArgument>(!local || logits_aug != nullptr, "agla::raw::Decoder::step: step ", steps_,
-                           " runs the local view, so logits_aug must not be null");
-    if (!local) logits_aug = nullptr;
+    if (local) {
+      check<InvalidArgument>(num_views == extra_views_ && extra_views != nullptr, "agla::raw::Decoder::step: step ",
+                             steps_, " runs the ", extra_views_, " extra view(s), so they must be given; got ",
+                             num_views);
+      for (std::int64_t k = 0; k < num_views; ++k)
+        check<InvalidArgument>(extra_views[k] != nullptr, "agla::raw::Decoder::step: step ", steps_,
+                               " runs the local view, so the logits of extra view ", k + 1, " must not be null");
+    }
     reserve(batch, vocab);
+    for (MethodFusion& term : terms_) term.t = steps_ + options_.m3id_first_t;
     for (std::int64_t b = 0; b < batch; ++b) {
       const float* row = logits + b * vocab;
-      const float* row_aug = logits_aug != nullptr ? logits_aug + b * vocab : row;
-      const KeptRow kept = decode_row(row, row_aug, b, vocab, stats_[static_cast<size_t>(b)]);
+      for (size_t k = 0; k < extras_.size(); ++k)
+        extras_[k] = local && static_cast<std::int64_t>(k) < num_views ? extra_views[k] + b * vocab : row;
+      const KeptRow kept = decode_row(row, b, vocab, stats_[static_cast<size_t>(b)]);
       tokens[b] = sampler(kept);
       if (log_probs != nullptr) write_log_probs(kept, log_probs + b * vocab);
     }
     ++steps_;
   }
 
-  /// Whether the next step runs the local view (reads `logits_aug`) under the schedule.
+  /// Whether the next step runs the extra views (reads their logits) under the schedule.
   bool runs_local_view() const {
     return options_.method != FusionMethod::Plain && steps_ < options_.local_view_tokens;
   }
@@ -293,11 +324,39 @@ class Decoder {
 
   bool checks() const { return options_.finite_check != FiniteCheck::Never; }
 
-  KeptRow decode_row(const float* row, const float* row_aug, std::int64_t b, std::int64_t vocab,
-                     RowStats& stats) {
+  // max and log(sum(exp(x - max))) of a row, as ATen's log_softmax forms them.
+  static void log_sum(const float* row, std::int64_t vocab, float& max, float& log_sum) {
+    float m = -std::numeric_limits<float>::infinity();
+    for (std::int64_t v = 0; v < vocab; ++v) m = row[v] > m ? row[v] : m;
+    float sum = 0.0f;
+    for (std::int64_t v = 0; v < vocab; ++v) sum += std::exp(row[v] - m);
+    max = m;
+    log_sum = std::log(sum);
+  }
+
+  // The fused score of token v: the options' chain over the extra views (in their space), or the
+  // custom two-view fusion.
+  float fuse(const float* row, std::int64_t v) const {
+    if constexpr (std::is_same_v<Fusion, MethodFusion>) {
+      if (options_.space == FusionSpace::LogProbs) {
+        float fused = (row[v] - maxima_[0]) - log_sums_[0];
+        for (size_t k = 0; k < terms_.size(); ++k)
+          fused = terms_[k](fused, (extras_[k][v] - maxima_[k + 1]) - log_sums_[k + 1]);
+        return fused;
+      }
+      float fused = row[v];
+      for (size_t k = 0; k < terms_.size(); ++k) fused = terms_[k](fused, extras_[k][v]);
+      return fused;
+    } else {
+      return fusion_(row[v], extras_[0][v]);
+    }
+  }
+
+  KeptRow decode_row(const float* row, std::int64_t b, std::int64_t vocab, RowStats& stats) {
     constexpr float inf = std::numeric_limits<float>::infinity();
     const std::int64_t blocks = (vocab + kBlock - 1) / kBlock;
     float* block_max = block_max_.data();
+    const float* row_aug = extras_[0];
     float sum = 0.0f;
     float sum_aug = 0.0f;
     float row_max = 0.0f;
@@ -318,26 +377,41 @@ class Decoder {
                           b, " are all -inf; no token can be chosen");
       if (row_aug != row && !detail::clean_sum(sum_aug)) {
         const std::int64_t v = detail::find_non_finite(row_aug, vocab);
-        if (v < vocab) throw_non_finite(row_aug, b, v, "augmented logits");
+        if (v < vocab) throw_non_finite(row_aug, b, v, extra_views_ == 1 ? "augmented logits" : "logits of view 1");
+      }
+      for (size_t k = 1; k < extras_.size(); ++k) {
+        if (extras_[k] == row) continue;
+        const std::int64_t v = detail::find_non_finite(extras_[k], vocab);
+        if (v < vocab) throw_non_finite(extras_[k], b, v, k == 1 ? "logits of view 2" : "logits of an extra view");
       }
     }
-    // Paper Eqs. 4-5 with the reference's float32 arithmetic: log(float(beta)) + max.
+    // Paper Eqs. 4-5 with the reference's float32 arithmetic: log(float(beta)) + max, on the
+    // original view's scores in the fusion's space (log_softmax's maximum is -log(sum)).
     const bool cut = options_.method != FusionMethod::Plain;
-    const float cutoff = cut ? log_beta_ + row_max : -inf;
+    const bool in_log_probs = options_.space == FusionSpace::LogProbs;
+    if (in_log_probs) {
+      log_sum(row, vocab, maxima_[0], log_sums_[0]);
+      for (size_t k = 0; k < extras_.size(); ++k) log_sum(extras_[k], vocab, maxima_[k + 1], log_sums_[k + 1]);
+    }
+    const float cutoff = !cut ? -inf : in_log_probs ? log_beta_ + (-log_sums_[0]) : log_beta_ + row_max;
+    // Blocks are skipped on the logits; in log-probability space with a margin for the rounding of
+    // (x - max) - log_sum against the cutoff.
+    const float block_cutoff = !cut ? -inf : in_log_probs ? log_beta_ + row_max - 1e-3f : cutoff;
     stats.cutoff = cutoff;
 
     std::int64_t size = 0;
     for (std::int64_t k = 0; k < blocks; ++k) {
-      if (!(block_max_[static_cast<size_t>(k)] >= cutoff)) continue;
+      if (!(block_max_[static_cast<size_t>(k)] >= block_cutoff)) continue;
       const std::int64_t end = std::min(vocab, (k + 1) * kBlock);
       for (std::int64_t v = k * kBlock; v < end; ++v) {
-        if (row[v] < cutoff) continue;
-        const float fused = fusion_(row[v], row_aug[v]);
+        const float plausible = in_log_probs ? (row[v] - maxima_[0]) - log_sums_[0] : row[v];
+        if (plausible < cutoff) continue;
+        const float fused = fuse(row, v);
         if (fused == -inf) continue;
         if (checks() && (std::isnan(fused) || fused == inf))
           throw NumericError(agla::detail::concat("agla::raw::Decoder::step: fusion gave ", fused,
                                             " for stream ", b, " at token ", v, " (logit ", row[v],
-                                            ", augmented ", row_aug[v], ")"));
+                                            ", first extra view ", row_aug[v], ")"));
         tokens_[static_cast<size_t>(size)] = static_cast<std::int32_t>(v);
         scores_[static_cast<size_t>(size)] = fused;
         ++size;
@@ -442,6 +516,10 @@ class Decoder {
 
   DecodeOptions options_;
   Fusion fusion_;
+  std::int64_t extra_views_ = 0;
+  std::vector<MethodFusion> terms_;       // the options' chain (MethodFusion decoders)
+  std::vector<const float*> extras_;      // this row's extra views (the original where they are off)
+  std::vector<float> maxima_, log_sums_;  // per view: row max and log(sum(exp(x - max)))
   float log_beta_ = 0.0f;
   float top_ = 0.0f;
   float log_sum_ = 0.0f;

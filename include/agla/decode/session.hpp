@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <utility>
+#include <vector>
 
 #include "agla/decode/options.hpp"
 #include "agla/decode/step.hpp"
@@ -41,16 +42,21 @@ class DecodeSession {
     return tokens;
   }
 
-  /// `step` on logits the caller already computed for this step's views: `logits` `[B, V]` and the
-  /// augmented `logits_aug` (ignored, and may be undefined, when `runs_local_view()` is false).
-  at::Tensor step_logits(const at::Tensor& logits, const at::Tensor& logits_aug,
-                         const at::Generator& generator = {}, at::Tensor* log_probs = nullptr) {
+  /// `step` on logits the caller already computed for this step's views: `views` = `[l_0, l_1, ...,
+  /// l_K]`, each `[B, V]` (the extra views are ignored, and may be left out, when
+  /// `runs_local_view()` is false).
+  at::Tensor step_logits(const std::vector<at::Tensor>& views, const at::Generator& generator = {},
+                         at::Tensor* log_probs = nullptr) {
     const bool local = runs_local_view();
-    check<InvalidArgument>(!local || logits_aug.defined(), "agla::DecodeSession::step_logits: step ", steps_,
-                           " runs the local view, so it needs the augmented logits; got an undefined tensor");
+    const auto extra = detail::extra_views_of(policies_);
+    check<InvalidArgument>(!views.empty(), "agla::DecodeSession::step_logits: no logits given");
+    check<InvalidArgument>(!local || static_cast<std::int64_t>(views.size()) == 1 + extra,
+                           "agla::DecodeSession::step_logits: step ", steps_, " runs the ", extra,
+                           " extra view(s), so it needs ", 1 + extra, " logit tensors; got ", views.size());
     StepControl control;
+    control.step = steps_;
     control.log_probs = log_probs;
-    at::Tensor tokens = decode_logits(logits, local ? logits_aug : logits, policies_, generator, control);
+    at::Tensor tokens = decode_views(local ? views : std::vector<at::Tensor>{views[0]}, policies_, generator, control);
     ++steps_;
     return tokens;
   }

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <string>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -20,11 +21,12 @@
 namespace agla {
 
 /// The policies of one decoding step: fusion -> plausibility -> warpers -> sampler, plus how many
-/// generated tokens the augmented view shapes (see `DecodeOptions::local_view_tokens`) and when
-/// logits are checked for NaN / +inf.
+/// generated tokens the extra views shape (see `DecodeOptions::local_view_tokens`) and when
+/// logits are checked for NaN / +inf. A two-view fusion is any `(l, l_aug) -> fused`; a K-view
+/// fusion is `agla::ViewsFusion`.
 template <typename Fusion, typename Cutoff, typename Warper, typename Sampler>
 struct DecodePolicies {
-  Fusion fusion;    ///< `(l [B,V], l_aug [B,V]) -> fused [B,V]`.
+  Fusion fusion;    ///< `(l [B,V], l_aug [B,V]) -> fused [B,V]`, or a `ViewsFusion`.
   Cutoff cutoff;    ///< `(l [B,V], fused [B,V]) -> scores [B,V]` with implausible tokens at -inf.
   Warper warper;    ///< `scores [B,V] -> scores [B,V]`.
   Sampler sampler;  ///< `(scores [B,V], at::Generator) -> tokens [B] int64`.
@@ -58,19 +60,46 @@ struct MethodSampler {
 
 /// The policy set a `DecodeOptions` describes, chosen at run time.
 using OptionsPolicies =
-    DecodePolicies<MethodFusion, detail::MethodCutoff, HfWarpers, detail::MethodSampler>;
+    DecodePolicies<ViewsFusion, detail::MethodCutoff, HfWarpers, detail::MethodSampler>;
 
 /// Validates `options` and builds the policies it describes.
 inline OptionsPolicies policies_from(const DecodeOptions& options) {
   options.validate();
   const bool plain = options.method == FusionMethod::Plain;
-  return OptionsPolicies{MethodFusion{options.method, options.alpha},
+  return OptionsPolicies{ViewsFusion::from(options),
                          detail::MethodCutoff{!plain, options.beta},
                          HfWarpers::from(options),
                          detail::MethodSampler{options.greedy},
                          plain ? 0 : options.local_view_tokens,
                          options.finite_check};
 }
+
+namespace detail {
+
+template <typename Fusion>
+struct is_views_fusion : std::is_same<std::decay_t<Fusion>, ViewsFusion> {};
+
+/// Number K of extra views `policies` fuse: a two-view fusion fuses one.
+template <typename Fusion, typename Cutoff, typename Warper, typename Sampler>
+std::int64_t extra_views_of(const DecodePolicies<Fusion, Cutoff, Warper, Sampler>& policies) {
+  if constexpr (is_views_fusion<Fusion>::value) {
+    return policies.fusion.extra_views();
+  } else {
+    return 1;
+  }
+}
+
+/// Whether the fusion of `policies` reads the step index (M3ID's schedule).
+template <typename Fusion, typename Cutoff, typename Warper, typename Sampler>
+bool fusion_reads_step(const DecodePolicies<Fusion, Cutoff, Warper, Sampler>& policies) {
+  if constexpr (is_views_fusion<Fusion>::value) {
+    for (const ViewFusion& term : policies.fusion.terms)
+      if (term.method == FusionMethod::M3id) return true;
+  }
+  return false;
+}
+
+}  // namespace detail
 
 /// Per-call controls of a decoding step.
 struct StepControl {
@@ -136,32 +165,68 @@ inline void check_logits(const at::Tensor& logits, const char* name) {
 
 }  // namespace detail
 
-/// One decoding step on logits the caller already has: `logits` / `logits_aug` `[B, V]` float32 on
-/// one device -> `[B]` int64 tokens on that device. No host synchronisation except the NaN check
-/// that `policies.finite_check` asks for (on CPU by default).
+/// One decoding step on logits the caller already has: `views` = `[l_0, l_1, ..., l_K]`, each
+/// `[B, V]` float32 on one device (the original view first; just `[l_0]` on steps whose schedule
+/// runs no extra view, where the original stands in for every extra view) -> `[B]` int64 tokens on
+/// that device. No host synchronisation except the NaN check that `policies.finite_check` asks for
+/// (on CPU by default). `control.step` is required when the fusion reads it (M3ID).
+template <typename Fusion, typename Cutoff, typename Warper, typename Sampler>
+at::Tensor decode_views(const std::vector<at::Tensor>& views,
+                        const DecodePolicies<Fusion, Cutoff, Warper, Sampler>& policies,
+                        const at::Generator& generator = {}, const StepControl& control = {}) {
+  const std::int64_t extra = detail::extra_views_of(policies);
+  check<ShapeError>(!views.empty(), "agla::decode_step: no logits given");
+  const at::Tensor& logits = views[0];
+  detail::check_logits(logits, "logits");
+  // Plain decoding reads the original view only; any extra logits given are not used.
+  check<ShapeError>(extra == 0 || views.size() == 1 || static_cast<std::int64_t>(views.size()) == 1 + extra,
+                    "agla::decode_step: the fusion needs the original and ", extra, " extra view(s); got ",
+                    views.size(), " logit tensors");
+  for (std::size_t k = 1; k < views.size(); ++k) {
+    const std::string name = k == 1 && extra == 1 ? "augmented logits" : "logits of view " + std::to_string(k);
+    detail::check_logits(views[k], name.c_str());
+    check<ShapeError>(views[k].sizes() == logits.sizes(), "agla::decode_step: every view must have the same [B, V]; ",
+                      "got original ", logits.sizes(), " and ", name, " ", views[k].sizes());
+    check<ShapeError>(views[k].device() == logits.device(), "agla::decode_step: every view must be on one device; got ",
+                      logits.device(), " and ", views[k].device());
+  }
+  check<InvalidArgument>(!detail::fusion_reads_step(policies) || control.step.has_value(),
+                         "agla::decode_step: M3ID's weight depends on the generated-token index, so the step "
+                         "needs it: pass StepControl::step, or decode with agla::DecodeSession or agla::generate");
+  const bool checked = detail::wants_check(policies.finite_check, logits);
+  if (checked) {
+    detail::report_non_finite(logits, logits.amax(-1), "original logits", true);
+    for (std::size_t k = 1; k < views.size(); ++k)
+      if (!views[k].is_same(logits))
+        detail::report_non_finite(views[k], views[k].amax(-1),
+                                  extra == 1 ? "augmented logits" : "logits of an extra view", false);
+  }
+  at::Tensor original = logits, fused;
+  if constexpr (detail::is_views_fusion<Fusion>::value) {
+    const ViewsFusion& fusion = policies.fusion;
+    if (fusion.space == FusionSpace::LogProbs) original = logits.log_softmax(-1);
+    std::vector<at::Tensor> extras;
+    for (std::int64_t k = 1; k <= extra; ++k) {
+      const bool own = static_cast<std::int64_t>(views.size()) > k;  // else the original stands in
+      if (!own) extras.push_back(original);
+      else extras.push_back(fusion.space == FusionSpace::LogProbs ? views[k].log_softmax(-1) : views[k]);
+    }
+    fused = fusion(original, extras, control.step.value_or(0));
+  } else {
+    fused = policies.fusion(logits, views.size() > 1 ? views[1] : logits);
+  }
+  const at::Tensor scores = policies.warper(policies.cutoff(original, fused));
+  if (checked) detail::report_non_finite(scores, scores.amax(-1), "final scores", true);
+  if (control.log_probs != nullptr) *control.log_probs = scores.log_softmax(-1);
+  return policies.sampler(scores, generator);
+}
+
+/// `decode_views` of two views: `logits` (original) and `logits_aug` `[B, V]`.
 template <typename Fusion, typename Cutoff, typename Warper, typename Sampler>
 at::Tensor decode_logits(const at::Tensor& logits, const at::Tensor& logits_aug,
                          const DecodePolicies<Fusion, Cutoff, Warper, Sampler>& policies,
                          const at::Generator& generator = {}, const StepControl& control = {}) {
-  detail::check_logits(logits, "logits");
-  detail::check_logits(logits_aug, "augmented logits");
-  check<ShapeError>(logits.sizes() == logits_aug.sizes(),
-                    "agla::decode_step: both views must have the same [B, V]; got original ",
-                    logits.sizes(), " and augmented ", logits_aug.sizes());
-  check<ShapeError>(logits.device() == logits_aug.device(),
-                    "agla::decode_step: both views must be on one device; got ", logits.device(),
-                    " and ", logits_aug.device());
-  const bool checked = detail::wants_check(policies.finite_check, logits);
-  if (checked) {
-    detail::report_non_finite(logits, logits.amax(-1), "original logits", true);
-    if (!logits_aug.is_same(logits))
-      detail::report_non_finite(logits_aug, logits_aug.amax(-1), "augmented logits", false);
-  }
-  const at::Tensor fused = policies.fusion(logits, logits_aug);
-  const at::Tensor scores = policies.warper(policies.cutoff(logits, fused));
-  if (checked) detail::report_non_finite(scores, scores.amax(-1), "final scores", true);
-  if (control.log_probs != nullptr) *control.log_probs = scores.log_softmax(-1);
-  return policies.sampler(scores, generator);
+  return decode_views({logits, logits_aug}, policies, generator, control);
 }
 
 /// `decode_logits` with the policies `options` describes (validated).
@@ -265,21 +330,25 @@ inline void check_step_tokens(const at::Tensor& step_tokens) {
 
 }  // namespace detail
 
-/// One AGLA decoding step: runs `forward` on `step_tokens` `[B, T]` int64 (the tokens new to this
-/// step) for the original and, when the schedule (`policies.local_view_tokens`, read at
-/// `control.step`) runs it, the augmented view; then fuses, cuts, warps and samples. On steps
-/// without the local view the original logits stand in for the augmented ones. Returns `[B]` int64
-/// tokens on the logits' device, without host synchronisation (beyond the CPU NaN check of
-/// `FiniteCheck::Auto`). Throws `agla::InvalidArgument` when the schedule depends on the step and
-/// `control.step` is not given (`agla::DecodeSession` counts steps for you).
+/// One decoding step: runs `forward` on `step_tokens` `[B, T]` int64 (the tokens new to this step)
+/// for the original view and, when the schedule (`policies.local_view_tokens`, read at
+/// `control.step`) runs them, the K extra views the fusion needs; then fuses, cuts, warps and
+/// samples. On steps without the extra views the original logits stand in for them. Returns `[B]`
+/// int64 tokens on the logits' device, without host synchronisation (beyond the CPU NaN check of
+/// `FiniteCheck::Auto`). Throws `agla::InvalidArgument` when the schedule or the fusion depends on
+/// the step and `control.step` is not given (`agla::DecodeSession` counts steps for you).
 template <typename Forward, typename Fusion, typename Cutoff, typename Warper, typename Sampler>
 at::Tensor decode_step(Forward&& forward, const at::Tensor& step_tokens,
                        const DecodePolicies<Fusion, Cutoff, Warper, Sampler>& policies,
                        const at::Generator& generator = {}, const StepControl& control = {}) {
   detail::check_step_tokens(step_tokens);
   const bool local = schedule_runs_local_view(policies.local_view_tokens, control.step, "agla::decode_step");
-  const std::vector<at::Tensor> views = detail::run_views(forward, step_tokens, local ? 1 : 0);
-  return decode_logits(views[0], local ? views[1] : views[0], policies, generator, control);
+  check<InvalidArgument>(!detail::fusion_reads_step(policies) || control.step.has_value(),
+                         "agla::decode_step: M3ID's weight depends on the generated-token index, so the step "
+                         "needs it: pass StepControl::step, or decode with agla::DecodeSession or agla::generate");
+  const std::vector<at::Tensor> views =
+      detail::run_views(forward, step_tokens, local ? detail::extra_views_of(policies) : 0);
+  return decode_views(views, policies, generator, control);
 }
 
 /// `decode_step` with the policies `options` describes (validated); `FusionMethod::Plain` makes no

@@ -12,6 +12,7 @@
 /// | `at::Tensor preprocess(image) const` | RGB uint8 `[H, W, 3]` -> the model's pixels `[3, S, S]` float32 (CPU) |
 /// | `bool has_tokenizer() const` | whether text prompts can be encoded (else prompts come as ids) |
 /// | `Prompt prompt(instruction) const` | the model's prompt template around `instruction`, tokenised |
+/// | `Prompt disturbed_prompt(instruction, disturbance) const` | ICD's text view, the disturbance placed as the model's reference code places it |
 /// | `std::string decode(ids) const` | text of generated ids (special tokens skipped) |
 /// | `TokenSpec tokens() const` | stop ids, pad id, vocabulary size |
 /// | `std::int64_t room(const PromptBatch&) const` | new tokens that fit after the prompt |
@@ -175,6 +176,12 @@ template <typename T>
 struct has_prompt<T, std::void_t<decltype(std::declval<const T&>().prompt(std::declval<const std::string&>())),
                                  decltype(std::declval<const T&>().has_tokenizer())>> : std::true_type {};
 template <typename T, typename = void>
+struct has_disturbed_prompt : std::false_type {};
+template <typename T>
+struct has_disturbed_prompt<T, std::void_t<decltype(std::declval<const T&>().disturbed_prompt(
+                                   std::declval<const std::string&>(), std::declval<const std::string&>()))>>
+    : std::true_type {};
+template <typename T, typename = void>
 struct has_decode : std::false_type {};
 template <typename T>
 struct has_decode<T, std::void_t<decltype(std::declval<const T&>().decode(
@@ -203,6 +210,9 @@ constexpr bool check_lvlm() {
   static_assert(detail::has_prompt<T>::value,
                 "agla LVLM contract: missing `Prompt prompt(const std::string&) const` or "
                 "`bool has_tokenizer() const`");
+  static_assert(detail::has_disturbed_prompt<T>::value,
+                "agla LVLM contract: missing `Prompt disturbed_prompt(const std::string& instruction, "
+                "const std::string& disturbance) const`");
   static_assert(detail::has_decode<T>::value,
                 "agla LVLM contract: missing `std::string decode(const std::vector<std::int64_t>&) const`");
   static_assert(detail::has_tokens<T>::value,

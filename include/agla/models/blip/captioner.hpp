@@ -118,37 +118,50 @@ class BlipCaptioner {
     return config().text.max_position_embeddings - prompt.ids.size(1);
   }
 
+  /// ICD's text view: `disturbance` before the instruction, as the decoder's prompt reads it.
+  Prompt disturbed_prompt(const std::string& instruction, const std::string& disturbance) const {
+    return prompt(disturbance + " " + instruction);
+  }
+
   /// Starts a generation (dropping earlier state): encodes the original and every image view and
   /// returns the first step's tokens (`inputs.prompt.ids` on the model's device). Prompts must be
-  /// unpadded (BLIP's positions are absolute); views must be images.
+  /// unpadded (BLIP's positions are absolute). Views: `Image` (other pixels), `Text` (its own
+  /// unpadded prompt on the original image), `NoImage` (the decoder without cross-attention: the
+  /// text model's language prior).
   at::Tensor begin(const LvlmInputs& inputs) {
     const char* fn = "agla::blip::BlipCaptioner::begin";
     reset();
     const PromptBatch& prompt = inputs.prompt;
-    check_tokens(fn, prompt.ids, -1);
-    check<InvalidArgument>(!prompt.mask.defined() || bool(prompt.mask.all().item<bool>()), fn,
-                           ": BLIP's positions are absolute, so prompts must have one length (no padding)");
-    check<InvalidArgument>(prompt.ids.size(1) <= config().text.max_position_embeddings, fn, ": ",
-                           prompt.ids.size(1), " positions exceed max_position_embeddings ",
-                           config().text.max_position_embeddings);
-    const auto [low, high] = at::aminmax(prompt.ids);
-    check<InvalidArgument>(low.item<int64_t>() >= 0 && high.item<int64_t>() < config().text.vocab_size, fn,
-                           ": token ids must be in [0, ", config().text.vocab_size, "); got ids in [",
-                           low.item<int64_t>(), ", ", high.item<int64_t>(), "]");
-    check_pixels(fn, inputs.pixels, prompt.ids.size(0), "pixels");
+    check_prompt(fn, prompt, -1, "prompt");
+    const int64_t b = prompt.ids.size(0);
+    check_pixels(fn, inputs.pixels, b, "pixels");
     std::vector<at::Tensor> images{inputs.pixels};
     for (size_t k = 0; k < inputs.views.size(); ++k) {
-      check<InvalidArgument>(inputs.views[k].kind == ViewKind::Image, fn, ": view ", k + 1, " is a ",
-                             view_kind_name(inputs.views[k].kind),
-                             " view; BLIP captioning runs image views only");
-      check_pixels(fn, inputs.views[k].pixels, prompt.ids.size(0), "view pixels");
-      images.push_back(inputs.views[k].pixels);
+      const ExtraView& view = inputs.views[k];
+      if (view.kind == ViewKind::Image) {
+        check_pixels(fn, view.pixels, b, "view pixels");
+        images.push_back(view.pixels);
+      } else if (view.kind == ViewKind::Text) {
+        check_prompt(fn, view.prompt, b, "text view prompt");
+      }
     }
     const at::Tensor tokens = encode_image(at::cat(images, 0));
-    const int64_t b = prompt.ids.size(0);
-    for (size_t v = 0; v < images.size(); ++v)
-      views_.push_back(ViewState{tokens.narrow(0, static_cast<int64_t>(v) * b, b), TextCache{}});
     prompt_ = prompt.ids.to(device_);
+    views_.push_back(ViewState{tokens.narrow(0, 0, b), prompt_, TextCache{}});
+    int64_t image = 1;
+    for (const ExtraView& view : inputs.views) {
+      switch (view.kind) {
+        case ViewKind::Image:
+          views_.push_back(ViewState{tokens.narrow(0, (image++) * b, b), prompt_, TextCache{}});
+          break;
+        case ViewKind::Text:
+          views_.push_back(ViewState{views_[0].image, view.prompt.ids.to(device_), TextCache{}});
+          break;
+        case ViewKind::NoImage:
+          views_.push_back(ViewState{at::Tensor(), prompt_, TextCache{}});
+          break;
+      }
+    }
     return prompt_;
   }
 
@@ -161,32 +174,41 @@ class BlipCaptioner {
   }
 
   /// Next-token logits `[B, V]` float32 of `view` after feeding `step_tokens` `[B, T]` int64 (the
-  /// prompt first, then one token per step); extends that view's cache by T.
+  /// prompt first -- a text view then reads its own prompt -- then one token per step); extends
+  /// that view's cache.
   at::Tensor operator()(const at::Tensor& step_tokens, View view) {
     const char* fn = "agla::blip::BlipCaptioner::operator()";
     check<InvalidArgument>(view.index >= 0 && view.index < static_cast<int32_t>(views_.size()), fn, ": view ",
                            view.index, " was requested but begin() set up ", views_.size(), " view(s)");
-    ViewState& state = views_[static_cast<size_t>(view.index)];
-    check_tokens(fn, step_tokens, state.image.size(0));
     split_joint();
-    at::NoGradGuard no_grad;
-    return model_->text_decoder->forward(step_tokens.to(device_), state.image, &state.cache, true)
-        .select(1, 0)
-        .to(at::kFloat);
+    return run_view(fn, views_[static_cast<size_t>(view.index)], step_tokens);
   }
 
-  /// Every view in one batched forward: `[(1 + K) B, V]` float32, view-major. Every view's cache
-  /// must be at the same length (they are unless plain calls advanced one alone).
+  /// Every view in one batched forward: `[(1 + K) B, V]` float32, view-major. Image views at one
+  /// cache length share one forward; text and no-image views (other lengths, no cross-attention)
+  /// run on their own and their rows are stacked in view order.
   at::Tensor operator()(const at::Tensor& step_tokens, AllViews) {
     const char* fn = "agla::blip::BlipCaptioner::operator()(AllViews)";
     check<InvalidArgument>(!views_.empty(), fn, ": call begin() first");
-    const int64_t batch = views_[0].image.size(0);
+    const int64_t batch = prompt_.size(0);
     check_tokens(fn, step_tokens, batch);
+    for (const ViewState& state : views_)
+      check<InvalidArgument>(state.calls == views_[0].calls, fn, ": every view must be at the same step for a "
+                             "batched call; view 0 has taken ", views_[0].calls, " steps, another view ", state.calls,
+                             " (use the plain form for the lagging view)");
+    bool joint = joint_active_;
+    if (!joint) {
+      joint = true;
+      for (const ViewState& state : views_)
+        joint = joint && state.image.defined() && state.prompt.is_same(prompt_) &&
+                state.cache.length == views_[0].cache.length;
+    }
+    if (!joint) {
+      std::vector<at::Tensor> rows;
+      for (ViewState& state : views_) rows.push_back(run_view(fn, state, step_tokens));
+      return at::cat(rows, 0);
+    }
     if (!joint_active_) {
-      for (size_t v = 1; v < views_.size(); ++v)
-        check<InvalidArgument>(views_[v].cache.length == views_[0].cache.length, fn,
-                               ": the views' caches differ in length (view 0 ", views_[0].cache.length, ", view ", v,
-                               " ", views_[v].cache.length, "); use the plain form for the lagging view");
       std::vector<const TextCache*> caches;
       std::vector<at::Tensor> images;
       for (const auto& state : views_) {
@@ -199,6 +221,7 @@ class BlipCaptioner {
     }
     at::NoGradGuard no_grad;
     const at::Tensor tokens = step_tokens.to(device_).repeat({static_cast<int64_t>(views_.size()), 1});
+    for (ViewState& state : views_) ++state.calls;
     return model_->text_decoder->forward(tokens, joint_image_, &joint_, true).select(1, 0).to(at::kFloat);
   }
 
@@ -231,9 +254,35 @@ class BlipCaptioner {
 
  private:
   struct ViewState {
-    at::Tensor image;  ///< `[B, N, D]` image tokens of the view
+    at::Tensor image;   ///< `[B, N, D]` image tokens of the view; undefined for a no-image view
+    at::Tensor prompt;  ///< `[B, L]` the view's first-step tokens
     TextCache cache;
+    int64_t calls = 0;  ///< steps taken
   };
+
+  // One view's step: its own prompt at its first call, else `step_tokens`.
+  at::Tensor run_view(const char* fn, ViewState& state, const at::Tensor& step_tokens) {
+    check_tokens(fn, step_tokens, prompt_.size(0));
+    const at::Tensor& tokens = state.calls == 0 ? state.prompt : step_tokens;
+    ++state.calls;
+    at::NoGradGuard no_grad;
+    return model_->text_decoder->forward(tokens.to(device_), state.image, &state.cache, true)
+        .select(1, 0)
+        .to(at::kFloat);
+  }
+
+  void check_prompt(const char* fn, const PromptBatch& prompt, int64_t batch, const char* name) const {
+    check_tokens(fn, prompt.ids, batch);
+    check<InvalidArgument>(!prompt.mask.defined() || bool(prompt.mask.all().item<bool>()), fn, ": ", name,
+                           ": BLIP's positions are absolute, so prompts must have one length (no padding)");
+    check<InvalidArgument>(prompt.ids.size(1) <= config().text.max_position_embeddings, fn, ": ",
+                           prompt.ids.size(1), " positions exceed max_position_embeddings ",
+                           config().text.max_position_embeddings);
+    const auto [low, high] = at::aminmax(prompt.ids);
+    check<InvalidArgument>(low.item<int64_t>() >= 0 && high.item<int64_t>() < config().text.vocab_size, fn, ": ",
+                           name, ": token ids must be in [0, ", config().text.vocab_size, "); got ids in [",
+                           low.item<int64_t>(), ", ", high.item<int64_t>(), "]");
+  }
 
   void check_pixels(const char* fn, const at::Tensor& pixels, int64_t batch, const char* name) const {
     const int64_t side = image_size();
@@ -274,7 +323,7 @@ class BlipCaptioner {
   /// After batched calls, hands each view its rows of the joint cache (views into it, no copy).
   void split_joint() {
     if (!joint_active_) return;
-    const int64_t batch = views_[0].image.size(0);
+    const int64_t batch = prompt_.size(0);
     for (size_t v = 0; v < views_.size(); ++v) {
       TextCache& cache = views_[v].cache;
       cache.length = joint_.length;

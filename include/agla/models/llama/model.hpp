@@ -80,6 +80,19 @@ struct KvSlot {
   int64_t past = 0;          ///< positions already cached
 };
 
+/// PAI's attention intervention (Liu et al., ECCV 2024; LALBJ/PAI `attention.py`): in layers
+/// `[start_layer, end_layer)`, the last query row's pre-softmax scores on the keys `key_mask` marks
+/// (the image tokens) become `a + alpha |a|`, in every head.
+struct AttentionBoost {
+  double alpha = 0.2;          ///< Boost of the image keys' scores.
+  int64_t start_layer = 2;     ///< First boosted layer.
+  int64_t end_layer = 32;      ///< One past the last boosted layer.
+  at::Tensor key_mask;         ///< `[N, past + T]` bool: true at the keys to boost.
+
+  /// Whether `layer` is boosted.
+  bool covers(int64_t layer) const { return layer >= start_layer && layer < end_layer; }
+};
+
 /// cos and sin of the rotary angles for int64 `position_ids` `[N, T]`, as `[N, 1, T, head_dim]` in
 /// `dtype`: angles `pos * theta^(-2i/d)` for i < d/2, duplicated (`cat(f, f)`), computed in float32
 /// like `LlamaRotaryEmbedding` (float64 for a double model).
@@ -129,9 +142,9 @@ class LlamaAttentionImpl : public torch::nn::Module {
 
   /// `x` `[N, T, D]`, rotary `cos`/`sin` `[N, 1, T, d]`, additive `mask` (see `attention_mask`, may be
   /// undefined); with `slot`, appends this step's keys/values to layer `layer` of the cache and
-  /// attends over all cached positions. Returns `[N, T, D]`.
+  /// attends over all cached positions; `boost` (may be null) is PAI's intervention. Returns `[N, T, D]`.
   at::Tensor forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, const at::Tensor& mask,
-                     const KvSlot* slot, int64_t layer) {
+                     const KvSlot* slot, int64_t layer, const AttentionBoost* boost = nullptr) {
     const auto n = x.size(0), t = x.size(1);
     auto q = q_proj(x).view({n, t, heads_, head_dim_}).transpose(1, 2);
     auto k = k_proj(x).view({n, t, kv_heads_, head_dim_}).transpose(1, 2);
@@ -156,6 +169,12 @@ class LlamaAttentionImpl : public torch::nn::Module {
     }
     auto scores = at::matmul(q, k.transpose(2, 3)) / std::sqrt(static_cast<double>(head_dim_));
     if (mask.defined()) scores = scores + mask;
+    if (boost != nullptr && boost->covers(layer)) {
+      // Only the last query row, as upstream `attn_weights[:, :, -1, img_start:img_end]`.
+      auto last = scores.select(2, t - 1);  // [N, H, S]
+      const auto keys_to_boost = boost->key_mask.to(scores.device()).view({n, 1, last.size(2)});
+      last.add_((last.abs() * boost->alpha).masked_fill(keys_to_boost.logical_not(), 0.0));
+    }
     const auto probs = at::softmax(scores, -1, at::promote_types(at::kFloat, q.scalar_type())).to(q.scalar_type());
     const auto out = at::matmul(probs, v).transpose(1, 2).reshape({n, t, heads_ * head_dim_});
     return o_proj(out);
@@ -196,8 +215,8 @@ class LlamaDecoderLayerImpl : public torch::nn::Module {
   }
   /// `[N, T, D]` -> `[N, T, D]` (arguments as `LlamaAttention::forward`).
   at::Tensor forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, const at::Tensor& mask,
-                     const KvSlot* slot, int64_t layer) {
-    auto h = x + self_attn(input_layernorm(x), cos, sin, mask, slot, layer);
+                     const KvSlot* slot, int64_t layer, const AttentionBoost* boost = nullptr) {
+    auto h = x + self_attn(input_layernorm(x), cos, sin, mask, slot, layer, boost);
     return h + mlp(post_attention_layernorm(h));
   }
 
@@ -227,8 +246,10 @@ class LlamaModelImpl : public torch::nn::Module {
   /// keys/values are appended to the cache (the caller reserved room and advances `past`).
   /// Returns the final-RMSNorm output `[N, T, D]`. When `hidden_states` is given it receives the
   /// input of layer 1, the outputs of layers 1..L-1 and the normed output (HF's `hidden_states`).
+  /// `boost` (may be null) applies PAI's attention intervention; its key mask is `[N, past + T]`.
   at::Tensor forward(const at::Tensor& inputs_embeds, const at::Tensor& position_ids, const at::Tensor& key_mask = {},
-                     const KvSlot* slot = nullptr, std::vector<at::Tensor>* hidden_states = nullptr) {
+                     const KvSlot* slot = nullptr, std::vector<at::Tensor>* hidden_states = nullptr,
+                     const AttentionBoost* boost = nullptr) {
     const char* fn = "agla::llama::LlamaModel::forward: ";
     check<ShapeError>(inputs_embeds.dim() == 3 && inputs_embeds.size(2) == config_.hidden_size, fn,
                       "inputs_embeds must be [N, T, ", config_.hidden_size, "]; got ", inputs_embeds.sizes());
@@ -250,6 +271,12 @@ class LlamaModelImpl : public torch::nn::Module {
       check<ShapeError>(key_mask.dim() == 2 && key_mask.size(0) == n && key_mask.size(1) == past + t, fn,
                         "key_mask must be [", n, ", ", past + t, "]; got ", key_mask.sizes());
     }
+    if (boost != nullptr) {
+      check<ShapeError>(boost->key_mask.defined() && boost->key_mask.dim() == 2 && boost->key_mask.size(0) == n &&
+                            boost->key_mask.size(1) == past + t && boost->key_mask.scalar_type() == at::kBool,
+                        fn, "the attention boost's key mask must be bool [", n, ", ", past + t, "]; got ",
+                        boost->key_mask.defined() ? boost->key_mask.sizes() : at::IntArrayRef{});
+    }
     const auto dtype = inputs_embeds.scalar_type();
     const auto [cos, sin] =
         rotary_cos_sin(position_ids.to(inputs_embeds.device()), config_.head_dim(), config_.rope_theta, dtype);
@@ -257,7 +284,7 @@ class LlamaModelImpl : public torch::nn::Module {
     auto h = inputs_embeds;
     for (size_t i = 0; i < blocks_.size(); ++i) {
       if (hidden_states != nullptr) hidden_states->push_back(h);
-      h = blocks_[i]->forward(h, cos, sin, mask, slot, static_cast<int64_t>(i));
+      h = blocks_[i]->forward(h, cos, sin, mask, slot, static_cast<int64_t>(i), boost);
     }
     h = norm(h);
     if (hidden_states != nullptr) hidden_states->push_back(h);

@@ -15,6 +15,7 @@
 
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -39,6 +40,16 @@ struct LlavaPromptOptions {
   ConversationTemplate conversation = llava_v1_template();
   /// Centre crop (llava-hf processor, the reference scripts) or the original LLaVA's pad-to-square.
   AspectMode aspect = AspectMode::CenterCrop;
+};
+
+/// PAI's attention part (LALBJ/PAI `attention.py`, README defaults for LLaVA-1.5): in layers
+/// `[start_layer, end_layer)` the last query row's pre-softmax scores on the image tokens become
+/// `a + alpha |a|`; views without an image are not boosted, as upstream runs its no-image pass
+/// without the intervention.
+struct PaiAttention {
+  double alpha = 0.2;       ///< Boost, >= 0.
+  int64_t start_layer = 2;  ///< First boosted decoder layer.
+  int64_t end_layer = 32;   ///< One past the last boosted layer (clipped to the model's layers).
 };
 
 /// LLaVA-1.5 LVLM over a shared `LlavaModel` (see the file comment). Call `begin` per generation,
@@ -83,6 +94,17 @@ class LlavaLvlm {
                            model_->config().image_token_index, ")");
     return Prompt{encode_prompt(*tokenizer_, build_prompt(instruction, prompts_.conversation),
                                             model_->config().image_token_index),
+                  {}};
+  }
+
+  /// ICD's text view: the conversation with `disturbance` in place of the system prompt, around the
+  /// same instruction (p1k0pan/ICD `icd_llava_pope.py`: `conv_custom.system = preprompt`).
+  Prompt disturbed_prompt(const std::string& instruction, const std::string& disturbance) const {
+    check<InvalidArgument>(tokenizer_ != nullptr, "agla::llava::LlavaLvlm::disturbed_prompt: the checkpoint has no "
+                           "tokenizer.model; give the disturbed prompt as token ids");
+    ConversationTemplate conversation = prompts_.conversation;
+    conversation.system = disturbance;
+    return Prompt{encode_prompt(*tokenizer_, build_prompt(instruction, conversation), model_->config().image_token_index),
                   {}};
   }
 
@@ -172,6 +194,8 @@ class LlavaLvlm {
     batch_ = 0;
     merged_mask_ = at::Tensor();
     next_position_ = at::Tensor();
+    image_keys_ = at::Tensor();
+    any_padding_ = false;
   }
 
   /// Next-token logits of one view, float32 `[B, V]`: the first call of a view takes the prompt
@@ -207,6 +231,19 @@ class LlavaLvlm {
   const LlavaPromptOptions& prompt_options() const { return prompts_; }
   /// Sets the prompt and preprocessing options.
   void set_prompt_options(LlavaPromptOptions prompts) { prompts_ = std::move(prompts); }
+  /// Turns PAI's attention intervention on (for the next `begin`) or off (`std::nullopt`).
+  void set_pai_attention(std::optional<PaiAttention> pai) {
+    if (pai) {
+      check<InvalidArgument>(pai->alpha >= 0 && pai->alpha <= 100 && pai->start_layer >= 0 &&
+                                 pai->start_layer <= pai->end_layer,
+                             "agla::llava::LlavaLvlm::set_pai_attention: alpha must be in [0, 100] and 0 <= "
+                             "start_layer <= end_layer; got alpha ",
+                             pai->alpha, ", layers [", pai->start_layer, ", ", pai->end_layer, ")");
+    }
+    pai_ = pai;
+  }
+  /// PAI's attention intervention, when on.
+  const std::optional<PaiAttention>& pai_attention() const { return pai_; }
 
  private:
   struct ViewRows {
@@ -254,6 +291,15 @@ class LlavaLvlm {
     return pixels;
   }
 
+  // PAI's boost for views [first, first + count) whose keys are the merged prompt plus `generated`
+  // positions (never image tokens); none when PAI is off.
+  std::optional<llama::AttentionBoost> attention_boost(int64_t first, int64_t count, int64_t generated) const {
+    if (!pai_) return std::nullopt;
+    at::Tensor keys = image_keys_.narrow(0, first * batch_, count * batch_);
+    if (generated > 0) keys = at::cat({keys, at::zeros({count * batch_, generated}, keys.options())}, 1);
+    return llama::AttentionBoost{pai_->alpha, pai_->start_layer, pai_->end_layer, keys};
+  }
+
   at::Tensor last_logits(const at::Tensor& hidden) {
     return model_->language_model->logits(hidden.select(1, hidden.size(1) - 1));
   }
@@ -281,7 +327,7 @@ class LlavaLvlm {
     for (int64_t v = first; v < first + count; ++v)
       if (views_[static_cast<size_t>(v)].pixels.defined()) pixel_blocks.push_back(views_[static_cast<size_t>(v)].pixels.to(device));
     const at::Tensor features = pixel_blocks.empty() ? at::Tensor() : model_->image_features(at::cat(pixel_blocks));
-    std::vector<at::Tensor> rows, masks;
+    std::vector<at::Tensor> rows, masks, image_keys;
     int64_t feature_row = 0;
     bool padded = false;
     for (int64_t v = first; v < first + count; ++v) {
@@ -289,13 +335,17 @@ class LlavaLvlm {
       for (int64_t r = 0; r < batch_; ++r) {
         const at::Tensor ids = view.prompts[static_cast<size_t>(r)].to(device);
         at::Tensor embeds = model_->embed(ids.unsqueeze(0)).squeeze(0);
+        int64_t at_image = -1;
         if (view.pixels.defined()) {
-          const int64_t at_image = (ids == image_token()).nonzero().item<int64_t>();
+          at_image = (ids == image_token()).nonzero().item<int64_t>();
           const int64_t l = ids.size(0);
           embeds = at::cat({embeds.narrow(0, 0, at_image), features[feature_row++].to(embeds.scalar_type()),
                             embeds.narrow(0, at_image + 1, l - at_image - 1)});
         }
         const int64_t pad = merged_length_ - embeds.size(0);
+        at::Tensor keys = at::zeros({merged_length_}, at::kBool);
+        if (at_image >= 0) keys.narrow(0, pad + at_image, model_->config().image_tokens()).fill_(true);
+        image_keys.push_back(keys);
         padded = padded || pad > 0;
         rows.push_back(pad > 0 ? at::cat({at::zeros({pad, embeds.size(1)}, embeds.options()), embeds}) : embeds);
         masks.push_back(at::cat({at::zeros({pad}, at::kLong), at::ones({embeds.size(0)}, at::kLong)}));
@@ -308,13 +358,17 @@ class LlavaLvlm {
     if (!merged_mask_.defined()) {
       merged_mask_ = at::ones({num_views() * batch_, merged_length_}, mask.options());
       next_position_ = at::zeros({num_views() * batch_}, mask.options());
+      image_keys_ = at::zeros({num_views() * batch_, merged_length_}, at::TensorOptions().dtype(at::kBool).device(device));
     }
     merged_mask_.narrow(0, first * batch_, count * batch_).copy_(mask);
+    image_keys_.narrow(0, first * batch_, count * batch_).copy_(at::stack(image_keys));
     next_position_.narrow(0, first * batch_, count * batch_).copy_(positions.select(1, merged_length_ - 1) + 1);
     any_padding_ = any_padding_ || padded;
     cache_.reserve(merged_length_);
     llama::KvSlot slot{&cache_, first * batch_, 0};
-    const auto hidden = model_->language_model->model(inputs_embeds, positions, padded ? mask : at::Tensor(), &slot);
+    const auto boost = attention_boost(first, count, 0);
+    const auto hidden = model_->language_model->model(inputs_embeds, positions, padded ? mask : at::Tensor(), &slot,
+                                                      nullptr, boost ? &*boost : nullptr);
     for (int64_t v = first; v < first + count; ++v) past_[static_cast<size_t>(v)] = merged_length_;
     return last_logits(hidden);
   }
@@ -335,7 +389,9 @@ class LlavaLvlm {
     }
     cache_.reserve(past + t);
     llama::KvSlot slot{&cache_, first * batch_, past};
-    const auto hidden = model_->language_model->model(model_->embed(ids), positions, key_mask, &slot);
+    const auto boost = attention_boost(first, count, past + t - merged_length_);
+    const auto hidden =
+        model_->language_model->model(model_->embed(ids), positions, key_mask, &slot, nullptr, boost ? &*boost : nullptr);
     for (int64_t v = first; v < first + count; ++v) past_[static_cast<size_t>(v)] = past + t;
     return last_logits(hidden);
   }
@@ -350,6 +406,8 @@ class LlavaLvlm {
   int64_t merged_length_ = 0;
   std::vector<int64_t> past_;
   bool any_padding_ = false;
+  std::optional<PaiAttention> pai_;
+  at::Tensor image_keys_;     // [(1 + K) B, M] bool: the image tokens' positions (PAI)
   at::Tensor merged_mask_;    // [(1 + K) B, M] int64 on the model's device
   at::Tensor next_position_;  // [(1 + K) B] position of each row's first generated token
 };

@@ -2,8 +2,8 @@
 /// \file
 /// VCD's distorted view (DAMO-NLP-SG/VCD, `vcd_utils/vcd_add_noise.py`): forward diffusion of the
 /// *normalised* image tensor with a sigmoid beta schedule, `x_t = sqrt(abar_t) x_0 +
-/// sqrt(1 - abar_t) eps`. The second view builder next to AGLA's masked view, so the two methods
-/// can be compared and combined (DESIGN section 5).
+/// sqrt(1 - abar_t) eps` (docs/decoding.md). A linear schedule would leave almost pure noise at
+/// step 500; this one keeps abar ~ 0.745.
 
 #include <ATen/ATen.h>
 
@@ -12,7 +12,7 @@
 
 #include "agla/error.hpp"
 
-namespace agla::ipm {
+namespace agla::views {
 
 /// The diffusion coefficients of one noise step.
 struct DiffusionCoefficients {
@@ -26,7 +26,7 @@ struct DiffusionCoefficients {
 /// steps)) * (0.5e-2 - 1e-5) + 1e-5`, `abar = cumprod(1 - betas)`, taken at `step` (0-based).
 inline DiffusionCoefficients diffusion_coefficients(int64_t step, int64_t steps = 1000) {
   check<InvalidArgument>(steps > 0 && step >= 0 && step < steps,
-                         "agla::ipm::diffusion_coefficients: step must be in [0, ", steps, "); got ", step,
+                         "agla::views::diffusion_coefficients: step must be in [0, ", steps, "); got ", step,
                          " (steps = ", steps, ")");
   const at::Tensor betas = at::sigmoid(at::linspace(-6, 6, steps, at::kFloat)) * (0.5e-2 - 1e-5) + 1e-5;
   const at::Tensor abar = at::cumprod(1 - betas, 0);
@@ -40,14 +40,14 @@ inline DiffusionCoefficients diffusion_coefficients(int64_t step, int64_t steps 
 inline at::Tensor add_diffusion_noise(const at::Tensor& pixel_values, at::Generator generator, int64_t step = 500,
                                       int64_t steps = 1000) {
   check<ShapeError>(pixel_values.defined() && at::isFloatingType(pixel_values.scalar_type()),
-                    "agla::ipm::add_diffusion_noise: pixel_values must be a floating-point tensor; got ",
+                    "agla::views::add_diffusion_noise: pixel_values must be a floating-point tensor; got ",
                     pixel_values.defined() ? pixel_values.scalar_type() : at::kByte);
   const DiffusionCoefficients k = diffusion_coefficients(step, steps);
   const at::Tensor noise = at::randn(pixel_values.sizes(), generator, pixel_values.options());
   return pixel_values * k.signal + noise * k.noise;
 }
 
-/// A view builder for the decode layer: the VCD-distorted copy of normalised pixel values.
+/// VCD's view builder: the distorted copy of normalised pixel values.
 struct DiffusionNoiseView {
   /// Diffusion step (VCD's `noise_step`), 0-based, below `steps`.
   int64_t step = 500;
@@ -60,4 +60,4 @@ struct DiffusionNoiseView {
   }
 };
 
-}  // namespace agla::ipm
+}  // namespace agla::views
