@@ -183,7 +183,9 @@ inline at::Tensor decode_image(const uint8_t* data, size_t size, const std::stri
   check<FormatError>(size <= static_cast<size_t>(INT_MAX), where, ": ", name_for_errors, ": ", size,
                      " bytes is larger than the decoder accepts (2 GiB)");
   const std::string limit_text = max_pixels == kMaxImagePixels ? std::string("2^28") : std::to_string(max_pixels);
-  if (detail::is_jpeg(data, size)) return detail::decode_jpeg(data, size, name_for_errors, max_pixels, limit_text, where);
+  if (detail::is_jpeg(data, size)) {
+    return detail::decode_jpeg(data, size, name_for_errors, max_pixels, limit_text, where);
+  }
   const std::vector<uint8_t> stripped = detail::png_without_empty_idat(data, size);
   if (!stripped.empty()) {
     data = stripped.data();

@@ -37,6 +37,7 @@
 #include <type_traits>
 #include <vector>
 
+// After <cstddef> and <cstdio>: jpeglib.h uses size_t and FILE without including their headers.
 #include <jpeglib.h>
 
 #include "agla/error.hpp"
@@ -77,7 +78,12 @@ static_assert(std::is_trivially_destructible_v<JpegDecoderState>, "longjmp must 
 /// What one libjpeg call ended with.
 enum class JpegStep { kDone, kSuspended, kFailed };
 
+/// The state a libjpeg callback belongs to (cinfo->client_data).
 inline JpegDecoderState& jpeg_state(j_common_ptr cinfo) { return *static_cast<JpegDecoderState*>(cinfo->client_data); }
+/// The state a libjpeg source callback belongs to.
+inline JpegDecoderState& jpeg_state(j_decompress_ptr cinfo) {
+  return *static_cast<JpegDecoderState*>(cinfo->client_data);
+}
 
 /// libjpeg's fatal error: keep the message, return to the current step's setjmp.
 inline void jpeg_error_exit(j_common_ptr cinfo) {
@@ -89,6 +95,7 @@ inline void jpeg_error_exit(j_common_ptr cinfo) {
 /// Warnings are counted by libjpeg and otherwise ignored, as Pillow's `output` callback does.
 inline void jpeg_ignore_message(j_common_ptr) {}
 
+/// The source's init and term hooks: the data is in memory already.
 inline void jpeg_source_noop(j_decompress_ptr) {}
 
 /// The window is exhausted: suspend (Pillow's source does the same and then reads another block).
@@ -97,7 +104,7 @@ inline boolean jpeg_fill_input(j_decompress_ptr) { return FALSE; }
 /// Skips within the window; the rest of a longer skip is applied as the window grows (as Pillow's).
 inline void jpeg_skip_input(j_decompress_ptr cinfo, long count) {
   if (count <= 0) return;
-  JpegDecoderState& state = jpeg_state(reinterpret_cast<j_common_ptr>(cinfo));
+  JpegDecoderState& state = jpeg_state(cinfo);
   const size_t n = static_cast<size_t>(count);
   if (n <= state.source.bytes_in_buffer) {
     state.source.next_input_byte += n;
@@ -216,11 +223,12 @@ inline at::Tensor decode_jpeg(const uint8_t* data, size_t size, const std::strin
   };
 
   const JpegStep header = run([&] { return jpeg_header_step(state); });
-  if (header == JpegStep::kFailed) fail("not a readable JPEG image");
-  // The size check comes first whenever the frame header was read, also for a header cut short.
+  // The size check comes first whenever the frame header was read, also for a header that is cut
+  // short or broken after it.
   const int64_t width = state.cinfo.image_width, height = state.cinfo.image_height;
   check<FormatError>(width * height <= max_pixels, where, ": ", name, ": image of ", width, "x", height,
                      " pixels exceeds the limit of ", max_pixels_text, " pixels");
+  if (header == JpegStep::kFailed) fail("not a readable JPEG image");
   check<FormatError>(header == JpegStep::kDone, where, ": ", name,
                      ": truncated JPEG (the data ends inside its header)");
   const int components = state.cinfo.num_components;
@@ -251,7 +259,8 @@ inline at::Tensor decode_jpeg(const uint8_t* data, size_t size, const std::strin
     const JDIMENSION y0 = state.cinfo.output_scanline;
     const JDIMENSION count = std::min<JDIMENSION>(kChunk, state.cinfo.output_height - y0);
     for (JDIMENSION i = 0; i < count; ++i) {
-      rows[i] = out_components == 3 ? pixels + (static_cast<size_t>(y0) + i) * row_bytes : scratch.data() + i * row_bytes;
+      rows[i] =
+          out_components == 3 ? pixels + (static_cast<size_t>(y0) + i) * row_bytes : scratch.data() + i * row_bytes;
     }
     JDIMENSION got = 0;
     const JpegStep step = run([&] { return jpeg_rows_step(state, rows.data(), count, &got); });
