@@ -291,6 +291,18 @@ TEST(ImageTest, BadFilesThrowFormatError) {
   }
 }
 
+// stb reads a BMP's missing rows as zeros; Pillow refuses the file unless only the last row's
+// padding is missing (its raw decoder reads rows without their trailing padding).
+TEST(ImageTest, TruncatedBmpIsRefusedAsByPillow) {
+  const std::vector<uint8_t> bmp = file_bytes(kData + "/image_resize/input.bmp");  // 37 x 23, rows of 111 + 1 bytes
+  const at::Tensor want = agla::io::read_npy(kData + "/image_resize/input.npy");
+  expect_equal_images(agla::io::decode_image(bmp.data(), bmp.size() - 1, "padding.bmp"), want, "without padding");
+  for (const size_t cut : {size_t{2}, size_t{112}, bmp.size() / 2}) {
+    expect_format_error([&] { agla::io::decode_image(bmp.data(), bmp.size() - cut, "cut.bmp"); },
+                        "cut.bmp: truncated BMP");
+  }
+}
+
 // A caller's lower pixel limit refuses from the header too; the limit itself is validated.
 TEST(ImageTest, CallerPixelLimit) {
   const std::string path = kData + "/blip/images/astronaut_32.png";  // 32 x 32

@@ -166,6 +166,27 @@ inline std::vector<uint8_t> png_without_empty_idat(const uint8_t* data, size_t s
   return out;
 }
 
+/// False when `data` is a BMP whose pixel rows end early. stb reads the missing bytes as zeros;
+/// Pillow refuses the file ("image file is truncated"). Like Pillow's raw decoder, the rows are
+/// counted from the header's pixel-data offset, and the last row needs no padding. Only for the
+/// uncompressed BMPs stb decodes, after the pixel limit (so the products below cannot overflow).
+inline bool bmp_rows_complete(const uint8_t* data, size_t size) {
+  if (size < 2 || data[0] != 'B' || data[1] != 'M') return true;
+  auto le = [&](size_t i, size_t n) {  // bytes past the end read as 0, as stb reads them
+    uint32_t v = 0;
+    for (size_t k = n; k-- > 0;) v = (v << 8) | (i + k < size ? data[i + k] : 0u);
+    return v;
+  };
+  const bool os2 = le(14, 4) == 12;  // BITMAPCOREHEADER: 16-bit sizes
+  const int64_t width = os2 ? le(18, 2) : static_cast<int32_t>(le(18, 4));
+  const int64_t height = os2 ? le(20, 2) : static_cast<int32_t>(le(22, 4));
+  const int64_t bits = os2 ? le(24, 2) : le(28, 2);
+  const int64_t rows = height < 0 ? -height : height;
+  if (width <= 0 || rows == 0 || bits == 0) return true;  // refused elsewhere
+  const int64_t stride = (width * bits + 31) / 32 * 4;
+  return int64_t{le(10, 4)} + stride * (rows - 1) + (width * bits + 7) / 8 <= static_cast<int64_t>(size);
+}
+
 }  // namespace detail
 
 /// Decodes a JPEG, PNG or BMP held in memory to RGB uint8 `[H, W, 3]` (CPU), the pixels of Pillow's
@@ -204,6 +225,8 @@ inline at::Tensor decode_image(const uint8_t* data, size_t size, const std::stri
                      ")");
   check<FormatError>(static_cast<int64_t>(width) * rows <= max_pixels, where, ": ", name_for_errors, ": image of ",
                      width, "x", rows, " pixels exceeds the limit of ", limit_text, " pixels");
+  check<FormatError>(detail::bmp_rows_complete(data, size), where, ": ", name_for_errors,
+                     ": truncated BMP (the data ends before the last row of pixels)");
   int w = 0, h = 0, file_channels = 0;
   stbi_uc* pixels = stbi_load_from_memory(data, len, &w, &h, &file_channels, 3);
   if (pixels == nullptr) {
