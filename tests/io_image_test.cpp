@@ -301,6 +301,13 @@ TEST(ImageTest, TruncatedBmpIsRefusedAsByPillow) {
     expect_format_error([&] { agla::io::decode_image(bmp.data(), bmp.size() - cut, "cut.bmp"); },
                         "cut.bmp: truncated BMP");
   }
+  // The same rows declared top down (height -23): the image flipped, the same truncation rule.
+  std::vector<uint8_t> top_down = bmp;
+  for (size_t i = 0; i < 4; ++i) top_down[22 + i] = static_cast<uint8_t>(static_cast<uint32_t>(-23) >> (8 * i));
+  expect_equal_images(agla::io::decode_image(top_down.data(), top_down.size(), "top_down.bmp"), want.flip(0),
+                      "top down");
+  expect_format_error([&] { agla::io::decode_image(top_down.data(), top_down.size() - 2, "cut_top_down.bmp"); },
+                      "cut_top_down.bmp: truncated BMP");
 }
 
 // A caller's lower pixel limit refuses from the header too; the limit itself is validated.

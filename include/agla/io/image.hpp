@@ -178,8 +178,9 @@ inline bool bmp_rows_complete(const uint8_t* data, size_t size) {
     return v;
   };
   const bool os2 = le(14, 4) == 12;  // BITMAPCOREHEADER: 16-bit sizes
-  const int64_t width = os2 ? le(18, 2) : static_cast<int32_t>(le(18, 4));
-  const int64_t height = os2 ? le(20, 2) : static_cast<int32_t>(le(22, 4));
+  // Signed 32-bit in a BITMAPINFOHEADER (a negative height means rows stored top down).
+  const int64_t width = os2 ? int64_t{le(18, 2)} : int64_t{static_cast<int32_t>(le(18, 4))};
+  const int64_t height = os2 ? int64_t{le(20, 2)} : int64_t{static_cast<int32_t>(le(22, 4))};
   const int64_t bits = os2 ? le(24, 2) : le(28, 2);
   const int64_t rows = height < 0 ? -height : height;
   if (width <= 0 || rows == 0 || bits == 0) return true;  // refused elsewhere
