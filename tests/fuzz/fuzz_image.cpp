@@ -1,10 +1,11 @@
-// Fuzzes the image path a service runs on an uploaded file: agla::io::decode_image, then the
+// Fuzzes the image path a service runs on an uploaded file: agla::io::decode_image (JPEG through
+// libjpeg with agla's source, error and progress managers; PNG and BMP through stb), then the
 // Pillow-exact resize to a size that varies with the input, the CLIP shortest-side resize, centre
 // crop and normalisation. Every input must decode and process or throw agla::Error.
 //
 // The pixel limit is 2^20 here instead of the default 2^28: larger images are legal, but decoding
-// them only costs time and memory (stb sizes its buffers from the header) and exercises no other
-// code. The refusal above 2^28 pixels is tested in tests/bad_input_test.cpp.
+// them only costs time and memory (the decoders size their buffers from the header) and exercises
+// no other code. The refusal above 2^28 pixels is tested in tests/bad_input_test.cpp.
 #include <cstddef>
 #include <cstdint>
 

@@ -2,8 +2,9 @@
 """Writes the generated seed inputs of tests/fuzz/corpus/ (standard library only).
 
 Run from anywhere: python3 tests/fuzz/make_seeds.py. The other seeds are copies of test data:
-config/ holds the fixture config.json files, image/ the fixture PNG/JPEG/BMP images, tokenizer/
-texts of tests/data/tokenizer/cases.json.
+config/ holds the fixture config.json files, image/ the fixture PNG/JPEG/BMP images (the JPEGs
+of tests/data/image_jpeg: baseline, progressive, restarts, arithmetic, grey, RGB, CMYK, YCCK,
+4:1:1), tokenizer/ texts of tests/data/tokenizer/cases.json.
 """
 import json
 import os

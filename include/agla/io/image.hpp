@@ -1,21 +1,15 @@
 #pragma once
 /// \file
-/// Images as CPU `at::Tensor` uint8 `[H, W, 3]` (RGB, HWC, contiguous): decoding (JPEG, PNG, BMP
-/// through stb_image), Pillow-exact bicubic resizing, CLIP/LLaVA shortest-side resize, centre crop
-/// and pad-to-square, BLIP/CLIP normalisation, and PNG writing through stb_image_write.
+/// Images as CPU `at::Tensor` uint8 `[H, W, 3]` (RGB, HWC, contiguous): decoding (JPEG through
+/// libjpeg exactly as Pillow, see agla/io/jpeg.hpp; PNG and BMP through stb_image), Pillow-exact
+/// bicubic resizing, CLIP/LLaVA shortest-side resize, centre crop and pad-to-square, BLIP/CLIP
+/// normalisation, and PNG writing through stb_image_write. docs/images.md says where decoded
+/// pixels can still differ from Pillow's.
 ///
-/// stb linkage. This library is header-only and this header may be included from many translation
-/// units, so stb's implementation is compiled here with `STB_IMAGE_STATIC` / `STB_IMAGE_WRITE_STATIC`:
-/// every translation unit gets private copies with internal linkage -- no multiple definitions at
-/// link time, nothing to link (at the cost of code size per translation unit). Strictly, the inline
-/// agla functions below then call a different (identical) copy of stb in each translation unit;
-/// whichever definition the linker keeps calls its own complete copy, so behaviour is the same.
-/// If the includer has already included stb_image.h / stb_image_write.h before this header, its
-/// declarations are used as they are and the includer provides the definitions (its own
-/// `STB_IMAGE_IMPLEMENTATION` or a linked libstb), since a second, static set of declarations
-/// would conflict with those. Including stb's headers *after* this one with their
-/// `*_IMPLEMENTATION` macros defined in the same translation unit is not supported (duplicate
-/// definitions); including them without is harmless. The private copy decodes JPEG, PNG and BMP only.
+/// stb linkage. This header includes only stb's declarations. Their definitions are compiled once,
+/// in the package's static library agla::stb (src/stb_image.cpp: PNG and BMP decoding only;
+/// src/stb_image_write.cpp), which agla::agla links. A program that compiles stb's implementation
+/// itself links first, so its copy serves agla too and must then decode PNG and BMP.
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -34,25 +28,11 @@
 #include <utility>
 #include <vector>
 
-#include "agla/error.hpp"
-
-#ifndef STBI_INCLUDE_STB_IMAGE_H
-#define STB_IMAGE_STATIC
-#define STB_IMAGE_IMPLEMENTATION
-#define STBI_ONLY_JPEG
-#define STBI_ONLY_PNG
-#define STBI_ONLY_BMP
-#define STBI_FAILURE_USERMSG
 #include <stb_image.h>
-#undef STB_IMAGE_IMPLEMENTATION
-#endif
-
-#ifndef INCLUDE_STB_IMAGE_WRITE_H
-#define STB_IMAGE_WRITE_STATIC
-#define STB_IMAGE_WRITE_IMPLEMENTATION
 #include <stb_image_write.h>
-#undef STB_IMAGE_WRITE_IMPLEMENTATION
-#endif
+
+#include "agla/error.hpp"
+#include "agla/io/jpeg.hpp"
 
 namespace agla::io {
 
@@ -66,7 +46,8 @@ inline constexpr std::array<float, 3> kClipMean = kBlipMean;
 inline constexpr std::array<float, 3> kClipStd = kBlipStd;
 
 /// Images with more pixels than this are refused before any pixel memory is allocated. Decoding
-/// holds several bytes per pixel at the peak (stb's buffers and the RGB result), so this cap still
+/// holds several bytes per pixel at the peak (the decoder's buffers -- a progressive JPEG's coefficients
+/// take up to 8 -- and the RGB result), so this cap still
 /// allows a few GiB; a service that knows its inputs passes a lower `max_pixels` to decode_image.
 inline constexpr int64_t kMaxImagePixels = int64_t{1} << 28;
 
@@ -150,45 +131,6 @@ inline uint8_t pillow_clip8(int64_t acc) {
   return static_cast<uint8_t>(acc >> kPrecisionBits);
 }
 
-/// False when a JPEG stream holds a Huffman table (DHT) with more than 256 codes. stb_image up to
-/// 2.27 (Debian 12's libstb-dev) builds such a table without checking and writes past its arrays,
-/// already in stbi_info; 2.28 added the check. The walk mirrors stb's own: segments by their
-/// length, any bytes between segments skipped up to the next 0xFF, entropy-coded data after SOS
-/// scanned to the next marker, bytes past the end read as 0 -- so every DHT stb could parse is seen.
-inline bool jpeg_huffman_tables_ok(const uint8_t* data, size_t size) {
-  auto byte = [&](size_t i) -> unsigned { return i < size ? data[i] : 0u; };
-  size_t pos = 0;
-  while (pos < size && data[pos] == 0xFF) ++pos;
-  if (pos == 0 || byte(pos) != 0xD8) return true;  // not a JPEG: nothing to check
-  ++pos;
-  while (pos < size) {
-    if (data[pos] != 0xFF) {
-      ++pos;
-      continue;
-    }
-    while (pos < size && data[pos] == 0xFF) ++pos;
-    if (pos >= size) break;
-    const unsigned marker = data[pos++];
-    // Stuffed zero, restart markers, TEM, SOI, EOI: no length field.
-    if (marker == 0x00 || (marker >= 0xD0 && marker <= 0xD9) || marker == 0x01) continue;
-    const size_t length = (byte(pos) << 8) | byte(pos + 1);
-    if (marker == 0xC4) {
-      // stb: L = length - 2; while (L > 0) { q; 16 counts; n = sum; L -= 17; build; n values; L -= n; }
-      int64_t remaining = static_cast<int64_t>(length) - 2;
-      size_t p = pos + 2;
-      while (remaining > 0) {
-        unsigned n = 0;
-        for (size_t i = 0; i < 16; ++i) n += byte(p + 1 + i);
-        if (n > 256) return false;
-        p += 17 + n;
-        remaining -= 17 + static_cast<int64_t>(n);
-      }
-    }
-    pos += length < 2 ? 2 : length;
-  }
-  return true;
-}
-
 /// A PNG's chunks without its empty IDAT chunks, or an empty vector when it has none (or is not a
 /// PNG). stb_image 2.27 copies each IDAT into a buffer it allocates on the first non-empty one; an
 /// empty IDAT before that makes it call memcpy with a null destination (undefined behaviour, even
@@ -224,14 +166,36 @@ inline std::vector<uint8_t> png_without_empty_idat(const uint8_t* data, size_t s
   return out;
 }
 
+/// False when `data` is a BMP whose pixel rows end early. stb reads the missing bytes as zeros;
+/// Pillow refuses the file ("image file is truncated"). Like Pillow's raw decoder, the rows are
+/// counted from the header's pixel-data offset, and the last row needs no padding. Only for the
+/// uncompressed BMPs stb decodes, after the pixel limit (so the products below cannot overflow).
+inline bool bmp_rows_complete(const uint8_t* data, size_t size) {
+  if (size < 2 || data[0] != 'B' || data[1] != 'M') return true;
+  auto le = [&](size_t i, size_t n) {  // bytes past the end read as 0, as stb reads them
+    uint32_t v = 0;
+    for (size_t k = n; k-- > 0;) v = (v << 8) | (i + k < size ? data[i + k] : 0u);
+    return v;
+  };
+  const bool os2 = le(14, 4) == 12;  // BITMAPCOREHEADER: 16-bit sizes
+  // Signed 32-bit in a BITMAPINFOHEADER (a negative height means rows stored top down).
+  const int64_t width = os2 ? int64_t{le(18, 2)} : int64_t{static_cast<int32_t>(le(18, 4))};
+  const int64_t height = os2 ? int64_t{le(20, 2)} : int64_t{static_cast<int32_t>(le(22, 4))};
+  const int64_t bits = os2 ? le(24, 2) : le(28, 2);
+  const int64_t rows = height < 0 ? -height : height;
+  if (width <= 0 || rows == 0 || bits == 0) return true;  // refused elsewhere
+  const int64_t stride = (width * bits + 31) / 32 * 4;
+  return int64_t{le(10, 4)} + stride * (rows - 1) + (width * bits + 7) / 8 <= static_cast<int64_t>(size);
+}
+
 }  // namespace detail
 
-/// Decodes a JPEG, PNG or BMP held in memory to RGB uint8 `[H, W, 3]` (CPU). Grey, grey+alpha and
-/// RGBA are converted to RGB (alpha dropped, as Pillow's `convert("RGB")`), 16-bit PNGs reduced to
-/// 8 bits. Dimensions are read first: zero-sized images and images over `max_pixels` (at most
-/// kMaxImagePixels, 2^28) are refused before allocation. Unknown or corrupt data throws
-/// agla::FormatError naming `name_for_errors`.
-/// JPEG pixels come from stb's decoder, which may differ by a few levels from libjpeg (Pillow).
+/// Decodes a JPEG, PNG or BMP held in memory to RGB uint8 `[H, W, 3]` (CPU), the pixels of Pillow's
+/// `Image.open(f).convert("RGB")`: JPEG through libjpeg as Pillow (detail::decode_jpeg, including
+/// its refusal of truncated data); grey, grey+alpha and RGBA converted to RGB (alpha dropped),
+/// 16-bit PNGs reduced to 8 bits (scaled; see docs/images.md). Dimensions are read first: zero-sized
+/// images and images over `max_pixels` (at most kMaxImagePixels, 2^28) are refused before
+/// allocation. Unknown, truncated or corrupt data throws agla::FormatError naming `name_for_errors`.
 inline at::Tensor decode_image(const uint8_t* data, size_t size, const std::string& name_for_errors,
                                int64_t max_pixels = kMaxImagePixels) {
   const char* where = "agla::io::decode_image";
@@ -240,14 +204,16 @@ inline at::Tensor decode_image(const uint8_t* data, size_t size, const std::stri
   check<FormatError>(data != nullptr && size > 0, where, ": ", name_for_errors, ": empty input");
   check<FormatError>(size <= static_cast<size_t>(INT_MAX), where, ": ", name_for_errors, ": ", size,
                      " bytes is larger than the decoder accepts (2 GiB)");
+  const std::string limit_text = max_pixels == kMaxImagePixels ? std::string("2^28") : std::to_string(max_pixels);
+  if (detail::is_jpeg(data, size)) {
+    return detail::decode_jpeg(data, size, name_for_errors, max_pixels, limit_text, where);
+  }
   const std::vector<uint8_t> stripped = detail::png_without_empty_idat(data, size);
   if (!stripped.empty()) {
     data = stripped.data();
     size = stripped.size();
   }
   const int len = static_cast<int>(size);
-  check<FormatError>(detail::jpeg_huffman_tables_ok(data, size), where, ": ", name_for_errors,
-                     ": corrupt JPEG (Huffman table with more than 256 codes)");
   int width = 0, height = 0, channels = 0;
   if (!stbi_info_from_memory(data, len, &width, &height, &channels)) {
     throw FormatError(agla::detail::concat(where, ": ", name_for_errors, ": not a readable JPEG, PNG or BMP image (",
@@ -259,8 +225,9 @@ inline at::Tensor decode_image(const uint8_t* data, size_t size, const std::stri
   check<FormatError>(width > 0 && rows > 0, where, ": ", name_for_errors, ": zero-sized image (", width, "x", rows,
                      ")");
   check<FormatError>(static_cast<int64_t>(width) * rows <= max_pixels, where, ": ", name_for_errors, ": image of ",
-                     width, "x", rows, " pixels exceeds the limit of ",
-                     max_pixels == kMaxImagePixels ? std::string("2^28") : std::to_string(max_pixels), " pixels");
+                     width, "x", rows, " pixels exceeds the limit of ", limit_text, " pixels");
+  check<FormatError>(detail::bmp_rows_complete(data, size), where, ": ", name_for_errors,
+                     ": truncated BMP (the data ends before the last row of pixels)");
   int w = 0, h = 0, file_channels = 0;
   stbi_uc* pixels = stbi_load_from_memory(data, len, &w, &h, &file_channels, 3);
   if (pixels == nullptr) {

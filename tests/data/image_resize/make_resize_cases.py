@@ -35,7 +35,7 @@ top, left = (new_h - 32) // 2, (new_w - 32) // 2
 np.save(os.path.join(here, "clip_32.npy"), resized[top:top + 32, left:left + 32])
 
 # Other encodings of the 23x37 input, with Pillow's decoding (convert("RGB")) as reference:
-# BMP and PNG are lossless (exact); JPEG decoders differ slightly (stb vs libjpeg).
+# BMP and PNG are lossless; the JPEG's reference is Pillow's decoding of it.
 Image.fromarray(img).save(os.path.join(here, "input.bmp"))
 Image.fromarray(img).save(os.path.join(here, "input.jpg"), quality=95)
 np.save(os.path.join(here, "input_jpg_pillow.npy"), np.asarray(Image.open(os.path.join(here, "input.jpg")).convert("RGB")))
