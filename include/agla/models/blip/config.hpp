@@ -13,9 +13,8 @@
 
 namespace agla::blip {
 
-/// Largest value a size field of the config (widths, layer and head counts, image and patch
-/// sides, vocabulary, positions) may hold: 2^24.
-inline constexpr int64_t kMaxConfigSize = int64_t{1} << 24;
+/// Largest value a size field of the config may hold (defined once in agla/io/limits.hpp).
+using io::kMaxConfigSize;
 
 /// `BlipTextConfig`: the BERT text encoder/decoder (defaults = upstream `BlipTextConfig.__init__`).
 struct BlipTextConfig {
