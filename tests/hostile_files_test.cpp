@@ -7,6 +7,7 @@
 // a memory bound, and without side effects. Files that declare more data than the limit allows
 // (sparse files of 1.5 GiB) check that an allocation failure inside a reader surfaces as an
 // agla::Error naming the file.
+#include <ATen/Parallel.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
