@@ -32,7 +32,11 @@ auto guard_allocation(const std::string& where, Read&& read) -> decltype(read())
   } catch (const std::length_error& e) {
     throw FormatError(agla::detail::concat(where, ": out of memory while reading it (", e.what(), ")"));
   } catch (const c10::Error& e) {
-    throw FormatError(agla::detail::concat(where, ": ", e.what_without_backtrace()));
+    // libtorch's CPU allocator reports failures as c10::Error ("... can't allocate memory ...").
+    const std::string what = e.what_without_backtrace();
+    const bool memory = what.find("allocate") != std::string::npos || what.find("memory") != std::string::npos;
+    throw FormatError(agla::detail::concat(where, memory ? ": out of memory while reading it (" : ": ", what,
+                                           memory ? ")" : ""));
   }
 }
 
