@@ -177,7 +177,7 @@ class StoredZip {
         const std::vector<unsigned char> end64 = bytes_at(end64_offset, 56);
         check<FormatError>(detail::zip_le(end64.data(), 4) == kEnd64Record, where_,
                            ": the ZIP64 locator does not point at a ZIP64 end record");
-        check<FormatError>(end64_offset + 12 + detail::zip_le(end64.data() + 4, 8) == end_offset - 20, where_,
+        check<FormatError>(detail::zip_le(end64.data() + 4, 8) == end_offset - 20 - end64_offset - 12, where_,
                            ": ZIP64 end record size does not reach its locator");
         // The 32-bit fields are either saturated or equal to their ZIP64 values.
         auto merge = [&](uint64_t& small, uint64_t wide, uint64_t saturated, const char* what) {
