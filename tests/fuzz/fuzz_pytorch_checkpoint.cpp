@@ -6,26 +6,16 @@
 // Either an agla::Error is thrown or every tensor handed out lies inside its storage: each one of
 // at most 2^20 elements is copied out, which ASan checks byte by byte.
 #include <ATen/Parallel.h>
-#include <unistd.h>
 
 #include <cstddef>
 #include <cstdint>
-#include <cstdio>
-#include <cstdlib>
-#include <fstream>
 #include <string>
 
 #include "agla/error.hpp"
 #include "agla/io/pytorch_checkpoint.hpp"
+#include "scratch.hpp"
 
 namespace {
-
-std::string scratch_path() {
-  const char* dir = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
-  static std::string path = std::string(dir) + "/agla_fuzz_pytorch_" + std::to_string(getpid()) + ".pt";
-  std::atexit([] { std::remove(path.c_str()); });
-  return path;
-}
 
 void touch(const at::Tensor& t) {
   if (!t.defined() || t.numel() == 0 || t.numel() > (int64_t{1} << 20)) return;
@@ -62,11 +52,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   (void)one_thread;
   if (size == 0) return 0;
   if ((data[0] & 1) == 0) {
-    static const std::string path = scratch_path();
-    {
-      std::ofstream out(path, std::ios::binary | std::ios::trunc);
-      out.write(reinterpret_cast<const char*>(data + 1), static_cast<std::streamsize>(size - 1));
-    }
+    static const std::string path = agla_fuzz::scratch_path("input.pt");
+    agla_fuzz::write_file(path, data + 1, size - 1);
     try {
       walk(agla::io::read_pytorch_pickle(path), 0);
     } catch (const agla::Error&) {

@@ -2,28 +2,17 @@
 // little-endian text length, the text, then the model bytes. The model must be refused with
 // agla::FormatError or load; a loaded model must encode the text to ids inside its vocabulary and
 // decode any ids without failing. The text is also run through the fixture LLaMA-style model.
-#include <unistd.h>
-
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
-#include <cstdio>
-#include <cstdlib>
-#include <fstream>
 #include <string>
 #include <vector>
 
 #include "agla/error.hpp"
 #include "agla/models/llava/tokenizer.hpp"
+#include "scratch.hpp"
 
 namespace {
-
-std::string scratch_path() {
-  const char* dir = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
-  static std::string path = std::string(dir) + "/agla_fuzz_sentencepiece_" + std::to_string(getpid()) + ".model";
-  std::atexit([] { std::remove(path.c_str()); });
-  return path;
-}
 
 void exercise(const agla::llava::SentencePieceTokenizer& tokenizer, const std::string& text) {
   const std::vector<int64_t> ids = tokenizer.encode(text);
@@ -46,14 +35,11 @@ void exercise(const agla::llava::SentencePieceTokenizer& tokenizer, const std::s
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static const agla::llava::SentencePieceTokenizer fixture(std::string(AGLA_TEST_DATA_DIR) +
                                                            "/llava/tokenizer/tiny_llama_bpe.model");
-  static const std::string path = scratch_path();
+  static const std::string path = agla_fuzz::scratch_path("tokenizer.model");
   if (size < 2) return 0;
   const size_t text_size = std::min<size_t>(data[0] | (data[1] << 8), size - 2);
   const std::string text(reinterpret_cast<const char*>(data + 2), text_size);
-  {
-    std::ofstream out(path, std::ios::binary | std::ios::trunc);
-    out.write(reinterpret_cast<const char*>(data + 2 + text_size), static_cast<std::streamsize>(size - 2 - text_size));
-  }
+  agla_fuzz::write_file(path, data + 2 + text_size, size - 2 - text_size);
   exercise(fixture, text);
   try {
     const agla::llava::SentencePieceTokenizer tokenizer(path);

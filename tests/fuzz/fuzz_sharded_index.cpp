@@ -3,14 +3,9 @@
 // tensor once. Shards are then synthesised from the index itself (exact, missing a tensor,
 // holding an extra or another shard's tensor, by a hash of the shard name) and load_sharded must
 // accept exactly the consistent ones.
-#include <unistd.h>
-
 #include <cstddef>
 #include <cstdint>
-#include <cstdio>
-#include <cstdlib>
 #include <filesystem>
-#include <fstream>
 #include <functional>
 #include <iterator>
 #include <set>
@@ -18,26 +13,16 @@
 
 #include "agla/error.hpp"
 #include "agla/io/sharded_index.hpp"
-
-namespace {
-
-std::string scratch_dir() {
-  const char* base = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
-  static std::string dir = std::string(base) + "/agla_fuzz_index_" + std::to_string(getpid()) + "/";
-  std::filesystem::create_directories(dir);
-  std::atexit([] { std::filesystem::remove_all(dir); });
-  return dir;
-}
-
-}  // namespace
+#include "scratch.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  static const std::string dir = scratch_dir();
+  static const std::string dir = [] {
+    const std::string d = agla_fuzz::scratch_path("index") + "/";
+    std::filesystem::create_directories(d);
+    return d;
+  }();
   const std::string path = dir + "model.safetensors.index.json";
-  {
-    std::ofstream out(path, std::ios::binary | std::ios::trunc);
-    out.write(reinterpret_cast<const char*>(data), static_cast<std::streamsize>(size));
-  }
+  agla_fuzz::write_file(path, data, size);
   agla::io::ShardedIndex index;
   try {
     index = agla::io::read_sharded_index(path);
