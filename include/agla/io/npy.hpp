@@ -77,6 +77,15 @@ inline NpyHeader parse_npy_header(const std::string& text, const std::string& wh
     if (at >= text.size() || text[at] != c) fail(std::string("expected '") + c + "'");
     ++at;
   };
+  // After an item: a comma, or the closing character (left for the caller's loop to see).
+  auto separator = [&](char close) {
+    skip_space();
+    if (at < text.size() && text[at] == ',') {
+      ++at;
+    } else if (at >= text.size() || text[at] != close) {
+      fail(std::string("expected ',' or '") + close + "'");
+    }
+  };
   auto quoted = [&] {
     skip_space();
     if (at >= text.size() || (text[at] != '\'' && text[at] != '"')) fail("expected a quoted string");
@@ -117,29 +126,22 @@ inline NpyHeader parse_npy_header(const std::string& text, const std::string& wh
         if (at >= text.size() || !std::isdigit(static_cast<unsigned char>(text[at]))) fail("expected a dimension");
         uint64_t dim = 0;
         while (at < text.size() && std::isdigit(static_cast<unsigned char>(text[at]))) {
-          dim = dim * 10 + static_cast<uint64_t>(text[at++] - '0');
-          if (dim > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) fail("dimension of 2^63 or more");
+          const auto digit = static_cast<uint64_t>(text[at++] - '0');
+          if (dim > (static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) - digit) / 10) {
+            fail("dimension of 2^63 or more");
+          }
+          dim = dim * 10 + digit;
         }
         if (static_cast<int64_t>(header.shape.size()) >= kMaxTensorDims) fail("more than 64 dimensions");
         header.shape.push_back(static_cast<int64_t>(dim));
-        skip_space();
-        if (at < text.size() && text[at] == ',') {
-          ++at;
-        } else if (at >= text.size() || text[at] != ')') {
-          fail("expected ',' or ')' in the shape");
-        }
+        separator(')');
       }
       ++at;
       has_shape = true;
     } else {
       fail("unexpected or repeated key '" + key + "'");
     }
-    skip_space();
-    if (at < text.size() && text[at] == ',') {
-      ++at;
-    } else if (at >= text.size() || text[at] != '}') {
-      fail("expected ',' or '}'");
-    }
+    separator('}');
   }
   ++at;
   skip_space();
