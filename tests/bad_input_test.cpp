@@ -456,7 +456,7 @@ TEST_F(BadInputTest, ConfigValuesOutOfRangeAreRefusedNamingTheField) {
   cases.push_back(expect<agla::FormatError>("BLIP config not JSON", [not_json] { BlipConfig::from_file(not_json); },
                                             {not_json, "not valid JSON"}));
   cases.push_back(expect<agla::FormatError>("LLaVA config not JSON", [not_json] { agla::llava::read_config(not_json); },
-                                            {not_json, "is not valid JSON"}));
+                                            {not_json, "not valid JSON"}));
   run_matrix(cases);
 }
 

@@ -113,8 +113,30 @@ TEST(PytorchCheckpointTest, ReadsShardedIndex) {
   EXPECT_THROW(agla::io::read_pytorch_checkpoint_index(bad), agla::FormatError);
   write("{not json");
   EXPECT_THROW(agla::io::read_pytorch_checkpoint_index(bad), agla::FormatError);
+  // One tensor listed for two shards: JSON parsers keep one of the two silently; agla refuses.
+  write(R"({"weight_map": {"a": "shard-00001-of-00002.bin", "a": "shard-00002-of-00002.bin"}})");
+  expect_format_error([&] { agla::io::read_pytorch_checkpoint_index(bad); }, {bad, "key 'a' appears twice"});
   std::remove(bad.c_str());
   EXPECT_THROW(agla::io::read_pytorch_checkpoint_index(kDir + "missing.index.json"), agla::FormatError);
+}
+
+TEST(PytorchCheckpointTest, TorchSaveArchivesPassTheStrictZipReader) {
+  // torch.save 1.13 writes data descriptors (flag bit 3, zeros in the local headers), ZIP64 end
+  // records and records aligned to 64 bytes; the strict reader accepts exactly that layout.
+  for (const std::string stem : {"basic", "nested", "shard-00001-of-00002", "malicious_eval", "oob_size"}) {
+    const std::string file = stem == "nested" ? "nested.pth" : stem + (stem.rfind("shard", 0) == 0 ? ".bin" : ".pt");
+    const agla::io::StoredZip zip = agla::io::StoredZip::open(kDir + file, file);
+    ASSERT_GE(zip.records().size(), 3u) << file;
+    for (const agla::io::ZipRecord& record : zip.records()) {
+      EXPECT_EQ(record.name.rfind(stem + "/", 0), 0u) << file << ": " << record.name;
+      EXPECT_EQ(record.data_offset % 64, 0u) << file << ": " << record.name;
+      EXPECT_LE(record.data_offset + record.size, zip.file_size()) << file << ": " << record.name;
+    }
+    const agla::io::ZipRecord* version = zip.find(stem + "/version");
+    ASSERT_NE(version, nullptr) << file;
+    EXPECT_EQ(zip.read_string(*version, 16), "3\n") << file;
+    ASSERT_NE(zip.find(stem + "/data.pkl"), nullptr) << file;
+  }
 }
 
 TEST(PytorchCheckpointTest, RefusesCodeExecution) {

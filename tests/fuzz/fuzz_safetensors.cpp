@@ -1,36 +1,17 @@
 // Fuzzes agla::io::SafetensorsFile: any byte string written as a file must either open and hand
 // out tensors whose every byte can be read, or throw agla::Error. Bytes are checksummed so a span
 // pointing outside the mapping faults (or is caught by ASan when the file is read into memory).
-#include <unistd.h>
-
 #include <cstddef>
 #include <cstdint>
-#include <cstdio>
-#include <cstdlib>
-#include <fstream>
 #include <string>
 
 #include "agla/error.hpp"
 #include "agla/io/safetensors.hpp"
-
-namespace {
-
-std::string scratch_path() {
-  // tmpfs when available: one write per input. Removed again at exit.
-  const char* dir = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
-  static std::string path = std::string(dir) + "/agla_fuzz_safetensors_" + std::to_string(getpid()) + ".safetensors";
-  std::atexit([] { std::remove(path.c_str()); });
-  return path;
-}
-
-}  // namespace
+#include "scratch.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  static const std::string path = scratch_path();
-  {
-    std::ofstream out(path, std::ios::binary | std::ios::trunc);
-    out.write(reinterpret_cast<const char*>(data), static_cast<std::streamsize>(size));
-  }
+  static const std::string path = agla_fuzz::scratch_path("input.safetensors");
+  agla_fuzz::write_file(path, data, size);
   try {
     const agla::io::SafetensorsFile file = agla::io::SafetensorsFile::open(path);
     uint64_t checksum = 0;

@@ -7,12 +7,15 @@
 
 #include <cmath>
 #include <cstdint>
-#include <fstream>
 #include <limits>
 #include <string>
+#include <unordered_set>
 #include <utility>
+#include <vector>
 
 #include "agla/error.hpp"
+#include "agla/io/file.hpp"
+#include "agla/io/limits.hpp"
 
 namespace agla::io {
 
@@ -36,15 +39,43 @@ inline std::string describe_json(const nlohmann::json& value) {
 
 }  // namespace detail
 
-/// Parses the JSON file `path`; a missing file or a syntax error throws `agla::FormatError`.
+/// Parses the JSON text [`begin`, `end`) strictly: at most `kMaxJsonValues` values, and no object
+/// may repeat a key (nlohmann would silently keep the last one, so two readers could see two
+/// different files). `where` (function and file) prefixes every message; `top_level_key` names
+/// what the keys of the top-level object are ("key", "tensor", ...). Throws `agla::FormatError`.
+inline nlohmann::json parse_json(const char* begin, const char* end, const std::string& where,
+                                 const char* top_level_key = "key") {
+  std::vector<std::unordered_set<std::string>> open_objects;
+  uint64_t values = 0;
+  using Event = nlohmann::json::parse_event_t;
+  const nlohmann::json::parser_callback_t guard = [&](int depth, Event event, nlohmann::json& parsed) {
+    if (event == Event::object_start) open_objects.emplace_back();
+    if (event == Event::object_end && !open_objects.empty()) open_objects.pop_back();
+    if (event != Event::object_end && event != Event::array_end) ++values;
+    check<FormatError>(values <= kMaxJsonValues, where, ": more than ", kMaxJsonValues, " JSON values");
+    if (event == Event::key && !open_objects.empty() && parsed.is_string() &&
+        !open_objects.back().insert(parsed.get<std::string>()).second) {
+      throw FormatError(agla::detail::concat(where, ": ", depth <= 1 ? top_level_key : "key", " '",
+                                             parsed.get<std::string>(), "' appears twice",
+                                             depth <= 1 ? "" : " in one object"));
+    }
+    return true;
+  };
+  return guard_allocation(where, [&] {
+    try {
+      return nlohmann::json::parse(begin, end, guard);
+    } catch (const nlohmann::json::exception& e) {
+      throw FormatError(agla::detail::concat(where, ": not valid JSON: ", e.what()));
+    }
+  });
+}
+
+/// Parses the JSON file `path` (a regular file of at most `kMaxJsonFileBytes`, see `parse_json`);
+/// a missing file, a syntax error or a bound exceeded throws `agla::FormatError` naming the file.
 inline nlohmann::json read_json_file(const std::string& path) {
-  std::ifstream in(path);
-  check<FormatError>(in.good(), "agla::io::read_json_file: cannot open '", path, "'");
-  try {
-    return nlohmann::json::parse(in);
-  } catch (const nlohmann::json::exception& e) {
-    throw FormatError(agla::detail::concat("agla::io::read_json_file: ", path, ": not valid JSON: ", e.what()));
-  }
+  const std::string where = "agla::io::read_json_file: " + path;
+  const std::string text = read_file(path, kMaxJsonFileBytes, where);
+  return parse_json(text.data(), text.data() + text.size(), where);
 }
 
 /// One JSON object of a config file with typed, defaulted look-ups. `where` (e.g.

@@ -5,15 +5,18 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
+#include <cctype>
 #include <cstdint>
 #include <cstring>
 #include <fstream>
-#include <iterator>
-#include <regex>
+#include <limits>
 #include <string>
 #include <vector>
 
 #include "agla/error.hpp"
+#include "agla/io/file.hpp"
+#include "agla/io/limits.hpp"
 
 namespace agla::io {
 
@@ -49,55 +52,162 @@ inline std::string npy_descr(at::ScalarType type) {
   }
 }
 
+/// What a `.npy` header declares.
+struct NpyHeader {
+  std::string descr;           ///< dtype spelling, e.g. "<f4"
+  bool fortran_order = false;  ///< column-major data
+  std::vector<int64_t> shape;  ///< dims (empty: a scalar)
+};
+
+/// Parses the Python dict literal of a `.npy` header, e.g. `{'descr': '<f4', 'fortran_order':
+/// False, 'shape': (2, 3), }`: exactly the three keys, string, boolean and a tuple of at most
+/// `kMaxTensorDims` non-negative integers below 2^63. A hand-written scanner (no regular
+/// expressions, whose backtracking recursion a long header could drive into a stack overflow).
+/// Throws `agla::FormatError` prefixed by `where`.
+inline NpyHeader parse_npy_header(const std::string& text, const std::string& where) {
+  size_t at = 0;
+  auto fail = [&](const std::string& what) -> void {
+    throw FormatError(agla::detail::concat(where, ": malformed header (", what, " at byte ", at, ")"));
+  };
+  auto skip_space = [&] {
+    while (at < text.size() && (text[at] == ' ' || text[at] == '\n' || text[at] == '\t' || text[at] == '\r')) ++at;
+  };
+  auto expect = [&](char c) {
+    skip_space();
+    if (at >= text.size() || text[at] != c) fail(std::string("expected '") + c + "'");
+    ++at;
+  };
+  // After an item: a comma, or the closing character (left for the caller's loop to see).
+  auto separator = [&](char close) {
+    skip_space();
+    if (at < text.size() && text[at] == ',') {
+      ++at;
+    } else if (at >= text.size() || text[at] != close) {
+      fail(std::string("expected ',' or '") + close + "'");
+    }
+  };
+  auto quoted = [&] {
+    skip_space();
+    if (at >= text.size() || (text[at] != '\'' && text[at] != '"')) fail("expected a quoted string");
+    const char quote = text[at++];
+    const size_t close = text.find(quote, at);
+    if (close == std::string::npos) fail("unterminated string");
+    std::string out = text.substr(at, close - at);
+    at = close + 1;
+    return out;
+  };
+  NpyHeader header;
+  bool has_descr = false, has_order = false, has_shape = false;
+  expect('{');
+  while (true) {
+    skip_space();
+    if (at < text.size() && text[at] == '}') break;
+    const std::string key = quoted();
+    expect(':');
+    skip_space();
+    if (key == "descr" && !has_descr) {
+      header.descr = quoted();
+      has_descr = true;
+    } else if (key == "fortran_order" && !has_order) {
+      if (text.compare(at, 4, "True") == 0) {
+        header.fortran_order = true;
+        at += 4;
+      } else if (text.compare(at, 5, "False") == 0) {
+        at += 5;
+      } else {
+        fail("fortran_order must be True or False");
+      }
+      has_order = true;
+    } else if (key == "shape" && !has_shape) {
+      expect('(');
+      while (true) {
+        skip_space();
+        if (at < text.size() && text[at] == ')') break;
+        if (at >= text.size() || !std::isdigit(static_cast<unsigned char>(text[at]))) fail("expected a dimension");
+        uint64_t dim = 0;
+        while (at < text.size() && std::isdigit(static_cast<unsigned char>(text[at]))) {
+          const auto digit = static_cast<uint64_t>(text[at++] - '0');
+          if (dim > (static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) - digit) / 10) {
+            fail("dimension of 2^63 or more");
+          }
+          dim = dim * 10 + digit;
+        }
+        if (static_cast<int64_t>(header.shape.size()) >= kMaxTensorDims) fail("more than 64 dimensions");
+        header.shape.push_back(static_cast<int64_t>(dim));
+        separator(')');
+      }
+      ++at;
+      has_shape = true;
+    } else {
+      fail("unexpected or repeated key '" + key + "'");
+    }
+    separator('}');
+  }
+  ++at;
+  skip_space();
+  if (at != text.size()) fail("text after the header dict");
+  if (!has_descr || !has_order || !has_shape) fail("the dict needs 'descr', 'fortran_order' and 'shape'");
+  return header;
+}
+
 }  // namespace detail
 
-/// Reads a `.npy` file into a CPU tensor of the file's dtype and shape (a copy).
+/// Reads a `.npy` file into a CPU tensor of the file's dtype and shape (a copy). The header is
+/// parsed and the data size it implies checked against the file before the tensor is allocated,
+/// so memory never exceeds the file's data bytes. Throws `agla::FormatError` naming the file.
 inline at::Tensor read_npy(const std::string& path) {
+  const std::string where = "agla::io::read_npy: " + path;
+  const uint64_t file_size = regular_file_size(path, where);
   std::ifstream in(path, std::ios::binary);
-  check<FormatError>(in.good(), "agla::io::read_npy: cannot open '", path, "'");
-  std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  const char magic[] = "\x93NUMPY";
-  check<FormatError>(bytes.size() >= 10 && std::memcmp(bytes.data(), magic, 6) == 0,
-                     "agla::io::read_npy: ", path, ": not a .npy file (bad magic)");
-  const int major = static_cast<unsigned char>(bytes[6]);
-  size_t header_len = 0, header_start = 0;
+  check<FormatError>(in.good(), where, ": cannot open file");
+  auto read = [&in, &where](void* out, uint64_t n) {
+    in.read(static_cast<char*>(out), static_cast<std::streamsize>(n));
+    check<FormatError>(static_cast<uint64_t>(in.gcount()) == n, where, ": file changed while it was read");
+  };
+  unsigned char prefix[12] = {};
+  check<FormatError>(file_size >= 10, where, ": not a .npy file (", file_size, " bytes)");
+  read(prefix, 10);
+  check<FormatError>(std::memcmp(prefix, "\x93NUMPY", 6) == 0, where, ": not a .npy file (bad magic)");
+  const int major = prefix[6];
+  uint64_t header_len = 0, header_start = 0;
   if (major == 1) {
-    header_len = static_cast<unsigned char>(bytes[8]) | (static_cast<unsigned char>(bytes[9]) << 8);
+    header_len = prefix[8] | (prefix[9] << 8);
     header_start = 10;
   } else {
-    check<FormatError>(bytes.size() >= 12 && (major == 2 || major == 3), "agla::io::read_npy: ", path,
-                       ": unsupported format version ", major);
-    uint32_t len = 0;
-    std::memcpy(&len, bytes.data() + 8, 4);
-    header_len = len;
+    check<FormatError>(file_size >= 12 && (major == 2 || major == 3), where, ": unsupported format version ", major);
+    read(prefix + 10, 2);
+    header_len = prefix[8] | (prefix[9] << 8) | (uint64_t{prefix[10]} << 16) | (uint64_t{prefix[11]} << 24);
     header_start = 12;
   }
-  check<FormatError>(header_start + header_len <= bytes.size(), "agla::io::read_npy: ", path,
-                     ": header length ", header_len, " runs past the end of the file");
-  const std::string header(bytes.data() + header_start, header_len);
-  std::smatch m;
-  check<FormatError>(std::regex_search(header, m, std::regex("'descr':\\s*'([^']*)'")), "agla::io::read_npy: ",
-                     path, ": header has no descr");
-  const at::ScalarType type = detail::npy_dtype(m[1].str(), path);
-  check<FormatError>(std::regex_search(header, m, std::regex("'fortran_order':\\s*(True|False)")) &&
-                         m[1].str() == "False",
-                     "agla::io::read_npy: ", path, ": only C-order arrays are supported");
-  check<FormatError>(std::regex_search(header, m, std::regex("'shape':\\s*\\(([^)]*)\\)")),
-                     "agla::io::read_npy: ", path, ": header has no shape");
-  std::vector<int64_t> shape;
-  const std::string dims = m[1].str();
-  std::regex number("[0-9]+");
-  for (auto it = std::sregex_iterator(dims.begin(), dims.end(), number); it != std::sregex_iterator(); ++it)
-    shape.push_back(std::stoll(it->str()));
-  int64_t count = 1;
-  for (int64_t d : shape) count *= d;
-  const size_t data_start = header_start + header_len;
-  const size_t expected = static_cast<size_t>(count) * at::elementSize(type);
-  check<FormatError>(bytes.size() - data_start == expected, "agla::io::read_npy: ", path, ": expected ",
-                     expected, " data bytes for the header's shape, found ", bytes.size() - data_start);
-  at::Tensor out = at::empty(shape, at::TensorOptions().dtype(type));
-  if (expected > 0) std::memcpy(out.data_ptr(), bytes.data() + data_start, expected);
-  return out;
+  check<FormatError>(header_len <= kMaxNpyHeaderBytes, where, ": header length ", header_len,
+                     " exceeds the limit of ", kMaxNpyHeaderBytes, " bytes");
+  check<FormatError>(header_start + header_len <= file_size, where, ": header length ", header_len,
+                     " runs past the end of the file");
+  std::string text(static_cast<size_t>(header_len), '\0');
+  read(text.data(), header_len);
+  const detail::NpyHeader header = detail::parse_npy_header(text, where);
+  const at::ScalarType type = detail::npy_dtype(header.descr, path);
+  check<FormatError>(!header.fortran_order, where, ": only C-order arrays are supported");
+  // Bytes the shape implies, overflow-checked, must be exactly what the file holds.
+  const uint64_t data_bytes = file_size - header_start - header_len;
+  uint64_t expected = at::elementSize(type);
+  bool fits = true;
+  for (const int64_t d : header.shape) {
+    const auto dim = static_cast<uint64_t>(d);
+    fits = fits && (dim == 0 || expected <= data_bytes / dim);
+    if (fits) expected *= dim;
+  }
+  if (std::find(header.shape.begin(), header.shape.end(), 0) != header.shape.end()) {
+    fits = true;
+    expected = 0;
+  }
+  check<FormatError>(fits && expected == data_bytes, where, ": the header's shape ", at::IntArrayRef(header.shape),
+                     " x ", at::elementSize(type), " bytes does not match the ", data_bytes, " data bytes of the file");
+  return guard_allocation(where, [&] {
+    at::Tensor out = at::empty(header.shape, at::TensorOptions().dtype(type));
+    if (expected > 0) read(out.data_ptr(), expected);
+    return out;
+  });
 }
 
 /// Writes a tensor (any device; copied to CPU, made contiguous) as a version 1.0 `.npy` file.

@@ -3,8 +3,11 @@
 /// PyTorch's zip checkpoint format (`torch.save` since 1.6: `pytorch_model.bin`, `*.pth`, `*.pt`),
 /// read with a weights-only unpickler that never executes code.
 ///
-/// The zip records come from libtorch's `caffe2::serialize::PyTorchStreamReader`; the pickle
-/// (`data.pkl`) is interpreted here. Only what a (possibly nested) state dict needs is accepted:
+/// The zip container is read by agla's strict `StoredZip` (`zip.hpp`): every declared size is
+/// checked against the central directory, the local headers and the file before anything is
+/// allocated, and compressed records are refused (torch.save never writes them), so no record
+/// can inflate; a storage is read only when its record holds exactly the bytes the pickle says
+/// it needs. The pickle (`data.pkl`) is interpreted here. Only what a (possibly nested) state dict needs is accepted:
 /// the binary opcodes of pickle protocols 2-5 for None/bool/int/float/str/bytes, tuples, lists,
 /// dicts and the memo; the globals `collections.OrderedDict`, `torch._utils._rebuild_tensor`,
 /// `_rebuild_tensor_v2`, `_rebuild_parameter`, `_rebuild_parameter_with_state`,
@@ -15,14 +18,17 @@
 /// agla::FormatError naming the file and the offender -- like `torch.load(weights_only=True)`.
 /// Tensor geometry is validated against the storage (offset, sizes and strides in bounds) and
 /// containers cannot be modified after being placed in another one, so no cycles and at most
-/// 100 levels of nesting can be built.
+/// `kMaxPickleDepth` levels of nesting can be built. The unpickler builds at most
+/// `kMaxPickleValues` values (stack pushes, MARKs, memo entries and container insertions
+/// together); copies of a value share its strings and containers, and dict keys are indexed, so
+/// memory and time stay proportional to that bound whatever the pickle repeats. Allocation
+/// failures are reported as `agla::FormatError` naming the file.
 ///
 /// Tensors keep their file dtype, live on the CPU and, as with `torch.load`, views saved from one
 /// storage share its memory (no copy of the record bytes either). The legacy pre-1.6 format and
 /// TorchScript archives are refused.
 
 #include <ATen/ATen.h>
-#include <caffe2/serialize/inline_container.h>
 
 #include <algorithm>
 #include <cctype>
@@ -32,7 +38,6 @@
 #include <functional>
 #include <map>
 #include <memory>
-#include <nlohmann/json.hpp>
 #include <set>
 #include <string>
 #include <unordered_map>
@@ -40,7 +45,11 @@
 #include <vector>
 
 #include "agla/error.hpp"
+#include "agla/io/file.hpp"
+#include "agla/io/limits.hpp"
+#include "agla/io/sharded_index.hpp"
 #include "agla/io/state_dict.hpp"
+#include "agla/io/zip.hpp"
 
 namespace agla::io {
 
@@ -85,7 +94,7 @@ class PickleValue {
   /// kString, kBytes, kBigInt (two's-complement little-endian bytes) or kGlobal ("module.name").
   static PickleValue text(Kind kind, std::string v) {
     PickleValue p(kind);
-    p.string_ = std::move(v);
+    p.string_ = std::make_shared<const std::string>(std::move(v));
     return p;
   }
   /// kTensor or kStorage (a 1-D tensor over the storage's elements).
@@ -122,7 +131,7 @@ class PickleValue {
     check<FormatError>(
         kind_ == Kind::kString || kind_ == Kind::kBytes || kind_ == Kind::kBigInt || kind_ == Kind::kGlobal,
         "agla::io::PickleValue: expected a string, got ", kind_name(kind_));
-    return string_;
+    return *string_;
   }
   /// kTensor or kStorage.
   const at::Tensor& as_tensor() const {
@@ -145,7 +154,7 @@ class PickleValue {
   const PickleValue* find(const std::string& key) const {
     expect(Kind::kDict);
     for (const auto& [k, v] : container_->entries)
-      if (k.is(Kind::kString) && k.string_ == key) return &v;
+      if (k.is(Kind::kString) && *k.string_ == key) return &v;
     return nullptr;
   }
 
@@ -187,9 +196,17 @@ class PickleValue {
   struct Container {
     std::vector<PickleValue> items;
     std::vector<std::pair<PickleValue, PickleValue>> entries;
-    bool sealed = false;  // placed inside another container: no further insertions
+    std::unordered_map<std::string, size_t> index;  // dict key (see dict_key) -> position in entries
+    bool sealed = false;                            // placed inside another container: no further insertions
     int depth = 1;
   };
+
+  /// A dict key as one string: its kind, then its value (keys are str, int, bool or None).
+  std::string dict_key() const {
+    std::string key(1, static_cast<char>(kind_));
+    if (string_ != nullptr) return key + *string_;
+    return key + std::to_string(int_);
+  }
 
   explicit PickleValue(Kind k) : kind_(k) {}
   void expect(Kind k) const {
@@ -199,7 +216,7 @@ class PickleValue {
   Kind kind_ = Kind::kNone;
   int64_t int_ = 0;
   double float_ = 0.0;
-  std::string string_;
+  std::shared_ptr<const std::string> string_;  // shared by copies: DUP and memo reads copy no text
   at::Tensor tensor_;
   std::shared_ptr<Container> container_;
 };
@@ -207,7 +224,7 @@ class PickleValue {
 /// Mutation of containers during unpickling, with the nesting rules documented in the file brief.
 class PickleBuilder {
  public:
-  static constexpr int kMaxDepth = 100;
+  static constexpr int kMaxDepth = kMaxPickleDepth;
 
   /// Appends `child` to the kList/kTuple `parent`; throws agla::FormatError (prefixed by `where`)
   /// when the parent is sealed, the child is the parent, or nesting would exceed kMaxDepth.
@@ -224,13 +241,13 @@ class PickleBuilder {
                            key.is(PickleValue::Kind::kBool) || key.is(PickleValue::Kind::kNone),
                        where, ": dict keys must be str, int, bool or None; got ", PickleValue::kind_name(key.kind()));
     adopt(parent, value, where);
-    for (auto& [k, v] : parent.container_->entries) {
-      if (k.kind() == key.kind() && k.int_ == key.int_ && k.string_ == key.string_) {
-        v = value;
-        return;
-      }
+    auto& container = *parent.container_;
+    const auto [it, inserted] = container.index.emplace(key.dict_key(), container.entries.size());
+    if (!inserted) {
+      container.entries[it->second].second = value;
+      return;
     }
-    parent.container_->entries.emplace_back(key, value);
+    container.entries.emplace_back(key, value);
   }
 
  private:
@@ -309,6 +326,7 @@ class WeightsOnlyUnpickler {
           return stack_.back();
         }
         case '(':
+          charge(1);
           marks_.push_back(stack_.size());
           break;  // MARK
         case '0':
@@ -381,7 +399,7 @@ class WeightsOnlyUnpickler {
           push_text(PickleValue::Kind::kBytes, read_le(8));
           break;  // BINBYTES8
         case ')':
-          push(PickleValue::container(PickleValue::Kind::kTuple));
+          push(new_container(PickleValue::Kind::kTuple));
           break;
         case 't':
           push(make_sequence(PickleValue::Kind::kTuple, pop_mark()));
@@ -396,7 +414,7 @@ class WeightsOnlyUnpickler {
           push(make_sequence(PickleValue::Kind::kTuple, pop_n(3)));
           break;
         case ']':
-          push(PickleValue::container(PickleValue::Kind::kList));
+          push(new_container(PickleValue::Kind::kList));
           break;
         case 'l':
           push(make_sequence(PickleValue::Kind::kList, pop_mark()));
@@ -405,6 +423,7 @@ class WeightsOnlyUnpickler {
           const PickleValue v = pop();
           PickleValue& list = top();
           check_kind(list, PickleValue::Kind::kList, "APPEND");
+          charge(1);
           PickleBuilder::append(list, v, where_);
           break;
         }
@@ -412,15 +431,16 @@ class WeightsOnlyUnpickler {
           const std::vector<PickleValue> values = pop_mark();
           PickleValue& list = top();
           check_kind(list, PickleValue::Kind::kList, "APPENDS");
+          charge(values.size());
           for (const PickleValue& v : values) PickleBuilder::append(list, v, where_);
           break;
         }
         case '}':
-          push(PickleValue::container(PickleValue::Kind::kDict));
+          push(new_container(PickleValue::Kind::kDict));
           break;
         case 'd': {  // DICT
           const std::vector<PickleValue> kv = pop_mark();
-          PickleValue dict = PickleValue::container(PickleValue::Kind::kDict);
+          PickleValue dict = new_container(PickleValue::Kind::kDict);
           set_items(dict, kv);
           push(dict);
           break;
@@ -428,6 +448,7 @@ class WeightsOnlyUnpickler {
         case 's': {  // SETITEM
           const PickleValue value = pop();
           const PickleValue key = pop();
+          charge(1);
           PickleBuilder::set_item(top(), key, value, where_);
           break;
         }
@@ -437,13 +458,13 @@ class WeightsOnlyUnpickler {
           break;
         }
         case 'q':
-          memo_[read_u8()] = top();
+          memo_put(read_u8());
           break;  // BINPUT
         case 'r':
-          memo_[static_cast<uint64_t>(read_le(4))] = top();
+          memo_put(static_cast<uint64_t>(read_le(4)));
           break;  // LONG_BINPUT
         case 0x94:
-          memo_[memo_.size()] = top();
+          memo_put(memo_.size());
           break;  // MEMOIZE
         case 'h':
           push(memo_get(read_u8()));
@@ -520,7 +541,25 @@ class WeightsOnlyUnpickler {
     return std::string(reinterpret_cast<const char*>(data_ + start), pos_ - 1 - start);
   }
 
-  void push(PickleValue v) { stack_.push_back(std::move(v)); }
+  /// Counts `n` more values against kMaxPickleValues (see the file comment).
+  void charge(size_t n) {
+    check<FormatError>(n <= kMaxPickleValues - values_, where_, ": the pickle builds more than ", kMaxPickleValues,
+                       " values (stack, memo and containers; a state dict needs about 70 per tensor)");
+    values_ += n;
+  }
+  /// An empty container; it weighs kContainerWeight values (its bookkeeping is larger than a value).
+  PickleValue new_container(PickleValue::Kind kind) {
+    charge(kContainerWeight - 1);
+    return PickleValue::container(kind);
+  }
+  void push(PickleValue v) {
+    charge(1);
+    stack_.push_back(std::move(v));
+  }
+  void memo_put(uint64_t key) {
+    charge(1);
+    memo_[key] = top();
+  }
   PickleValue& top() {
     check<FormatError>(stack_.size() > (marks_.empty() ? 0 : marks_.back()), where_,
                        ": malformed pickle (stack underflow at byte ", pos_, ")");
@@ -581,12 +620,14 @@ class WeightsOnlyUnpickler {
   }
 
   PickleValue make_sequence(PickleValue::Kind kind, const std::vector<PickleValue>& values) {
-    PickleValue seq = PickleValue::container(kind);
+    charge(values.size());
+    PickleValue seq = new_container(kind);
     for (const PickleValue& v : values) PickleBuilder::append(seq, v, where_);
     return seq;
   }
   void set_items(PickleValue& dict, const std::vector<PickleValue>& kv) {
     check<FormatError>(kv.size() % 2 == 0, where_, ": malformed pickle (odd number of dict items)");
+    charge(kv.size() / 2);
     for (size_t i = 0; i < kv.size(); i += 2) PickleBuilder::set_item(dict, kv[i], kv[i + 1], where_);
   }
 
@@ -638,6 +679,8 @@ class WeightsOnlyUnpickler {
     const int64_t storage_numel = storage.numel();
     check<FormatError>(size.size() == stride.size(), where_, ": tensor has ", size.size(), " sizes but ", stride.size(),
                        " strides");
+    check<FormatError>(static_cast<int64_t>(size.size()) <= kMaxTensorDims, where_, ": tensor has ", size.size(),
+                       " dimensions; at most ", kMaxTensorDims, " are supported");
     check<FormatError>(offset >= 0 && offset <= storage_numel, where_, ": tensor offset ", offset,
                        " outside its storage of ", storage_numel, " elements");
     bool empty = false;
@@ -670,7 +713,7 @@ class WeightsOnlyUnpickler {
     const std::vector<PickleValue>& a = args.items();
     if (fn == "collections.OrderedDict") {
       check<FormatError>(a.empty(), where_, ": OrderedDict is only accepted with no arguments");
-      return PickleValue::container(PickleValue::Kind::kDict);
+      return new_container(PickleValue::Kind::kDict);
     }
     if (fn == "torch._utils._rebuild_tensor_v2" || fn == "torch._utils._rebuild_tensor") return rebuild_tensor(a);
     if (fn == "torch._utils._rebuild_parameter" || fn == "torch._utils._rebuild_parameter_with_state") {
@@ -703,13 +746,10 @@ class WeightsOnlyUnpickler {
   StorageLoader load_storage_;
   std::vector<PickleValue> stack_;
   std::vector<size_t> marks_;
+  uint64_t values_ = 0;  // charged against kMaxPickleValues
+  static constexpr size_t kContainerWeight = 4;
   std::unordered_map<uint64_t, PickleValue> memo_;
   std::unordered_map<std::string, at::Tensor> storages_;
-};
-
-/// Keeps a zip record's buffer alive for as long as tensors use it.
-struct RecordHolder {
-  at::DataPtr data;
 };
 
 }  // namespace detail
@@ -719,57 +759,61 @@ struct RecordHolder {
 inline PickleValue read_pytorch_pickle(const std::string& path) {
   const std::string where = "agla::io::read_pytorch_checkpoint: " + path;
   {
+    const uint64_t size = regular_file_size(path, where);
     std::ifstream in(path, std::ios::binary);
     check<FormatError>(in.good(), where, ": cannot open file");
     char magic[4] = {0, 0, 0, 0};
     in.read(magic, 4);
-    check<FormatError>(in.gcount() == 4, where, ": file too short to be a checkpoint");
+    check<FormatError>(size >= 4 && in.gcount() == 4, where, ": file too short to be a checkpoint");
     check<FormatError>(!(static_cast<unsigned char>(magic[0]) == 0x80 && magic[1] >= 2 && magic[1] <= 5), where,
                        ": legacy (pre-1.6, non-zip) torch.save format is not supported; re-save it with "
                        "torch.save from torch >= 1.6 or convert it to safetensors");
     check<FormatError>(magic[0] == 'P' && magic[1] == 'K', where, ": not a zip archive (PyTorch checkpoint)");
   }
-  try {
-    auto reader = std::make_shared<caffe2::serialize::PyTorchStreamReader>(path);
-    check<FormatError>(reader->hasRecord("data.pkl"), where, ": no data.pkl record (not a torch.save checkpoint)");
-    check<FormatError>(!reader->hasRecord("constants.pkl"), where,
+  return guard_allocation(where, [&] {
+    const StoredZip zip = StoredZip::open(path, where);
+    // As PyTorchStreamReader: every record lives under the folder of the first one.
+    check<FormatError>(!zip.records().empty(), where, ": the zip archive holds no records");
+    const std::string& first = zip.records().front().name;
+    check<FormatError>(first.find('/') != std::string::npos, where, ": record '", first,
+                       "' is not inside the archive's folder (not a torch.save checkpoint)");
+    const std::string prefix = first.substr(0, first.find('/') + 1);
+    const ZipRecord* pickle = zip.find(prefix + "data.pkl");
+    check<FormatError>(pickle != nullptr, where, ": no data.pkl record (not a torch.save checkpoint)");
+    check<FormatError>(zip.find(prefix + "constants.pkl") == nullptr, where,
                        ": TorchScript archives (torch.jit.save) are not supported");
-    if (reader->hasRecord("byteorder")) {
-      auto [bytes, n] = reader->getRecord("byteorder");
-      const std::string order(static_cast<const char*>(bytes.get()), n);
+    if (const ZipRecord* byteorder = zip.find(prefix + "byteorder")) {
+      const std::string order = zip.read_string(*byteorder, 16);
       check<FormatError>(order == "little", where, ": byte order '", order, "' is not supported (little only)");
     }
-    auto [pickle, pickle_size] = reader->getRecord("data.pkl");
-    auto load_storage = [&reader, &where](const std::string& key, at::ScalarType dtype, int64_t numel) {
+    const std::string pickle_bytes = zip.read_string(*pickle, zip.file_size());
+    auto load_storage = [&zip, &where, &prefix](const std::string& key, at::ScalarType dtype, int64_t numel) {
       for (char ch : key)
         check<FormatError>(std::isalnum(static_cast<unsigned char>(ch)) || ch == '_', where, ": invalid storage key '",
                            key, "'");
       const std::string record = "data/" + key;
-      check<FormatError>(reader->hasRecord(record), where, ": storage record '", record, "' is missing");
-      auto [data, n] = reader->getRecord(record);
-      const size_t itemsize = c10::elementSize(dtype);
-      check<FormatError>(static_cast<uint64_t>(numel) <= n / std::max<size_t>(itemsize, 1) &&
-                             n == static_cast<size_t>(numel) * itemsize,
-                         where, ": storage record '", record, "' has ", n, " bytes; expected ", numel, " x ", itemsize);
-      const auto options = at::TensorOptions().dtype(dtype);
-      if (numel == 0) return at::empty({0}, options);
+      const ZipRecord* entry = zip.find(prefix + record);
+      check<FormatError>(entry != nullptr, where, ": storage record '", record, "' is missing");
+      // The record's size (already checked against both zip headers and the file) must be what
+      // the pickle declares, before any memory is allocated for it.
+      const uint64_t itemsize = c10::elementSize(dtype);
+      check<FormatError>(static_cast<uint64_t>(numel) <= entry->size / itemsize &&
+                             entry->size == static_cast<uint64_t>(numel) * itemsize,
+                         where, ": storage record '", record, "' has ", entry->size, " bytes; expected ", numel, " x ",
+                         itemsize);
+      at::Tensor storage = at::empty({numel}, at::TensorOptions().dtype(dtype));
+      zip.read(*entry, storage.data_ptr());
       if (dtype == at::kBool) {
-        const auto* b = static_cast<const uint8_t*>(data.get());
-        for (size_t i = 0; i < n; ++i)
+        const auto* b = static_cast<const uint8_t*>(storage.data_ptr());
+        for (uint64_t i = 0; i < entry->size; ++i)
           check<FormatError>(b[i] <= 1, where, ": bool storage '", record, "' holds a byte other than 0 or 1");
       }
-      auto holder = std::make_shared<detail::RecordHolder>(detail::RecordHolder{std::move(data)});
-      void* ptr = holder->data.get();
-      return at::from_blob(
-          ptr, {numel}, [holder](void*) {}, options);
+      return storage;
     };
-    detail::WeightsOnlyUnpickler unpickler(static_cast<const uint8_t*>(pickle.get()), pickle_size, where, load_storage);
+    detail::WeightsOnlyUnpickler unpickler(reinterpret_cast<const uint8_t*>(pickle_bytes.data()), pickle_bytes.size(),
+                                           where, load_storage);
     return unpickler.run();
-  } catch (const agla::Error&) {
-    throw;
-  } catch (const std::exception& e) {
-    throw FormatError(agla::detail::concat(where, ": unreadable zip archive (", e.what(), ")"));
-  }
+  });
 }
 
 namespace detail {
@@ -818,9 +862,15 @@ inline StateDict read_pytorch_checkpoint(const std::string& path, const std::str
         return detail::state_dict_of(*sub, where + " [" + name + "]");
     }
     std::string keys;
-    for (const auto& [k, v] : root.entries())
+    size_t listed = 0;
+    for (const auto& [k, v] : root.entries()) {
+      if (listed++ == 16) {
+        keys += ", ... (" + std::to_string(root.entries().size()) + " keys)";
+        break;
+      }
       keys +=
           (keys.empty() ? "" : ", ") + (k.is(PickleValue::Kind::kString) ? k.as_string() : std::string("<non-str>"));
+    }
     throw FormatError(agla::detail::concat(where, ": top-level dict is not a state dict and has no 'model' or ",
                                            "'state_dict' entry; keys: ", keys, " (pass the key to use)"));
   }
@@ -828,44 +878,13 @@ inline StateDict read_pytorch_checkpoint(const std::string& path, const std::str
                                          ", expected a dict of tensors"));
 }
 
-/// Reads a sharded checkpoint from its `pytorch_model.bin.index.json` (`{"weight_map": {name: shard}}`,
-/// shards next to the index): every listed tensor must be in its shard, every shard tensor listed
-/// for that shard, no name in two shards. Throws agla::FormatError naming the file and tensor.
+/// Reads a sharded checkpoint from its `pytorch_model.bin.index.json` (shards next to the index)
+/// through the one index reader of `sharded_index.hpp` (its rules: shard names inside the
+/// directory, every listed tensor in its shard, every shard tensor listed for it, no name in two
+/// shards). Throws agla::FormatError naming the file and tensor.
 inline StateDict read_pytorch_checkpoint_index(const std::string& index_json_path) {
-  const std::string where = "agla::io::read_pytorch_checkpoint_index: " + index_json_path;
-  std::ifstream in(index_json_path);
-  check<FormatError>(in.good(), where, ": cannot open file");
-  nlohmann::json index;
-  try {
-    index = nlohmann::json::parse(in);
-  } catch (const std::exception& e) {
-    throw FormatError(agla::detail::concat(where, ": invalid JSON (", e.what(), ")"));
-  }
-  check<FormatError>(index.is_object() && index.contains("weight_map") && index["weight_map"].is_object(), where,
-                     ": expected an object with a \"weight_map\" object");
-  const size_t slash = index_json_path.find_last_of('/');
-  const std::string dir = slash == std::string::npos ? "" : index_json_path.substr(0, slash + 1);
-  std::map<std::string, std::set<std::string>> by_shard;
-  for (auto it = index["weight_map"].begin(); it != index["weight_map"].end(); ++it) {
-    check<FormatError>(it.value().is_string(), where, ": weight_map entry '", it.key(), "' must name a shard file");
-    const std::string shard = it.value().get<std::string>();
-    check<FormatError>(!shard.empty() && shard.find('/') == std::string::npos &&
-                           shard.find('\\') == std::string::npos && shard != "." && shard != "..",
-                       where, ": tensor '", it.key(), "' maps to invalid shard name '", shard, "'");
-    by_shard[shard].insert(it.key());
-  }
-  StateDict out;
-  for (const auto& [shard, names] : by_shard) {
-    StateDict part = read_pytorch_checkpoint(dir + shard);
-    for (const std::string& name : names)
-      check<FormatError>(part.count(name) != 0, where, ": tensor '", name, "' is not in shard '", shard, "'");
-    for (auto& [name, tensor] : part) {
-      check<FormatError>(names.count(name) != 0, where, ": shard '", shard, "' holds tensor '", name,
-                         "' that the weight_map does not list for it");
-      out.emplace(name, std::move(tensor));
-    }
-  }
-  return out;
+  return load_sharded(read_sharded_index(index_json_path),
+                      [](const std::string& shard) { return read_pytorch_checkpoint(shard); });
 }
 
 }  // namespace agla::io

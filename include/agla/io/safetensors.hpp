@@ -7,8 +7,8 @@
 /// "__metadata__": {string: string}}`, then the data section; offsets are relative to its start.
 ///
 /// Every check happens in `SafetensorsFile::open`, before any tensor is handed out: header length
-/// within the file and at most `kSafetensorsMaxHeaderBytes`, well-formed JSON without duplicate
-/// names, known dtypes, `end - begin == product(shape) * dtype size` (overflow-checked), spans inside
+/// within the file and at most `kSafetensorsMaxHeaderBytes`, well-formed JSON of at most
+/// `kMaxJsonValues` values without duplicate names (`parse_json`), known dtypes, `end - begin == product(shape) * dtype size` (overflow-checked), spans inside
 /// the data section and pairwise disjoint. A violation throws `agla::FormatError` naming the file and
 /// the tensor.
 ///
@@ -33,13 +33,14 @@
 #include <limits>
 #include <map>
 #include <memory>
-#include <set>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "agla/error.hpp"
+#include "agla/io/file.hpp"
 #include "agla/io/hf_config.hpp"
+#include "agla/io/limits.hpp"
 #include "agla/io/state_dict.hpp"
 
 #if defined(__unix__) || defined(__APPLE__)
@@ -53,9 +54,6 @@
 #endif
 
 namespace agla::io {
-
-/// Largest JSON header accepted (the reference Rust implementation uses the same 100 MB cap).
-inline constexpr uint64_t kSafetensorsMaxHeaderBytes = 100'000'000;
 
 /// What the header says about one tensor: dtype (file spelling and ATen type), shape, byte span.
 struct SafetensorsTensorInfo {
@@ -183,7 +181,10 @@ class SafetensorsFile {
     SafetensorsFile file;
     file.path_ = path;
     file.mapping_ = std::make_shared<detail::MappedFile>(path);
-    file.parse_header();
+    guard_allocation("agla::io::SafetensorsFile: " + path, [&file] {
+      file.parse_header();
+      return 0;
+    });
     return file;
   }
 
@@ -283,25 +284,11 @@ class SafetensorsFile {
     data_start_ = 8 + header_len;
     const uint64_t data_size = file_size - data_start_;
     const char* text = reinterpret_cast<const char*>(mapping_->data() + 8);
-
-    // Duplicate top-level names would make the JSON ambiguous (nlohmann keeps the last one silently).
-    std::set<std::string> seen;
-    std::string duplicate;
-    const nlohmann::json::parser_callback_t on_event = [&](int depth, nlohmann::json::parse_event_t event,
-                                                           nlohmann::json& parsed) {
-      if (depth == 1 && event == nlohmann::json::parse_event_t::key && parsed.is_string()) {
-        if (!seen.insert(parsed.get<std::string>()).second && duplicate.empty()) duplicate = parsed.get<std::string>();
-      }
-      return true;
-    };
-    nlohmann::json header;
-    try {
-      header = nlohmann::json::parse(text, text + header_len, on_event);
-    } catch (const nlohmann::json::exception& e) {
-      fail(agla::detail::concat("header is not valid JSON: ", e.what()));
-    }
+    // Duplicate names would make the header ambiguous: parse_json refuses them.
+    const nlohmann::json header =
+        parse_json(text, text + header_len, agla::detail::concat("agla::io::SafetensorsFile: ", path_, ": header"),
+                   "tensor");
     if (!header.is_object()) fail("header must be a JSON object");
-    if (!duplicate.empty()) fail(agla::detail::concat("tensor '", duplicate, "' appears twice in the header"));
 
     std::vector<std::pair<std::pair<uint64_t, uint64_t>, std::string>> spans;
     for (auto it = header.begin(); it != header.end(); ++it) {

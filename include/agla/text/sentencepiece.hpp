@@ -12,13 +12,13 @@
 ///
 /// Supported: BPE models with the "identity" normaliser (no precompiled character map), dummy
 /// prefix, whitespace escaping and byte fallback -- the LLaMA tokenizer. Other models are refused
-/// with `agla::FormatError`.
+/// with `agla::FormatError`, as are files over `io::kMaxTokenizerModelBytes`, models of more than
+/// `io::kMaxTokenizerPieces` pieces and BOS/EOS/UNK ids outside the vocabulary, so a hostile file
+/// costs at most a bounded amount of memory.
 
 #include <cctype>
 #include <cstdint>
 #include <cstring>
-#include <fstream>
-#include <iterator>
 #include <limits>
 #include <queue>
 #include <string>
@@ -27,6 +27,8 @@
 #include <vector>
 
 #include "agla/error.hpp"
+#include "agla/io/file.hpp"
+#include "agla/io/limits.hpp"
 
 namespace agla::text {
 
@@ -114,14 +116,16 @@ class SentencePieceTokenizer {
   /// Piece types of `sentencepiece_model.proto`.
   enum class PieceType { Normal = 1, Unknown = 2, Control = 3, UserDefined = 4, Unused = 5, Byte = 6 };
 
-  /// Reads `path` (a `tokenizer.model`); throws `agla::FormatError` when it cannot be read or is
-  /// not a BPE model with identity normalisation.
+  /// Reads `path` (a `tokenizer.model`, a regular file of at most `io::kMaxTokenizerModelBytes`);
+  /// throws `agla::FormatError` when it cannot be read or is not a BPE model with identity
+  /// normalisation.
   explicit SentencePieceTokenizer(const std::string& path) {
     const std::string where = "agla::text::SentencePieceTokenizer: \"" + path + "\"";
-    std::ifstream in(path, std::ios::binary);
-    check<FormatError>(static_cast<bool>(in), where, ": cannot open");
-    const std::string data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    parse(data, where);
+    const std::string data = io::read_file(path, io::kMaxTokenizerModelBytes, where);
+    io::guard_allocation(where, [&] {
+      parse(data, where);
+      return 0;
+    });
   }
 
   /// Ids of `text` without BOS/EOS (the dummy-prefix space is added as SentencePiece does).
@@ -282,6 +286,8 @@ class SentencePieceTokenizer {
           }
         }
         check<FormatError>(type >= 1 && type <= 6, where, ": piece ", pieces_.size(), " has unknown type ", type);
+        check<FormatError>(pieces_.size() < io::kMaxTokenizerPieces, where, ": more than ", io::kMaxTokenizerPieces,
+                           " pieces");
         pieces_.push_back(text);
         scores_.push_back(score);
         types_.push_back(static_cast<PieceType>(type));
@@ -354,6 +360,8 @@ class SentencePieceTokenizer {
       }
     }
     check<FormatError>(unk_id_ >= 0 && unk_id_ < size(), where, ": unk_id ", unk_id_, " is outside the vocabulary");
+    check<FormatError>(bos_id_ >= 0 && bos_id_ < size(), where, ": bos_id ", bos_id_, " is outside the vocabulary");
+    check<FormatError>(eos_id_ >= 0 && eos_id_ < size(), where, ": eos_id ", eos_id_, " is outside the vocabulary");
   }
 
   std::vector<std::string> pieces_;

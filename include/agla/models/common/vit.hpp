@@ -18,15 +18,13 @@
 
 #include "agla/error.hpp"
 #include "agla/io/hf_config.hpp"
+#include "agla/io/limits.hpp"
 #include "agla/models/common/layers.hpp"
 
 namespace agla::models {
 
-/// Largest value a size field of a model config (widths, layer and head counts, image and patch
-/// sides, vocabulary, context length) may hold: 2^24. The cap keeps every product a model forms
-/// from these sizes (patch grids, head splits) far from int64 overflow; released models are orders
-/// of magnitude below it.
-inline constexpr int64_t kMaxConfigSize = int64_t{1} << 24;
+/// Largest value a size field of a model config may hold (defined once in agla/io/limits.hpp).
+using io::kMaxConfigSize;
 
 /// Throws `agla::FormatError` (`where: name must be in [1, 2^24]; got v`) unless `value` is a valid size.
 inline void check_config_size(int64_t value, const std::string& where, const std::string& name) {

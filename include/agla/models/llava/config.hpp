@@ -5,7 +5,6 @@
 /// (`LlavaConfig`, `LlamaConfig`, `CLIPVisionConfig`; see tests/data/llava/README.md).
 
 #include <cstdint>
-#include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
 
@@ -79,14 +78,7 @@ inline LlavaConfig parse_config(const nlohmann::json& json) {
 
 /// Reads and parses `path` (a llava-hf `config.json`); throws `agla::FormatError` naming the file.
 inline LlavaConfig read_config(const std::string& path) {
-  std::ifstream in(path);
-  check<FormatError>(static_cast<bool>(in), "agla::llava::read_config: cannot open \"", path, "\"");
-  nlohmann::json json;
-  try {
-    in >> json;
-  } catch (const nlohmann::json::exception& e) {
-    throw FormatError(agla::detail::concat("agla::llava::read_config: \"", path, "\" is not valid JSON: ", e.what()));
-  }
+  const nlohmann::json json = io::read_json_file(path);  // bounded size, no repeated keys
   try {
     return parse_config(json);
   } catch (const FormatError& e) {
@@ -99,10 +91,13 @@ inline LlavaConfig read_config(const std::string& path) {
 /// pick the model type of a `--lvlm DIR` argument.
 inline bool is_llava_checkpoint(const std::string& dir) {
   const std::string path = dir.empty() || dir.back() == '/' ? dir + "config.json" : dir + "/config.json";
-  std::ifstream in(path);
-  if (!in) return false;
-  const auto json = nlohmann::json::parse(in, nullptr, false);
-  if (json.is_discarded() || !json.is_object()) return false;
+  nlohmann::json json;
+  try {
+    json = io::read_json_file(path);
+  } catch (const FormatError&) {
+    return false;
+  }
+  if (!json.is_object()) return false;
   if (json.value("model_type", std::string()) == "llava") return true;
   const auto arch = json.find("architectures");
   if (arch == json.end() || !arch->is_array()) return false;
