@@ -407,6 +407,36 @@ TEST(InstructBlipParityTest, Float64MatchesFloat64Reference) {
   }
 }
 
+TEST(InstructBlipParityTest, ReducedPrecisionStaysCloseToFloat32) {
+  // bfloat16 keeps 8 significant bits: logits of size ~4 move by up to ~0.1 over the tiny model.
+  std::vector<std::pair<at::Device, at::ScalarType>> runs = {{at::kCPU, at::kBFloat16}};
+  if (at::hasCUDA()) {
+    runs.push_back({at::Device(at::kCUDA, 0), at::kHalf});
+    runs.push_back({at::Device(at::kCUDA, 0), at::kBFloat16});
+  }
+  const auto ref = agla::io::SafetensorsFile::open(fixture_dir() + "/reference.safetensors");
+  const auto pixels = ref.tensor("batch2_pixel_values");
+  for (const auto& [device, dtype] : runs) {
+    agla::io::LoadOptions options;
+    options.device = device;
+    options.dtype = dtype;
+    auto model = ib::InstructBlipLvlm::load(fixture_dir(), options).model();
+    const double tol = dtype == at::kHalf ? 5e-2 : 2.5e-1;
+    const auto logits = model->forward(pixels, ref.tensor("batch2_qformer_input_ids"), ref.tensor("batch2_input_ids"));
+    EXPECT_EQ(logits.scalar_type(), at::kFloat);
+    EXPECT_EQ(logits.device(), device);
+    const auto diff = max_diff(logits.cpu(), ref.tensor("batch2_logits"));
+    EXPECT_LT(diff, tol) << device << " " << dtype;
+    // The cached LVLM agrees with the full forward in the same precision.
+    ib::InstructBlipLvlm lvlm(model);
+    const auto prompt = lvlm.begin(inputs(ref.tensor("input_ids"), ref.tensor("qformer_input_ids"),
+                                          pixels.narrow(0, 0, 1), {pixels.narrow(0, 1, 1)}));
+    const auto both = lvlm(prompt, agla::BothViews{});
+    EXPECT_LT(max_diff(both.cpu(), logits.select(1, 10).cpu()), tol / 4) << device << " " << dtype;
+    std::printf("%s %s: max |logits - float32 reference| = %.3g\n", device.str().c_str(), c10::toString(dtype), diff);
+  }
+}
+
 TEST(InstructBlipLoaderTest, SparseConfigAndShardedCheckpointGiveTheSameModel) {
   TempDir dir("sharded");
   fs::copy_file(fixture_dir() + "/config.sparse.json", dir.path / "config.json");
