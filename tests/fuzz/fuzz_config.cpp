@@ -1,5 +1,5 @@
-// Fuzzes the config parsers on JSON bytes: agla::blip::BlipConfig::from_json and
-// agla::llava::parse_config must accept a config or throw agla::Error -- never crash, overflow or
+// Fuzzes the config parsers on JSON bytes: agla::blip::BlipConfig::from_json,
+// agla::llava::parse_config and agla::instructblip::parse_config must accept a config or throw agla::Error -- never crash, overflow or
 // convert an out-of-range number with undefined behaviour. Bytes that are not JSON are skipped
 // (nlohmann's own parser is not under test).
 #include <cstddef>
@@ -9,6 +9,7 @@
 #include "agla/error.hpp"
 #include "agla/io/hf_config.hpp"
 #include "agla/models/blip/config.hpp"
+#include "agla/models/instructblip/config.hpp"
 #include "agla/models/llava/config.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -31,6 +32,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     (void)tokens;
     (void)layers;
     (void)head;
+  } catch (const agla::Error&) {
+  }
+  try {
+    const agla::instructblip::InstructBlipConfig c = agla::instructblip::parse_config(json);
+    volatile int64_t patches = c.vision.num_patches();
+    volatile int64_t head = c.qformer.hidden_size / c.qformer.num_attention_heads;
+    volatile bool cross = c.qformer.has_cross_attention(c.qformer.num_hidden_layers - 1);
+    (void)patches;
+    (void)head;
+    (void)cross;
   } catch (const agla::Error&) {
   }
   try {

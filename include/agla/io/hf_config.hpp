@@ -78,6 +78,29 @@ inline nlohmann::json read_json_file(const std::string& path) {
   return parse_json(text.data(), text.data() + text.size(), where);
 }
 
+/// Whether the Hugging Face checkpoint directory `dir` declares a model kind: its `config.json` has
+/// `"model_type": model_type` or lists `architecture` in `architectures`. False when the file is
+/// missing or unreadable; lets programs pick the model type of a directory argument.
+inline bool checkpoint_declares(const std::string& dir, const std::string& model_type,
+                                const std::string& architecture) {
+  const std::string path = dir.empty() || dir.back() == '/' ? dir + "config.json" : dir + "/config.json";
+  nlohmann::json json;
+  try {
+    json = read_json_file(path);  // bounded size, no repeated keys
+  } catch (const FormatError&) {
+    return false;
+  }
+  if (!json.is_object()) return false;
+  const auto type = json.find("model_type");
+  if (type != json.end() && type->is_string() && type->get<std::string>() == model_type) return true;
+  const auto arch = json.find("architectures");
+  if (arch == json.end() || !arch->is_array()) return false;
+  for (const auto& name : *arch) {
+    if (name.is_string() && name.get<std::string>() == architecture) return true;
+  }
+  return false;
+}
+
 /// One JSON object of a config file with typed, defaulted look-ups. `where` (e.g.
 /// `"model/config.json: text_config"`) prefixes every error message.
 class JsonConfig {

@@ -151,6 +151,45 @@ struct LvlmInputs {
   }
 };
 
+namespace detail {
+
+/// The real ids of each row of `ids` `[B, L]` under its 0/1 `mask` (undefined = all ones), as CPU
+/// int64 vectors; throws `agla::ShapeError` for a mask of another shape and `agla::InvalidArgument`
+/// (naming `who` and `name`) for an empty row or ids outside `[0, vocab)`.
+inline std::vector<at::Tensor> unpadded_rows(const at::Tensor& ids_in, const at::Tensor& mask_in, int64_t vocab,
+                                             const std::string& who, const std::string& name) {
+  const at::Tensor ids = ids_in.to(at::kCPU);
+  const auto b = ids.size(0), l = ids.size(1);
+  const at::Tensor mask = mask_in.defined() ? mask_in.to(at::kCPU) : at::ones({b, l}, at::kLong);
+  check<ShapeError>(mask.dim() == 2 && mask.size(0) == b && mask.size(1) == l, who, ": ", name, " mask must be [", b,
+                    ", ", l, "]; got ", mask.sizes());
+  std::vector<at::Tensor> rows;
+  for (int64_t r = 0; r < b; ++r) {
+    const at::Tensor row = ids[r].masked_select(mask[r] != 0);
+    check<InvalidArgument>(row.numel() > 0, who, ": ", name, " row ", r, " has no tokens");
+    const auto lo = row.min().item<int64_t>(), hi = row.max().item<int64_t>();
+    check<InvalidArgument>(lo >= 0 && hi < vocab, who, ": ", name, " ids must be in [0, ", vocab, "); row ", r,
+                           " has values in [", lo, ", ", hi, "]");
+    rows.push_back(row);
+  }
+  return rows;
+}
+
+/// Checks what every LVLM's `begin` needs of `inputs` (prompt ids int64 `[B, L]` with B, L > 0;
+/// `max_new_tokens` >= 0) and returns B; throws `agla::ShapeError` / `agla::InvalidArgument` naming `who`.
+inline int64_t check_inputs(const LvlmInputs& inputs, const std::string& who) {
+  const at::Tensor& ids = inputs.prompt.ids;
+  check<ShapeError>(ids.defined() && ids.dim() == 2 && ids.scalar_type() == at::kLong && ids.size(0) > 0 &&
+                        ids.size(1) > 0,
+                    who, ": prompt ids must be int64 [B, L] with B, L > 0; got ",
+                    ids.defined() ? ids.sizes() : at::IntArrayRef{});
+  check<InvalidArgument>(inputs.max_new_tokens >= 0, who, ": max_new_tokens must be >= 0; got ",
+                         inputs.max_new_tokens);
+  return ids.size(0);
+}
+
+}  // namespace detail
+
 /// What generation needs to know about a model's vocabulary.
 struct TokenSpec {
   std::vector<std::int64_t> stop_ids;  ///< Ids at which a stream ends.

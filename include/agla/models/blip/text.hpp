@@ -1,8 +1,8 @@
 #pragma once
 /// \file
 /// BLIP's BERT text model with cross-attention and its LM head, module for module as Hugging Face's
-/// `modeling_blip_text.py` (`BlipTextEmbeddings`, `BlipTextSelfAttention`, `BlipTextSelfOutput`,
-/// `BlipTextAttention`, `BlipTextIntermediate`, `BlipTextOutput`, `BlipTextLayer`,
+/// `modeling_blip_text.py` (`BlipTextEmbeddings`, `BlipTextSelfAttention` as `models::BertSelfAttention`,
+/// `BlipTextSelfOutput`, `BlipTextAttention`, `BlipTextIntermediate`, `BlipTextOutput`, `BlipTextLayer`,
 /// `BlipTextEncoder`, `BlipTextModel`, `BlipTextPredictionHeadTransform`,
 /// `BlipTextLMPredictionHead`, `BlipTextOnlyMLMHead`, `BlipTextLMHeadModel`), registered under the
 /// upstream attribute names. Post-LN BERT, exact erf GELU, `(1 - mask) * -10000` additive masks.
@@ -83,55 +83,16 @@ class BlipTextEmbeddingsImpl : public torch::nn::Module {
 };
 TORCH_MODULE(BlipTextEmbeddings);
 
-/// `BlipTextSelfAttention` (self or cross): separate query/key/value Linears, scores / sqrt(dh).
-class BlipTextSelfAttentionImpl : public torch::nn::Module {
- public:
-  BlipTextSelfAttentionImpl(const BlipTextConfig& c, bool is_cross)
-      : heads_(c.num_attention_heads), head_dim_(c.hidden_size / c.num_attention_heads) {
-    const int64_t kv_in = is_cross ? c.encoder_hidden_size : c.hidden_size;
-    query = register_module("query", models::Linear(c.hidden_size, c.hidden_size));
-    key = register_module("key", models::Linear(kv_in, c.hidden_size));
-    value = register_module("value", models::Linear(kv_in, c.hidden_size));
-  }
-
-  /// Context `[B, L, D]` of queries `hidden` `[B, L, D]` over keys/values `k`, `v` `[B|1, H, Lk, dh]`,
-  /// with `additive_mask` broadcastable to `[B, H, L, Lk]` (or undefined). When `leaf` is given, the
-  /// probabilities are replaced by an autograd leaf holding their values, stored in `*leaf`.
-  at::Tensor attend(const at::Tensor& hidden, const at::Tensor& k, const at::Tensor& v, const at::Tensor& additive_mask,
-                    at::Tensor* leaf = nullptr) {
-    const at::Tensor q = models::split_heads(query->forward(hidden), heads_);
-    at::Tensor scores = at::matmul(q, k.transpose(-1, -2)) / std::sqrt(static_cast<double>(head_dim_));
-    if (additive_mask.defined()) scores = scores + additive_mask;
-    at::Tensor probs = at::softmax(scores, -1);
-    if (leaf) {
-      // GradCAM (DESIGN section 4): differentiate the match logit w.r.t. these probabilities only.
-      probs = probs.detach().requires_grad_(true);
-      *leaf = probs;
-    }
-    return models::merge_heads(at::matmul(probs, v));
-  }
-
-  /// Keys and values `[B, H, Lk, dh]` of `source` `[B, Lk, D_in]`.
-  std::pair<at::Tensor, at::Tensor> keys_values(const at::Tensor& source) {
-    return {models::split_heads(key->forward(source), heads_), models::split_heads(value->forward(source), heads_)};
-  }
-
-  models::Linear query{nullptr}, key{nullptr}, value{nullptr};
-
- private:
-  int64_t heads_, head_dim_;
-};
-TORCH_MODULE(BlipTextSelfAttention);
-
 /// `BlipTextAttention`: `self` (attention) + `output` (dense, residual, LayerNorm).
 class BlipTextAttentionImpl : public torch::nn::Module {
  public:
   BlipTextAttentionImpl(const BlipTextConfig& c, bool is_cross) {
-    self = register_module("self", BlipTextSelfAttention(c, is_cross));
+    self = register_module("self", models::BertSelfAttention(c.hidden_size, c.num_attention_heads,
+                                                             is_cross ? c.encoder_hidden_size : c.hidden_size));
     output = register_module("output", models::BertSelfOutput(c.hidden_size, c.layer_norm_eps));
   }
 
-  BlipTextSelfAttention self{nullptr};
+  models::BertSelfAttention self{nullptr};
   models::BertSelfOutput output{nullptr};
 };
 TORCH_MODULE(BlipTextAttention);

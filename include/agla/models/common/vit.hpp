@@ -49,6 +49,18 @@ struct VisionConfig {
   /// Patches per image, grid^2.
   int64_t num_patches() const { return grid() * grid(); }
 
+  /// Throws `agla::ShapeError` (`where: name must be float [B, C, S, S]; got ...`) unless `pixels` is a
+  /// floating tensor of the tower's input size with `batch` images (any number when `batch` < 0).
+  void check_pixels(const at::Tensor& pixels, int64_t batch, const std::string& where, const std::string& name) const {
+    check<ShapeError>(pixels.defined() && pixels.dim() == 4 && (batch < 0 || pixels.size(0) == batch) &&
+                          pixels.size(1) == num_channels && pixels.size(2) == image_size &&
+                          pixels.size(3) == image_size && at::isFloatingType(pixels.scalar_type()),
+                      where, ": ", name, " must be float [", batch < 0 ? std::string("N") : std::to_string(batch),
+                      ", ", num_channels, ", ", image_size, ", ", image_size, "]; got ",
+                      pixels.defined() ? pixels.sizes() : at::IntArrayRef{}, " ",
+                      pixels.defined() ? pixels.scalar_type() : at::kFloat);
+  }
+
   /// Checks every size; throws `agla::FormatError` naming `where` and the field (`vision_config.*`).
   void validate(const std::string& where) const {
     check_config_size(hidden_size, where, "vision_config.hidden_size");

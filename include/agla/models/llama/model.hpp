@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -291,6 +292,21 @@ class LlamaModelImpl : public torch::nn::Module {
     return h;
   }
 
+  /// Token embeddings of int64 ids `[B, T]` (any device) -> `[B, T, D]` on the weights' device;
+  /// throws `agla::ShapeError` for another shape or dtype and `agla::InvalidArgument` (naming `who`)
+  /// for ids outside the vocabulary.
+  at::Tensor embed(const at::Tensor& ids, const std::string& who = "agla::llama::LlamaModel::embed") {
+    check<ShapeError>(ids.defined() && ids.dim() == 2 && ids.scalar_type() == at::kLong, who,
+                      ": ids must be int64 [B, T]; got ", ids.defined() ? ids.sizes() : at::IntArrayRef{}, " ",
+                      ids.defined() ? ids.scalar_type() : at::kLong);
+    if (ids.numel() > 0) {
+      const auto lo = ids.min().item<int64_t>(), hi = ids.max().item<int64_t>();
+      check<InvalidArgument>(lo >= 0 && hi < config_.vocab_size, who, ": token ids must be in [0, ",
+                             config_.vocab_size, "); got values in [", lo, ", ", hi, "]");
+    }
+    return embed_tokens(ids.to(embed_tokens->weight.device()));
+  }
+
   /// The text config this was built from.
   const LlamaConfig& config() const { return config_; }
 
@@ -303,6 +319,13 @@ class LlamaModelImpl : public torch::nn::Module {
   std::vector<LlamaDecoderLayer> blocks_;
 };
 TORCH_MODULE(LlamaModel);
+
+/// Whether checkpoint key `name` (under any prefix) is a buffer older transformers releases persisted
+/// in LLaMA checkpoints and this implementation recomputes: `...layers.{i}.self_attn.rotary_emb.inv_freq`.
+inline bool is_recomputed_buffer(const std::string& name) {
+  const std::string suffix = ".self_attn.rotary_emb.inv_freq";
+  return name.size() > suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
 
 /// `LlamaForCausalLM`: `model` plus `lm_head` (omitted when the embeddings are tied).
 class LlamaForCausalLMImpl : public torch::nn::Module {

@@ -90,21 +90,7 @@ inline LlavaConfig read_config(const std::string& path) {
 /// `LlavaForConditionalGeneration`). False when the file is missing or unreadable; lets programs
 /// pick the model type of a `--lvlm DIR` argument.
 inline bool is_llava_checkpoint(const std::string& dir) {
-  const std::string path = dir.empty() || dir.back() == '/' ? dir + "config.json" : dir + "/config.json";
-  nlohmann::json json;
-  try {
-    json = io::read_json_file(path);
-  } catch (const FormatError&) {
-    return false;
-  }
-  if (!json.is_object()) return false;
-  if (json.value("model_type", std::string()) == "llava") return true;
-  const auto arch = json.find("architectures");
-  if (arch == json.end() || !arch->is_array()) return false;
-  for (const auto& name : *arch) {
-    if (name.is_string() && name.get<std::string>() == "LlavaForConditionalGeneration") return true;
-  }
-  return false;
+  return io::checkpoint_declares(dir, "llava", "LlavaForConditionalGeneration");
 }
 
 }  // namespace agla::llava

@@ -89,17 +89,7 @@ class LlavaModelImpl : public torch::nn::Module {
 
   /// Token embeddings of int64 ids `[B, T]` -> `[B, T, Dt]`; throws `agla::InvalidArgument` for ids
   /// outside the vocabulary.
-  at::Tensor embed(const at::Tensor& ids) {
-    const char* fn = "agla::llava::LlavaModel::embed: ";
-    check<ShapeError>(ids.dim() == 2 && ids.scalar_type() == at::kLong, fn, "ids must be int64 [B, T]; got ",
-                      ids.sizes(), " ", ids.scalar_type());
-    if (ids.numel() > 0) {
-      const auto lo = ids.min().item<int64_t>(), hi = ids.max().item<int64_t>();
-      check<InvalidArgument>(lo >= 0 && hi < config_.text.vocab_size, fn, "token ids must be in [0, ",
-                             config_.text.vocab_size, "); got values in [", lo, ", ", hi, "]");
-    }
-    return language_model->model->embed_tokens(ids.to(device()));
-  }
+  at::Tensor embed(const at::Tensor& ids) { return language_model->model->embed(ids, "agla::llava::LlavaModel::embed"); }
 
   /// Splices `image_features` `[B, P, Dt]` into the embeddings of `input_ids` `[B, L]` (int64, exactly
   /// one `image_token_index` per row) at the image token, as v4.37.2's
@@ -186,11 +176,9 @@ inline void load_weights(LlavaModel& model, const io::StateDict& dict, const std
   const bool tied = model->config().text.tie_word_embeddings;
   io::LoadHooks hooks;
   hooks.ignorable = [tied](const std::string& name, const io::StateDict&) {
-    const std::string layers = "language_model.model.layers.", inv_freq = ".self_attn.rotary_emb.inv_freq";
     return (tied && name == "language_model.lm_head.weight") ||
            name == "vision_tower.vision_model.embeddings.position_ids" ||
-           (name.rfind(layers, 0) == 0 && name.size() > inv_freq.size() &&
-            name.compare(name.size() - inv_freq.size(), inv_freq.size(), inv_freq) == 0);
+           (name.rfind("language_model.model.layers.", 0) == 0 && llama::is_recomputed_buffer(name));
   };
   io::load_module(*model, dict, source, options, hooks);
 }

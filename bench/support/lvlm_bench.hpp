@@ -1,0 +1,227 @@
+// Decoding-speed measurements every LVLM bench program shares (llava_bench, instructblip_bench):
+// regular decoding, AGLA with one forward per view, and AGLA with both views in one batched
+// forward, on any LVLM of the contract in agla/models/lvlm.hpp; and the ratio table printed after
+// the run. A program supplies its model through an `LvlmCase` and registers the benchmarks.
+#pragma once
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <benchmark/benchmark.h>
+
+#include <torch/nn/module.h>
+
+#include <algorithm>
+#include <array>
+#include <cctype>
+#include <cstdio>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "agla/decode.hpp"
+#include "agla/models/lvlm.hpp"
+#include "support/harness.hpp"
+
+namespace agla::bench {
+
+/// Random weights for a model trained by nobody: norm weights 1, norm and linear biases 0, every
+/// other parameter N(0, 0.02) from `gen` (activations stay O(1) through deep stacks).
+inline void init_bench_weights(torch::nn::Module& model, at::Generator& gen) {
+  at::NoGradGuard no_grad;
+  for (const auto& item : model.named_parameters(true)) {
+    auto p = item.value();
+    std::string name = item.key();
+    std::transform(name.begin(), name.end(), name.begin(), [](unsigned char ch) { return std::tolower(ch); });
+    const bool norm = name.find("norm") != std::string::npos;  // layernorm, layer_norm1, pre_layrnorm, norm
+    if (norm && name.find(".weight") != std::string::npos) {
+      p.fill_(1.0);
+    } else if (norm || (name.size() > 5 && name.compare(name.size() - 5, 5, ".bias") == 0)) {
+      p.zero_();
+    } else {
+      p.normal_(0.0, 0.02, gen);
+    }
+  }
+}
+
+/// How a benchmark decodes.
+enum class LvlmMode { Regular, AglaSequential, AglaBatched };
+
+/// The reference's alpha 2, beta 0.5, sampling at temperature 1; regular decoding is `Plain`.
+inline DecodeOptions lvlm_options(LvlmMode mode) {
+  DecodeOptions options;
+  if (mode == LvlmMode::Regular) options.method = FusionMethod::Plain;
+  return options;
+}
+
+/// Exposes only the plain form of an LVLM, so that `agla::decode_step` runs one forward per view.
+template <typename Lvlm>
+struct SequentialViews {
+  Lvlm* lvlm;
+  at::Tensor operator()(const at::Tensor& tokens, View view) { return (*lvlm)(tokens, view); }
+};
+
+/// What a program measures: how to wrap its shared model in a fresh LVLM, and the inputs of a
+/// generation of `streams` streams (original image plus AGLA's augmented image view).
+template <typename Lvlm>
+struct LvlmCase {
+  std::function<std::unique_ptr<Lvlm>()> make;
+  std::function<LvlmInputs(int64_t streams, int64_t max_new_tokens)> inputs;
+};
+
+/// One decoding step of `mode`: the tokens chosen for every stream, `[B]`.
+template <typename Lvlm>
+at::Tensor lvlm_step(LvlmMode mode, Lvlm& lvlm, const at::Tensor& tokens, const DecodeOptions& options,
+                     const at::Generator& gen) {
+  if (mode == LvlmMode::AglaSequential) return decode_step(SequentialViews<Lvlm>{&lvlm}, tokens, options, gen);
+  return decode_step(lvlm, tokens, options, gen);
+}
+
+/// One generated token per stream (`state.range(0)` streams) per iteration, after a prefill outside
+/// the timed loop; counter `tokens/s`.
+template <typename Lvlm>
+void lvlm_decode_bench(benchmark::State& state, const LvlmCase<Lvlm>& c, LvlmMode mode) {
+  const int64_t streams = state.range(0);
+  const auto lvlm = c.make();
+  const auto prompt = lvlm->begin(c.inputs(streams, 64));
+  const auto options = lvlm_options(mode);
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(1);
+  auto tokens = lvlm_step(mode, *lvlm, prompt, options, gen).unsqueeze(1);
+  for (auto _ : state) {
+    tokens = lvlm_step(mode, *lvlm, tokens, options, gen).unsqueeze(1);
+    benchmark::DoNotOptimize(tokens.data_ptr());
+  }
+  state.counters["tokens/s"] =
+      benchmark::Counter(static_cast<double>(streams * state.iterations()), benchmark::Counter::kIsRate);
+}
+
+/// The three modes step by step in turn (regular, sequential, batched), so that the load of a shared
+/// machine falls on all of them alike; reports each AGLA mode's throughput relative to regular.
+template <typename Lvlm>
+void lvlm_interleaved_bench(benchmark::State& state, const LvlmCase<Lvlm>& c) {
+  const int64_t streams = state.range(0);
+  const std::array<LvlmMode, 3> modes{LvlmMode::Regular, LvlmMode::AglaSequential, LvlmMode::AglaBatched};
+  std::vector<std::unique_ptr<Lvlm>> lvlms;
+  std::vector<at::Tensor> tokens;
+  std::array<Clocks, 3> spent{};
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(1);
+  for (LvlmMode mode : modes) {
+    lvlms.push_back(c.make());
+    const auto prompt = lvlms.back()->begin(c.inputs(streams, 64));
+    tokens.push_back(lvlm_step(mode, *lvlms.back(), prompt, lvlm_options(mode), gen).unsqueeze(1));
+  }
+  for (auto _ : state) {
+    for (size_t i = 0; i < modes.size(); ++i) {
+      const Clocks start = Clocks::now();
+      tokens[i] = lvlm_step(modes[i], *lvlms[i], tokens[i], lvlm_options(modes[i]), gen).unsqueeze(1);
+      const Clocks took = Clocks::now() - start;
+      spent[i].wall += took.wall;
+      spent[i].cpu += took.cpu;
+    }
+  }
+  const double n = static_cast<double>(streams * state.iterations());
+  state.counters["regular_tok/s"] = n / spent[0].wall;
+  state.counters["seq_wall"] = spent[0].wall / spent[1].wall;
+  state.counters["seq_cpu"] = spent[0].cpu / spent[1].cpu;
+  state.counters["batched_wall"] = spent[0].wall / spent[2].wall;
+  state.counters["batched_cpu"] = spent[0].cpu / spent[2].cpu;
+}
+
+/// The prompt step of one question (images through the vision side, the language model over the
+/// prompt, `begin` included) and its first token; counter `prompts/s`.
+template <typename Lvlm>
+void lvlm_prefill_bench(benchmark::State& state, const LvlmCase<Lvlm>& c, LvlmMode mode) {
+  const auto options = lvlm_options(mode);
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(1);
+  const auto lvlm = c.make();
+  const LvlmInputs inputs = c.inputs(1, 8);
+  for (auto _ : state) {
+    const auto prompt = lvlm->begin(inputs);
+    auto token = lvlm_step(mode, *lvlm, prompt, options, gen);
+    benchmark::DoNotOptimize(token.data_ptr());
+  }
+  state.counters["prompts/s"] = benchmark::Counter(static_cast<double>(state.iterations()), benchmark::Counter::kIsRate);
+}
+
+/// Registers `<prefix>{Decode,Prefill}{Regular,AglaSequential,AglaBatched}` and
+/// `<prefix>DecodeInterleaved` for `c` (which must outlive the run), with the iteration counts the
+/// ratio table expects (12 per decode run, 8 interleaved, 1 prefill).
+template <typename Lvlm>
+void register_lvlm_benchmarks(const std::string& prefix, const LvlmCase<Lvlm>* c) {
+  const std::pair<const char*, LvlmMode> modes[] = {
+      {"Regular", LvlmMode::Regular}, {"AglaSequential", LvlmMode::AglaSequential}, {"AglaBatched", LvlmMode::AglaBatched}};
+  for (const auto& [name, mode] : modes) {
+    benchmark::RegisterBenchmark((prefix + "Decode" + name).c_str(),
+                                 [c, mode = mode](benchmark::State& s) { lvlm_decode_bench(s, *c, mode); })
+        ->Arg(1)
+        ->Arg(4)
+        ->Iterations(12)
+        ->Unit(benchmark::kMillisecond)
+        ->UseRealTime()
+        ->MeasureProcessCPUTime();
+  }
+  benchmark::RegisterBenchmark((prefix + "DecodeInterleaved").c_str(),
+                               [c](benchmark::State& s) { lvlm_interleaved_bench(s, *c); })
+      ->Arg(1)
+      ->Arg(4)
+      ->Iterations(8)
+      ->Unit(benchmark::kMillisecond)
+      ->UseRealTime()
+      ->MeasureProcessCPUTime();
+  for (const auto& [name, mode] : modes) {
+    benchmark::RegisterBenchmark((prefix + "Prefill" + name).c_str(),
+                                 [c, mode = mode](benchmark::State& s) { lvlm_prefill_bench(s, *c, mode); })
+        ->Iterations(1)
+        ->Unit(benchmark::kMillisecond)
+        ->UseRealTime()
+        ->MeasureProcessCPUTime();
+  }
+}
+
+/// Console output plus, at the end, each AGLA mode's throughput relative to regular decoding for
+/// the benchmarks `register_lvlm_benchmarks(prefix, ...)` registered.
+class LvlmRatioReporter : public benchmark::ConsoleReporter {
+ public:
+  explicit LvlmRatioReporter(std::string prefix) : prefix_(std::move(prefix)) {}
+
+  void ReportRuns(const std::vector<Run>& runs) override {
+    for (const auto& run : runs) {
+      if (run.error_occurred || run.run_type != Run::RT_Iteration || run.iterations == 0) continue;
+      const auto n = static_cast<double>(run.iterations);
+      seconds_[run.benchmark_name()] = {run.real_accumulated_time / n, run.cpu_accumulated_time / n};
+    }
+    ConsoleReporter::ReportRuns(runs);
+  }
+
+  void Finalize() override {
+    ConsoleReporter::Finalize();
+    print_ratios();
+  }
+
+  // Ratios of wall-clock and of process CPU time (the latter is steadier on a shared machine).
+  void print_ratios() const {
+    std::printf("\nThroughput relative to regular decoding (same process; > 1 is faster), wall / CPU time:\n");
+    for (const std::string kind : {"Decode", "Prefill"}) {
+      for (const std::string arg : {"/1", "/4", ""}) {
+        const std::string suffix = arg + "/iterations:" + (kind == "Decode" ? "12" : "1") + "/process_time/real_time";
+        const auto base = seconds_.find(prefix_ + kind + "Regular" + suffix);
+        if (base == seconds_.end()) continue;
+        std::printf("  %-7s streams %-2s regular 1.00", kind.c_str(), arg.empty() ? "1" : arg.c_str() + 1);
+        for (const char* mode : {"AglaSequential", "AglaBatched"}) {
+          const auto it = seconds_.find(prefix_ + kind + mode + suffix);
+          if (it == seconds_.end()) continue;
+          std::printf("  %s %.2f / %.2f", mode, base->second.first / it->second.first,
+                      base->second.second / it->second.second);
+        }
+        std::printf("\n");
+      }
+    }
+  }
+
+ private:
+  std::string prefix_;
+  std::map<std::string, std::pair<double, double>> seconds_;  // name -> {wall, CPU} seconds per iteration
+};
+
+}  // namespace agla::bench

@@ -1,0 +1,248 @@
+#pragma once
+/// \file
+/// The language-model side of an LVLM generation with B streams and 1 + K views (the contract of
+/// `agla/models/lvlm.hpp`), shared by the LLaMA-based LVLMs (`llava::LlavaLvlm`,
+/// `instructblip::InstructBlipLvlm`): one `KvCache` with `(1 + K) B` rows, view-major, so that any
+/// run of consecutive views can go through one batched forward.
+///
+/// At its prefill every row (a view's merged input for one stream: image rows and prompt embeddings,
+/// whatever the family splices) is left-padded to one length M, the padding is masked out of
+/// attention, and positions are `cumsum(mask) - 1` (padded slots 1), as transformers v4.37.2 does
+/// for left-padded batches. So every view has the same cached length and the views can be batched
+/// at any later step.
+
+#include <ATen/ATen.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "agla/error.hpp"
+#include "agla/models/llama/model.hpp"
+
+namespace agla::llama {
+
+/// PAI's attention part (LALBJ/PAI `attention.py`, README defaults for LLaVA-1.5): in layers
+/// `[start_layer, end_layer)` the last query row's pre-softmax scores on the image positions become
+/// `a + alpha |a|`; rows without image positions are not boosted, as upstream runs its no-image
+/// pass without the intervention.
+struct PaiAttention {
+  double alpha = 0.2;       ///< Boost, in [0, 100].
+  int64_t start_layer = 2;  ///< First boosted decoder layer.
+  int64_t end_layer = 32;   ///< One past the last boosted layer (clipped to the model's layers).
+};
+
+/// Throws `agla::InvalidArgument` naming `who` unless `pai` is off or has alpha in [0, 100] and
+/// 0 <= start_layer <= end_layer.
+inline void check_pai_attention(const std::optional<PaiAttention>& pai, const std::string& who) {
+  if (!pai) return;
+  check<InvalidArgument>(pai->alpha >= 0 && pai->alpha <= 100 && pai->start_layer >= 0 &&
+                             pai->start_layer <= pai->end_layer,
+                         who, ": alpha must be in [0, 100] and 0 <= start_layer <= end_layer; got alpha ", pai->alpha,
+                         ", layers [", pai->start_layer, ", ", pai->end_layer, ")");
+}
+
+/// Image positions of one unpadded prefill row: `[first, first + count)`; `count` 0 for none.
+struct ImageSpan {
+  int64_t first = 0;
+  int64_t count = 0;
+};
+
+/// KV cache and positions of every view of one generation, and the prefill/step forwards over them
+/// (see the file comment).
+class ViewDecoder {
+ public:
+  ViewDecoder() = default;
+
+  /// Sets up `views` views of the B streams of `prompt` (int64 `[B, L]`, the first step's tokens)
+  /// whose merged prefill rows are at most `merged_length` long, with cache room for
+  /// `max_new_tokens` more positions (it grows when exceeded), in the dtype and on the device of `lm`.
+  ViewDecoder(LlamaForCausalLM lm, const at::Tensor& prompt, int64_t views, int64_t merged_length,
+              int64_t max_new_tokens, std::optional<PaiAttention> pai = std::nullopt)
+      : lm_(std::move(lm)), views_(views), merged_length_(merged_length), pai_(pai) {
+    check<InvalidArgument>(prompt.defined() && prompt.dim() == 2 && prompt.size(0) > 0 && views > 0 &&
+                               merged_length > 0 && max_new_tokens >= 0,
+                           "agla::llama::ViewDecoder: a [B, L] prompt with B > 0, positive views and merged_length, "
+                           "and max_new_tokens >= 0 are needed; got ",
+                           prompt.defined() ? prompt.sizes() : at::IntArrayRef{}, ", ", views, ", ", merged_length,
+                           ", ", max_new_tokens);
+    const auto& c = lm_->model->config();
+    const at::Tensor& w = lm_->model->embed_tokens->weight;
+    batch_ = prompt.size(0);
+    prompt_ = prompt.to(w.device());
+    cache_ = KvCache(c.num_hidden_layers, views * batch_, c.num_key_value_heads, c.head_dim(),
+                     merged_length + max_new_tokens, at::TensorOptions().dtype(w.scalar_type()).device(w.device()));
+    past_.assign(static_cast<size_t>(views), 0);
+  }
+
+  /// Whether a generation was set up.
+  bool defined() const { return cache_.defined(); }
+  /// The first step's tokens `[B, L]` on the model's device (what `begin` returns).
+  const at::Tensor& prompt() const { return prompt_; }
+  /// Number of views 1 + K.
+  int64_t num_views() const { return views_; }
+  /// Number of streams B.
+  int64_t batch() const { return batch_; }
+  /// Length M every row is left-padded to at its prefill.
+  int64_t merged_length() const { return merged_length_; }
+  /// Positions cached so far for `view` (0 before its prefill).
+  int64_t cached_length(int64_t view) const {
+    check<InvalidArgument>(view >= 0 && view < views_, "agla::llama::ViewDecoder: view ", view, " is outside the ",
+                           views_, " views set up");
+    return past_[static_cast<size_t>(view)];
+  }
+
+  /// The LVLM contract's forward of views `[first, first + count)` (`who` names the LVLM in errors):
+  /// on their first call `step_tokens` must be the prompt and `prefill_rows(first, count)` computes
+  /// the logits (building the merged rows and calling `prefill`); later `step_tokens` `[B, T]` are
+  /// new tokens, embedded by `embed` (int64 `[count * B, T]` -> `[count * B, T, D]`) and appended
+  /// with `step`. Several views must be at the same step. Returns float32 `[count * B, V]`.
+  template <typename PrefillRows, typename Embed>
+  at::Tensor forward(const std::string& who, const at::Tensor& step_tokens, int64_t first, int64_t count,
+                     PrefillRows&& prefill_rows, Embed&& embed) {
+    check<InvalidArgument>(defined(), who, ": call begin() before decoding");
+    check<InvalidArgument>(first >= 0 && count > 0 && first + count <= views_, who, ": view ",
+                           first + count - 1, " was requested but begin() set up views 0..", views_ - 1);
+    for (int64_t v = first + 1; v < first + count; ++v)
+      check<InvalidArgument>(past_[static_cast<size_t>(v)] == past_[static_cast<size_t>(first)], who,
+                             ": every view must be at the same step for a batched call; view ", v, " has ",
+                             past_[static_cast<size_t>(v)], " cached positions, view ", first, " has ",
+                             past_[static_cast<size_t>(first)]);
+    if (past_[static_cast<size_t>(first)] == 0) {
+      check<InvalidArgument>(step_tokens.defined() && step_tokens.sizes() == prompt_.sizes() &&
+                                 step_tokens.scalar_type() == at::kLong &&
+                                 at::equal(step_tokens.to(prompt_.device()), prompt_),
+                             who, ": the first step of a view must pass the prompt begin() returned (",
+                             prompt_.sizes(), " int64); got ",
+                             step_tokens.defined() ? step_tokens.sizes() : at::IntArrayRef{}, " ",
+                             step_tokens.defined() ? step_tokens.scalar_type() : at::kLong);
+      return prefill_rows(first, count);
+    }
+    check<ShapeError>(step_tokens.defined() && step_tokens.dim() == 2 && step_tokens.size(0) == batch_ &&
+                          step_tokens.size(1) > 0 && step_tokens.scalar_type() == at::kLong,
+                      who, ": step_tokens must be int64 [", batch_, ", T] with T > 0; got ",
+                      step_tokens.defined() ? step_tokens.sizes() : at::IntArrayRef{});
+    return step(first, count, embed(step_tokens.to(prompt_.device()).repeat({count, 1})));
+  }
+
+  /// Prefills views `[first, first + count)` from `rows`: `count * B` merged inputs `[len_i, D]`
+  /// (view-major, 0 < len_i <= M) in the model dtype on its device; `images` (empty, or one span
+  /// per row) says where each row's image positions are, for PAI. Returns the float32 logits of
+  /// each row's last position, `[count * B, V]`.
+  at::Tensor prefill(int64_t first, int64_t count, const std::vector<at::Tensor>& rows,
+                     const std::vector<ImageSpan>& images = {}) {
+    check_range(first, count);
+    check<InvalidArgument>(static_cast<int64_t>(rows.size()) == count * batch_, "agla::llama::ViewDecoder::prefill: ",
+                           count * batch_, " rows expected; got ", rows.size());
+    check<InvalidArgument>(images.empty() || images.size() == rows.size(), "agla::llama::ViewDecoder::prefill: ",
+                           rows.size(), " image spans (or none) expected; got ", images.size());
+    const auto device = cache_.keys(0).device();
+    std::vector<at::Tensor> padded_rows, masks;
+    at::Tensor image_keys = at::zeros({count * batch_, merged_length_}, at::kBool);
+    bool padded = false;
+    for (size_t r = 0; r < rows.size(); ++r) {
+      const at::Tensor& embeds = rows[r];
+      const int64_t pad = merged_length_ - embeds.size(0);
+      check<InvalidArgument>(pad >= 0 && embeds.size(0) > 0, "agla::llama::ViewDecoder::prefill: a row of ",
+                             embeds.size(0), " positions does not fit the merged length ", merged_length_);
+      if (!images.empty() && images[r].count > 0) {
+        check<InvalidArgument>(images[r].first >= 0 && images[r].first + images[r].count <= embeds.size(0),
+                               "agla::llama::ViewDecoder::prefill: image positions [", images[r].first, ", ",
+                               images[r].first + images[r].count, ") lie outside a row of ", embeds.size(0));
+        image_keys[static_cast<int64_t>(r)].narrow(0, pad + images[r].first, images[r].count).fill_(true);
+      }
+      padded = padded || pad > 0;
+      padded_rows.push_back(pad > 0 ? at::cat({at::zeros({pad, embeds.size(1)}, embeds.options()), embeds}) : embeds);
+      masks.push_back(at::cat({at::zeros({pad}, at::kLong), at::ones({embeds.size(0)}, at::kLong)}));
+    }
+    const at::Tensor inputs_embeds = at::stack(padded_rows);
+    const at::Tensor mask = at::stack(masks).to(device);
+    const at::Tensor positions = (mask.cumsum(-1) - 1).masked_fill_(mask == 0, 1);
+    // Kept for the later steps of these rows (all views share M, so row blocks line up).
+    if (!merged_mask_.defined()) {
+      merged_mask_ = at::ones({views_ * batch_, merged_length_}, mask.options());
+      next_position_ = at::zeros({views_ * batch_}, mask.options());
+      image_keys_ = at::zeros({views_ * batch_, merged_length_}, at::TensorOptions().dtype(at::kBool).device(device));
+    }
+    merged_mask_.narrow(0, first * batch_, count * batch_).copy_(mask);
+    image_keys_.narrow(0, first * batch_, count * batch_).copy_(image_keys);
+    next_position_.narrow(0, first * batch_, count * batch_).copy_(positions.select(1, merged_length_ - 1) + 1);
+    any_padding_ = any_padding_ || padded;
+    cache_.reserve(merged_length_);
+    KvSlot slot{&cache_, first * batch_, 0};
+    const auto boost = attention_boost(first, count, 0);
+    const auto hidden =
+        lm_->model(inputs_embeds, positions, padded ? mask : at::Tensor(), &slot, nullptr, boost ? &*boost : nullptr);
+    for (int64_t v = first; v < first + count; ++v) past_[static_cast<size_t>(v)] = merged_length_;
+    return last_logits(hidden);
+  }
+
+  /// Appends T new positions to views `[first, first + count)`, which must be prefilled and at the
+  /// same step: `inputs_embeds` `[count * B, T, D]` (view-major). Returns the float32 logits of the
+  /// last new position, `[count * B, V]`.
+  at::Tensor step(int64_t first, int64_t count, const at::Tensor& inputs_embeds) {
+    check_range(first, count);
+    const int64_t past = past_[static_cast<size_t>(first)];
+    for (int64_t v = first; v < first + count; ++v)
+      check<InvalidArgument>(past_[static_cast<size_t>(v)] == past && past > 0,
+                             "agla::llama::ViewDecoder::step: views ", first, "..", first + count - 1,
+                             " must be prefilled and at the same step; view ", v, " has ",
+                             past_[static_cast<size_t>(v)], " cached positions, view ", first, " has ", past);
+    const int64_t rows = count * batch_;
+    check<ShapeError>(inputs_embeds.dim() == 3 && inputs_embeds.size(0) == rows && inputs_embeds.size(1) > 0,
+                      "agla::llama::ViewDecoder::step: inputs_embeds must be [", rows, ", T, D] with T > 0; got ",
+                      inputs_embeds.sizes());
+    const int64_t t = inputs_embeds.size(1);
+    const auto offsets = at::arange(t, next_position_.options()).view({1, t});
+    const auto positions =
+        next_position_.narrow(0, first * batch_, rows).view({rows, 1}) + (past - merged_length_) + offsets;
+    at::Tensor key_mask;
+    if (any_padding_) {
+      key_mask = at::cat({merged_mask_.narrow(0, first * batch_, rows),
+                          at::ones({rows, past + t - merged_length_}, merged_mask_.options())},
+                         1);
+    }
+    cache_.reserve(past + t);
+    KvSlot slot{&cache_, first * batch_, past};
+    const auto boost = attention_boost(first, count, past + t - merged_length_);
+    const auto hidden = lm_->model(inputs_embeds, positions, key_mask, &slot, nullptr, boost ? &*boost : nullptr);
+    for (int64_t v = first; v < first + count; ++v) past_[static_cast<size_t>(v)] = past + t;
+    return last_logits(hidden);
+  }
+
+  /// The KV cache (rows view-major: view k's streams are rows `[k B, (k + 1) B)`).
+  const KvCache& cache() const { return cache_; }
+
+ private:
+  void check_range(int64_t first, int64_t count) const {
+    check<InvalidArgument>(defined() && first >= 0 && count > 0 && first + count <= views_,
+                           "agla::llama::ViewDecoder: views [", first, ", ", first + count, ") are outside the ",
+                           views_, " views set up");
+  }
+
+  at::Tensor last_logits(const at::Tensor& hidden) { return lm_->logits(hidden.select(1, hidden.size(1) - 1)); }
+
+  // PAI's boost for views [first, first + count) whose keys are the merged prompt plus `generated`
+  // positions (never image positions); none when PAI is off.
+  std::optional<AttentionBoost> attention_boost(int64_t first, int64_t count, int64_t generated) const {
+    if (!pai_) return std::nullopt;
+    at::Tensor keys = image_keys_.narrow(0, first * batch_, count * batch_);
+    if (generated > 0) keys = at::cat({keys, at::zeros({count * batch_, generated}, keys.options())}, 1);
+    return AttentionBoost{pai_->alpha, pai_->start_layer, pai_->end_layer, keys};
+  }
+
+  LlamaForCausalLM lm_{nullptr};
+  int64_t views_ = 0, batch_ = 0, merged_length_ = 0;
+  at::Tensor prompt_;
+  KvCache cache_;
+  std::vector<int64_t> past_;
+  bool any_padding_ = false;
+  at::Tensor merged_mask_;    // [(1 + K) B, M] int64 on the model's device
+  at::Tensor next_position_;  // [(1 + K) B] position of each row's first generated token
+  std::optional<PaiAttention> pai_;
+  at::Tensor image_keys_;     // [(1 + K) B, M] bool: the image positions (PAI)
+};
+
+}  // namespace agla::llama
