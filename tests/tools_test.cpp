@@ -191,8 +191,8 @@ TEST(ToolsDataTest, DataDirectoryIsFoundRelativeToTheProgram) {
   const fs::path root = temp_dir("data_dir");
   const std::string build_exe = (root / "build" / "tools" / "agla_caption").string();
   const std::string installed_exe = (root / "prefix" / "bin" / "agla_caption").string();
-  EXPECT_EQ(tl::data_dir_candidates(build_exe),
-            (std::vector<std::string>{(root / "build/tools/data").string(), (root / "build/share/agla/data").string()}));
+  EXPECT_EQ(tl::data_dir_candidates(build_exe), (std::vector<std::string>{(root / "build/tools/data").string(),
+                                                                          (root / "build/share/agla/data").string()}));
   EXPECT_FALSE(tl::find_data_dir(std::nullopt, build_exe));
   fs::create_directories(root / "build/tools/data");
   EXPECT_EQ(tl::find_data_dir(std::nullopt, build_exe), (root / "build/tools/data").string());
@@ -384,9 +384,9 @@ TEST(ToolsCaptionTest, OptionErrorsExitWithStatusOne) {
 TEST(ToolsCaptionTest, JsonReportOnFixtureModels) {
   const std::string out_dir = temp_dir("caption");
   const DataDirScope scope(kToolsData);  // the default image
-  const std::vector<std::string> args = {"--itm",       kItm,    "--lvlm", kCaption, "--json",       "--seed", "3",
-                                         "--max-new-tokens", "6", "--threads", "1",   "--out", out_dir, "--prompt-ids",
-                                         "126,5"};
+  const std::vector<std::string> args = {
+      "--itm", kItm,        "--lvlm", kCaption, "--json", "--seed",       "3",    "--max-new-tokens",
+      "6",     "--threads", "1",      "--out",  out_dir,  "--prompt-ids", "126,5"};
   const Output o = caption(args);
   ASSERT_EQ(o.status, 0) << o.err;
   const nlohmann::json j = nlohmann::json::parse(o.out);  // exactly one JSON object
@@ -437,8 +437,8 @@ TEST(ToolsCaptionTest, JsonReportOnFixtureModels) {
 TEST(ToolsCaptionTest, ShippedModelsByDefaultAndUnknownWordsRecorded) {
   const std::string out_dir = temp_dir("caption_shipped");
   const DataDirScope scope(kToolsData);
-  const Output o = caption({"--json", "--threads", "1", "--out", out_dir, "--timing-runs", "1", "--itm-prompt",
-                            "the zebra star"});
+  const Output o =
+      caption({"--json", "--threads", "1", "--out", out_dir, "--timing-runs", "1", "--itm-prompt", "the zebra star"});
   ASSERT_EQ(o.status, 0) << o.err;
   const nlohmann::json j = nlohmann::json::parse(o.out);
   EXPECT_EQ(j["image"], kToolsData + "/sample.png");
@@ -469,36 +469,36 @@ TEST(ToolsPopeTest, OptionErrors) {
   const std::string dir = temp_dir("pope_errors");
   const std::string questions = eval_set_dir() + "/shapesworld_pope_adversarial.jsonl";
   const DataDirScope scope(kToolsData);
-  expect_errors(tl::run_pope,
-                {
-                    {{}, "give exactly one of"},
-                    {{"--questions", "q.jsonl", "--evaluate", "a", "b"}, "give exactly one of"},
-                    {{"--questions", "q.jsonl", "--method", "beam"}, "--method must be one of"},
-                    {{"--questions", "q.jsonl", "--num-chunks", "2", "--chunk-idx", "2"}, "--chunk-idx must be below"},
-                    {{"--questions", "q.jsonl", "--num-chunks", "0"}, "--num-chunks must be in [1, "},
-                    {{"--questions", "q.jsonl", "--limit", "0"}, "--limit must be in [1, "},
-                    {{"--questions", "q.jsonl", "--noise-step", "1000"}, "--noise-step must be in [0, 999]"},
-                    {{"--questions", "q.jsonl", "--max-new-tokens", "5000"}, "--max-new-tokens must be in [1, 4096]"},
-                    {{"--questions", "q.jsonl", "--alpha", "1e38"}, "--alpha must be in [0, 1000]"},
-                    {{"--questions", "q.jsonl", "--temperature", "1e-9"}, "--temperature must be in"},
-                    {{"--questions", "q.jsonl", "--threads", "-3"}, "--threads must be in [0, 1024]"},
-                    {{"--questions", "/nonexistent.jsonl"}, "--questions '/nonexistent.jsonl' does not exist"},
-                    {{"--questions", dir}, "--questions '" + dir + "' is a directory"},
-                    {{"--questions", "q.jsonl", "--parser", "regex"}, "regex"},
-                    {{"--questions", "q.jsonl", "--question-template", "no placeholder"}, "must contain {question}"},
-                    {{"--questions", "q.jsonl", "--question-template", "{question}", "--question-suffix", "x"},
-                     "not both"},
-                    {{"--evaluate", "only-one"}, "needs GT.jsonl and ANSWERS.jsonl"},
-                    {{"--evaluate", dir, questions}, "is a directory"},
-                    {{"--summarize", dir}, "--summarize '" + dir + "' is a directory"},
-                    // A given --itm is loaded and checked even when the method needs no IPM view.
-                    {{"--questions", questions, "--method", "regular", "--itm", kCaption, "--answers",
-                      dir + "/a.jsonl", "--quiet"},
-                     "--itm needs a BLIP ITM checkpoint"},
-                    {{"--questions", questions, "--method", "regular", "--itm", dir + "/none", "--answers",
-                      dir + "/a.jsonl", "--quiet"},
-                     "no config.json in '" + dir + "/none'"},
-                });
+  expect_errors(
+      tl::run_pope,
+      {
+          {{}, "give exactly one of"},
+          {{"--questions", "q.jsonl", "--evaluate", "a", "b"}, "give exactly one of"},
+          {{"--questions", "q.jsonl", "--method", "beam"}, "--method must be one of"},
+          {{"--questions", "q.jsonl", "--num-chunks", "2", "--chunk-idx", "2"}, "--chunk-idx must be below"},
+          {{"--questions", "q.jsonl", "--num-chunks", "0"}, "--num-chunks must be in [1, "},
+          {{"--questions", "q.jsonl", "--limit", "0"}, "--limit must be in [1, "},
+          {{"--questions", "q.jsonl", "--noise-step", "1000"}, "--noise-step must be in [0, 999]"},
+          {{"--questions", "q.jsonl", "--max-new-tokens", "5000"}, "--max-new-tokens must be in [1, 4096]"},
+          {{"--questions", "q.jsonl", "--alpha", "1e38"}, "--alpha must be in [0, 1000]"},
+          {{"--questions", "q.jsonl", "--temperature", "1e-9"}, "--temperature must be in"},
+          {{"--questions", "q.jsonl", "--threads", "-3"}, "--threads must be in [0, 1024]"},
+          {{"--questions", "/nonexistent.jsonl"}, "--questions '/nonexistent.jsonl' does not exist"},
+          {{"--questions", dir}, "--questions '" + dir + "' is a directory"},
+          {{"--questions", "q.jsonl", "--parser", "regex"}, "regex"},
+          {{"--questions", "q.jsonl", "--question-template", "no placeholder"}, "must contain {question}"},
+          {{"--questions", "q.jsonl", "--question-template", "{question}", "--question-suffix", "x"}, "not both"},
+          {{"--evaluate", "only-one"}, "needs GT.jsonl and ANSWERS.jsonl"},
+          {{"--evaluate", dir, questions}, "is a directory"},
+          {{"--summarize", dir}, "--summarize '" + dir + "' is a directory"},
+          // A given --itm is loaded and checked even when the method needs no IPM view.
+          {{"--questions", questions, "--method", "regular", "--itm", kCaption, "--answers", dir + "/a.jsonl",
+            "--quiet"},
+           "--itm needs a BLIP ITM checkpoint"},
+          {{"--questions", questions, "--method", "regular", "--itm", dir + "/none", "--answers", dir + "/a.jsonl",
+            "--quiet"},
+           "no config.json in '" + dir + "/none'"},
+      });
   const Output help = pope({"--help"});
   EXPECT_EQ(help.status, 0);
   EXPECT_NE(help.out.find("--question-suffix"), std::string::npos);
@@ -548,9 +548,9 @@ TEST(ToolsPopeTest, QuestionSuffixAndTemplateShapeTheInstruction) {
   const tl::AnyLvlm lvlm = tl::load_lvlm(kCaption, {});
   const std::string question = read_lines(questions)[0]["text"].get<std::string>();
   const auto prompt_of = [&](std::vector<std::string> extra) {
-    std::vector<std::string> args = {"--questions", questions, "--method", "greedy", "--lvlm", kCaption,
-                                     "--answers", dir + "/a.jsonl", "--max-new-tokens", "1", "--quiet", "--limit",
-                                     "1"};
+    std::vector<std::string> args = {
+        "--questions",    questions,          "--method", "greedy",  "--lvlm",  kCaption, "--answers",
+        dir + "/a.jsonl", "--max-new-tokens", "1",        "--quiet", "--limit", "1"};
     args.insert(args.end(), extra.begin(), extra.end());
     const Output o = pope(args);
     EXPECT_EQ(o.status, 0) << o.err;
@@ -610,11 +610,12 @@ TEST(ToolsPopeTest, UnknownIpmWordsAreRecordedAndAllUnknownRefused) {
   const std::string images = eval_set_dir() + "/images";
   const auto write = [&](const std::string& text) {
     std::ofstream(questions) << R"({"question_id": 1, "image": "sw_000000.png", "text": ")" << text
-                             << R"(", "label": "yes"})" << "\n";
+                             << R"(", "label": "yes"})"
+                             << "\n";
   };
-  const std::vector<std::string> args = {"--questions", questions, "--image-folder", images, "--method", "agla",
-                                         "--itm", kShippedItm, "--lvlm", kCaption, "--answers", dir + "/a.jsonl",
-                                         "--max-new-tokens", "2", "--quiet", "--json"};
+  const std::vector<std::string> args = {
+      "--questions", questions, "--image-folder", images,           "--method",         "agla", "--itm",   kShippedItm,
+      "--lvlm",      kCaption,  "--answers",      dir + "/a.jsonl", "--max-new-tokens", "2",    "--quiet", "--json"};
   write("Is there a zebra in the image?");
   const Output o = pope(args);
   ASSERT_EQ(o.status, 0) << o.err;
@@ -687,26 +688,27 @@ TEST(ToolsIpmTest, JsonMatchesTheFixtureAndPicturesAreWritten) {
 TEST(ToolsIpmTest, OptionErrorsExitWithStatusOne) {
   const std::string image = kData + "/blip/images/astronaut_32.png";
   const std::string dir = temp_dir("ipm_errors");
-  expect_errors(tl::run_ipm,
-                {
-                    {{"--itm", "/nonexistent", "--image", image, "--prompt", "x"}, "no config.json in '/nonexistent'"},
-                    {{"--itm", kItm, "--image", "/nonexistent.png", "--prompt", "x"}, "'/nonexistent.png' does not exist"},
-                    {{"--itm", kItm, "--image", dir, "--prompt", "x"}, "--image '" + dir + "' is a directory"},
-                    {{"--itm", kItm, "--image", kData + "/blip/fixtures.json", "--prompt", "x"}, "fixtures.json"},
-                    {{"--itm", kItm, "--image", image, "--prompt", "..."}, "empty after caption pre-processing"},
-                    {{"--itm", kItm, "--image", image, "--prompt", "x", "--block", "4"},
-                     "--block must be in [0, 2] for this model (4 text layers); got 4"},
-                    {{"--itm", kItm, "--image", image, "--prompt", "x", "--block", "3"},
-                     "--block 3 is the last text layer; GradCAM is zero there by construction"},
-                    {{"--itm", kItm, "--image", image, "--prompt", "x", "--block", "two"}, "--block expects an integer"},
-                    {{"--itm", kItm, "--image", image, "--prompt", "x", "--block", "-1"}, "--block must be in [0, 1000]"},
-                    {{"--itm", kItm, "--image", image, "--prompt", "x", "--threads", "5000"}, "--threads must be in"},
-                    {{"--itm", kItm, "--image", image}, "--prompt TEXT is required"},
-                    {{"--itm", kCaption, "--image", image, "--prompt", "x"}, "--itm needs a BLIP ITM checkpoint"},
-                    {{"--itm", kShippedItm, "--image", image, "--prompt", "zebra xylophone"},
-                     "every word of --prompt 'zebra xylophone' is outside the ITM model's vocabulary"},
-                    {{"--unknown"}, "unknown option '--unknown'"},
-                });
+  expect_errors(
+      tl::run_ipm,
+      {
+          {{"--itm", "/nonexistent", "--image", image, "--prompt", "x"}, "no config.json in '/nonexistent'"},
+          {{"--itm", kItm, "--image", "/nonexistent.png", "--prompt", "x"}, "'/nonexistent.png' does not exist"},
+          {{"--itm", kItm, "--image", dir, "--prompt", "x"}, "--image '" + dir + "' is a directory"},
+          {{"--itm", kItm, "--image", kData + "/blip/fixtures.json", "--prompt", "x"}, "fixtures.json"},
+          {{"--itm", kItm, "--image", image, "--prompt", "..."}, "empty after caption pre-processing"},
+          {{"--itm", kItm, "--image", image, "--prompt", "x", "--block", "4"},
+           "--block must be in [0, 2] for this model (4 text layers); got 4"},
+          {{"--itm", kItm, "--image", image, "--prompt", "x", "--block", "3"},
+           "--block 3 is the last text layer; GradCAM is zero there by construction"},
+          {{"--itm", kItm, "--image", image, "--prompt", "x", "--block", "two"}, "--block expects an integer"},
+          {{"--itm", kItm, "--image", image, "--prompt", "x", "--block", "-1"}, "--block must be in [0, 1000]"},
+          {{"--itm", kItm, "--image", image, "--prompt", "x", "--threads", "5000"}, "--threads must be in"},
+          {{"--itm", kItm, "--image", image}, "--prompt TEXT is required"},
+          {{"--itm", kCaption, "--image", image, "--prompt", "x"}, "--itm needs a BLIP ITM checkpoint"},
+          {{"--itm", kShippedItm, "--image", image, "--prompt", "zebra xylophone"},
+           "every word of --prompt 'zebra xylophone' is outside the ITM model's vocabulary"},
+          {{"--unknown"}, "unknown option '--unknown'"},
+      });
   // Some unknown words: a warning, and the JSON lists them.
   const Output partial = ipm({"--itm", kShippedItm, "--image", kToolsData + "/sample.png", "--prompt",
                               "is there a zebra star", "--json", "--threads", "1"});
@@ -717,23 +719,24 @@ TEST(ToolsIpmTest, OptionErrorsExitWithStatusOne) {
 
 TEST(ToolsShapesWorldTest, OptionsAreBoundedAndStatsHonourOut) {
   const std::string dir = temp_dir("shapesworld");
-  expect_errors(tl::run_shapesworld,
-                {
-                    {{}, "give --out DIR or --stats SCENES"},
-                    {{"--out", dir, "--questions-per-split", "1000000000"}, "--questions-per-split must be in [2, 10000]"},
-                    {{"--out", dir, "--questions-per-split", "7"}, "--questions-per-split must be even"},
-                    {{"--out", dir, "--captions", "-1"}, "--captions must be in [1, 10000]"},
-                    {{"--out", dir, "--threads", "-3"}, "--threads must be in [0, 1024]"},
-                    {{"--out", dir, "--size", "16"}, "--size must be in [32, 512]"},
-                    {{"--out", dir, "--seed", "x"}, "--seed expects an integer"},
-                    {{"--stats", "0"}, "--stats must be in [1, 10000000]"},
-                    {{"--out", ""}, "--out needs a directory"},
-                    {{"--bogus"}, "unknown option '--bogus'"},
-                });
+  expect_errors(
+      tl::run_shapesworld,
+      {
+          {{}, "give --out DIR or --stats SCENES"},
+          {{"--out", dir, "--questions-per-split", "1000000000"}, "--questions-per-split must be in [2, 10000]"},
+          {{"--out", dir, "--questions-per-split", "7"}, "--questions-per-split must be even"},
+          {{"--out", dir, "--captions", "-1"}, "--captions must be in [1, 10000]"},
+          {{"--out", dir, "--threads", "-3"}, "--threads must be in [0, 1024]"},
+          {{"--out", dir, "--size", "16"}, "--size must be in [32, 512]"},
+          {{"--out", dir, "--seed", "x"}, "--seed expects an integer"},
+          {{"--stats", "0"}, "--stats must be in [1, 10000000]"},
+          {{"--out", ""}, "--out needs a directory"},
+          {{"--bogus"}, "unknown option '--bogus'"},
+      });
   std::ostringstream out, err;
-  ASSERT_EQ(tl::run_shapesworld({"--stats", "50", "--out", dir, "--questions-per-split", "4", "--captions", "2"}, out,
-                                err),
-            0)
+  ASSERT_EQ(
+      tl::run_shapesworld({"--stats", "50", "--out", dir, "--questions-per-split", "4", "--captions", "2"}, out, err),
+      0)
       << err.str();
   std::ifstream stats(dir + "/shapesworld_stats.txt");
   const std::string written((std::istreambuf_iterator<char>(stats)), std::istreambuf_iterator<char>());
@@ -743,21 +746,22 @@ TEST(ToolsShapesWorldTest, OptionsAreBoundedAndStatsHonourOut) {
 }
 
 TEST(ToolsTrainTest, OptionsAreBounded) {
-  expect_errors(agla::train::run_train,
-                {
-                    {{}, "--stage must be encoder, itm, lvlm or all"},
-                    {{"--stage", "lvlm"}, "--out DIR is required"},
-                    {{"--stage", "lvlm", "--out", "x", "--steps", "-1"}, "--steps must be in [0, 1000000]"},
-                    {{"--stage", "lvlm", "--out", "x", "--batch", "0"}, "--batch must be in [1, 1024]"},
-                    {{"--stage", "lvlm", "--out", "x", "--lr", "0"}, "--lr must be in (0, 1]"},
-                    {{"--stage", "lvlm", "--out", "x", "--checkpoint-every", "0"}, "--checkpoint-every must be in"},
-                    {{"--stage", "lvlm", "--out", "x", "--eval", "1"}, "--eval must be in [2, 100000]"},
-                    {{"--stage", "lvlm", "--out", "x", "--threads", "-1"}, "--threads must be in [0, 1024]"},
-                    {{"--stage", "lvlm", "--out", "x", "--bias", "odd"}, "--bias must be biased or control"},
-                    {{"--stage", "lvlm", "--out", "x", "--init", "/nonexistent"}, "--init '/nonexistent' does not exist"},
-                    {{"--stage", "all", "--out", "x"}, "--stage all needs --work DIR"},
-                    {{"--stage", "encoder", "--out", "x", "--eval-only"}, "reads the checkpoint in --work DIR"},
-                });
+  expect_errors(
+      agla::train::run_train,
+      {
+          {{}, "--stage must be encoder, itm, lvlm or all"},
+          {{"--stage", "lvlm"}, "--out DIR is required"},
+          {{"--stage", "lvlm", "--out", "x", "--steps", "-1"}, "--steps must be in [0, 1000000]"},
+          {{"--stage", "lvlm", "--out", "x", "--batch", "0"}, "--batch must be in [1, 1024]"},
+          {{"--stage", "lvlm", "--out", "x", "--lr", "0"}, "--lr must be in (0, 1]"},
+          {{"--stage", "lvlm", "--out", "x", "--checkpoint-every", "0"}, "--checkpoint-every must be in"},
+          {{"--stage", "lvlm", "--out", "x", "--eval", "1"}, "--eval must be in [2, 100000]"},
+          {{"--stage", "lvlm", "--out", "x", "--threads", "-1"}, "--threads must be in [0, 1024]"},
+          {{"--stage", "lvlm", "--out", "x", "--bias", "odd"}, "--bias must be biased or control"},
+          {{"--stage", "lvlm", "--out", "x", "--init", "/nonexistent"}, "--init '/nonexistent' does not exist"},
+          {{"--stage", "all", "--out", "x"}, "--stage all needs --work DIR"},
+          {{"--stage", "encoder", "--out", "x", "--eval-only"}, "reads the checkpoint in --work DIR"},
+      });
 }
 
 TEST(ToolsProgramTest, BuiltProgramsExitOneOnBadOptions) {
@@ -783,7 +787,7 @@ TEST(ToolsProgramTest, MultiThreadedRunsRestartWithPassiveWaiting) {
     EXPECT_EQ(j["threads"], std::stoi(threads));
     return j["omp_wait_policy"].get<std::string>();
   };
-  EXPECT_EQ(policy("env -u OMP_WAIT_POLICY", "2"), "PASSIVE");  // restarted once with the variable set
+  EXPECT_EQ(policy("env -u OMP_WAIT_POLICY", "2"), "PASSIVE");     // restarted once with the variable set
   EXPECT_EQ(policy("env OMP_WAIT_POLICY=ACTIVE", "2"), "ACTIVE");  // the user's choice stands
   EXPECT_EQ(policy("env -u OMP_WAIT_POLICY", "1"), "");            // one thread: nothing to wait for
 }
@@ -791,7 +795,8 @@ TEST(ToolsProgramTest, MultiThreadedRunsRestartWithPassiveWaiting) {
 TEST(ToolsProgramTest, ProgramsFindTheirDataWhenMoved) {
   const fs::path root = temp_dir("moved");
   const std::string built = built_program("agla_caption");
-  const std::string args = " --json --threads 1 --timing-runs 1 --max-new-tokens 3 --out " + quoted(root.string() + "/o");
+  const std::string args =
+      " --json --threads 1 --timing-runs 1 --max-new-tokens 3 --out " + quoted(root.string() + "/o");
   std::string output;
   // The build tree's program uses its data link.
   EXPECT_EQ(shell("env -u AGLA_DATA_DIR " + quoted(built) + " --help", output), 0);
@@ -827,7 +832,8 @@ TEST(ToolsProgramTest, InstalledProgramsFindTheirData) {
   EXPECT_FALSE(fs::exists(prefix + "/include")) << "the tools component installs programs and data only";
   EXPECT_EQ(shell("env -u AGLA_DATA_DIR " + quoted(installed) + " --help", output), 0);
   EXPECT_NE(output.find("data directory: " + prefix + "/share/agla/data"), std::string::npos) << output;
-  const std::string args = " --json --threads 1 --timing-runs 1 --max-new-tokens 3 --out " + quoted(root.string() + "/o");
+  const std::string args =
+      " --json --threads 1 --timing-runs 1 --max-new-tokens 3 --out " + quoted(root.string() + "/o");
   ASSERT_EQ(shell("env -u AGLA_DATA_DIR " + quoted(installed) + args, output), 0) << output;
   EXPECT_EQ(nlohmann::json::parse(output)["image"], prefix + "/share/agla/data/sample.png");
 }

@@ -9,7 +9,6 @@
 #include <iomanip>
 #include <nlohmann/json.hpp>
 #include <optional>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -139,13 +138,14 @@ struct CaptionRun {
 
 nlohmann::json run_json(const CaptionRun& run) {
   const auto [fastest, slowest] = std::minmax_element(run.seconds.begin(), run.seconds.end());
-  return nlohmann::json{{"ids", run.ids},
-                        {"text", run.text},
-                        {"tokens", run.ids.size()},
-                        {"seconds", run.median_seconds()},
-                        {"tokens_per_second", run.median_tokens_per_second()},
-                        {"timing_runs", run.seconds.size()},
-                        {"tokens_per_second_range", {run.tokens_per_second(*slowest), run.tokens_per_second(*fastest)}}};
+  return nlohmann::json{
+      {"ids", run.ids},
+      {"text", run.text},
+      {"tokens", run.ids.size()},
+      {"seconds", run.median_seconds()},
+      {"tokens_per_second", run.median_tokens_per_second()},
+      {"timing_runs", run.seconds.size()},
+      {"tokens_per_second_range", {run.tokens_per_second(*slowest), run.tokens_per_second(*fastest)}}};
 }
 
 /// Warns on `err` about words the model reads as [UNK]; returns them for the JSON report.
@@ -171,22 +171,14 @@ int run(const Options& o, std::ostream& out, std::ostream& err) {
   AnyLvlm lvlm = load_lvlm(lvlm_dir, LvlmSettings{});
 
   std::vector<std::string> prompt_unknown;
-  if (!o.prompt_ids && o.prompt && !o.prompt->empty()) {
-    prompt_unknown = lvlm_unknown_words(lvlm, *o.prompt);
-    std::size_t words = 0;
-    std::istringstream split(*o.prompt);
-    for (std::string w; split >> w;) ++words;
-    check<InvalidArgument>(prompt_unknown.size() < words, kProgram, ": every word of --prompt '", *o.prompt,
-                           "' is outside the LVLM's vocabulary ([UNK]); the caption would not depend on it");
-    warn_unknown(err, prompt_unknown, "--prompt");
-  }
+  if (!o.prompt_ids && o.prompt)
+    prompt_unknown = warn_unknown(err, check_lvlm_text(kProgram, "--prompt", lvlm, *o.prompt), "--prompt");
   const std::vector<std::int64_t> prompt =
       o.prompt_ids ? *o.prompt_ids : lvlm_prompt(lvlm, o.prompt.value_or(std::string())).ids;
   const std::string itm_prompt =
       o.itm_prompt ? *o.itm_prompt : (o.prompt && !o.prompt->empty() ? *o.prompt : std::string(kCaptionItmText));
-  const std::vector<std::string> itm_unknown =
-      warn_unknown(err, check_itm_text(kProgram, o.itm_prompt ? "--itm-prompt" : "the IPM text", itm, itm_prompt),
-                   "the IPM text");
+  const std::vector<std::string> itm_unknown = warn_unknown(
+      err, check_itm_text(kProgram, o.itm_prompt ? "--itm-prompt" : "the IPM text", itm, itm_prompt), "the IPM text");
 
   // IPM once: the augmented view both modes share (regular decoding ignores it).
   const ViewBuilder views(&itm, lvlm);
@@ -219,8 +211,7 @@ int run(const Options& o, std::ostream& out, std::ostream& err) {
   assembled.text = lvlm_decode(lvlm, assembled.ids);
 
   make_directory(kProgram, o.out);
-  const std::string heatmap = o.out + "/heatmap.png", augmented = o.out + "/augmented.png",
-                    mask = o.out + "/mask.png";
+  const std::string heatmap = o.out + "/heatmap.png", augmented = o.out + "/augmented.png", mask = o.out + "/mask.png";
   io::write_png(heatmap, ipm::heatmap_overlay(views.matcher()->resize_for_model(image), view.match->relevance));
   io::write_png(augmented, view.image);
   io::write_png(mask, view.match->mask.to(at::kByte).mul(255).unsqueeze(2).contiguous());
@@ -284,19 +275,14 @@ int run(const Options& o, std::ostream& out, std::ostream& err) {
 }  // namespace
 
 int run_caption(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
-  try {
+  return run_guarded(kProgram, err, [&] {
     const Options o = parse_options(args);
     if (o.help) {
       usage(out);
       return 0;
     }
     return run(o, out, err);
-  } catch (const Error& e) {
-    err << e.what() << "\n";
-  } catch (const std::exception& e) {
-    err << "agla_caption: " << e.what() << "\n";
-  }
-  return 1;
+  });
 }
 
 }  // namespace agla::tools

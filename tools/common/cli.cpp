@@ -10,6 +10,17 @@
 
 namespace agla::tools {
 
+int run_guarded(const std::string& program, std::ostream& err, const std::function<int()>& body) {
+  try {
+    return body();
+  } catch (const Error& e) {
+    err << e.what() << "\n";
+  } catch (const std::exception& e) {
+    err << program << ": " << e.what() << "\n";
+  }
+  return 1;
+}
+
 ArgCursor::ArgCursor(std::vector<std::string> args, std::string program)
     : args_(std::move(args)), program_(std::move(program)) {}
 
@@ -23,8 +34,8 @@ std::int64_t parse_integer(const std::string& program, const std::string& option
   char* end = nullptr;
   errno = 0;
   const long long value = std::strtoll(text.c_str(), &end, 10);
-  check<InvalidArgument>(!text.empty() && *end == '\0' && errno == 0, program, ": ", option,
-                         " expects an integer in [", low, ", ", high, "]; got '", text, "'");
+  check<InvalidArgument>(!text.empty() && *end == '\0' && errno == 0, program, ": ", option, " expects an integer in [",
+                         low, ", ", high, "]; got '", text, "'");
   check<InvalidArgument>(value >= low && value <= high, program, ": ", option, " must be in [", low, ", ", high,
                          "]; got ", value);
   return static_cast<std::int64_t>(value);

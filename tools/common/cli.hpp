@@ -5,10 +5,16 @@
 /// `agla::InvalidArgument` naming the program, the option, the accepted range and the text that came.
 
 #include <cstdint>
+#include <functional>
+#include <ostream>
 #include <string>
 #include <vector>
 
 namespace agla::tools {
+
+/// Runs a program's `body` and returns its exit status; an exception becomes status 1 with its
+/// message (an `agla::Error`'s as it is, any other prefixed with `program`) on `err`.
+int run_guarded(const std::string& program, std::ostream& err, const std::function<int()>& body);
 
 /// Walks a program's arguments (without argv[0]); `value()` takes the next one as an option's value.
 class ArgCursor {
@@ -44,8 +50,7 @@ double parse_number(const std::string& program, const std::string& option, const
 
 /// A comma-separated list of token ids ("101, 2023,2003"), each in `[0, 2^31)`, at least one and at
 /// most 4096 of them.
-std::vector<std::int64_t> parse_id_list(const std::string& program, const std::string& option,
-                                        const std::string& text);
+std::vector<std::int64_t> parse_id_list(const std::string& program, const std::string& option, const std::string& text);
 
 /// `--threads` value: 0 = the program's default, else 1 to `kMaxThreads`.
 int parse_threads(const std::string& program, const std::string& text);

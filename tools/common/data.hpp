@@ -21,8 +21,7 @@ std::vector<std::string> data_dir_candidates(const std::string& executable);
 
 /// The data directory: `override_dir` when given (it must be a directory, else
 /// `agla::FormatError`), else the first existing candidate of `executable`; nullopt when none exists.
-std::optional<std::string> find_data_dir(const std::optional<std::string>& override_dir,
-                                         const std::string& executable);
+std::optional<std::string> find_data_dir(const std::optional<std::string>& override_dir, const std::string& executable);
 
 /// The data directory of this process (`AGLA_DATA_DIR`, else relative to the program); throws
 /// `agla::FormatError` naming `program`, the places looked at and how to fix it when none exists.

@@ -136,9 +136,8 @@ int run(const Options& o, std::ostream& out, std::ostream& err) {
       << " (match probability " << match.itm_probability << ")\n"
       << "itc:             " << match.itc << "\n"
       << "mask ratio:      " << match.mask_ratio << " (kept " << match.kept_fraction << ")\n"
-      << "timings (ms):    encode " << match.timings.encode << ", itm+gradcam " << match.timings.itm_gradcam
-      << ", itc " << match.timings.itc << ", postprocess " << match.timings.postprocess << ", total "
-      << match.timings.total << "\n"
+      << "timings (ms):    encode " << match.timings.encode << ", itm+gradcam " << match.timings.itm_gradcam << ", itc "
+      << match.timings.itc << ", postprocess " << match.timings.postprocess << ", total " << match.timings.total << "\n"
       << "threads:         " << threads << "\n";
   if (!unknown.empty()) {
     out << "unknown words:  ";
@@ -152,19 +151,14 @@ int run(const Options& o, std::ostream& out, std::ostream& err) {
 }  // namespace
 
 int run_ipm(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
-  try {
+  return run_guarded(kProgram, err, [&] {
     const Options o = parse_options(args);
     if (o.help) {
       usage(out);
       return 0;
     }
     return run(o, out, err);
-  } catch (const Error& e) {
-    err << e.what() << "\n";
-  } catch (const std::exception& e) {
-    err << "agla_ipm: " << e.what() << "\n";
-  }
-  return 1;
+  });
 }
 
 }  // namespace agla::tools

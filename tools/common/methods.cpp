@@ -3,7 +3,6 @@
 #include <ATen/CPUGeneratorImpl.h>
 
 #include <chrono>
-#include <sstream>
 
 #include "agla/error.hpp"
 #include "agla/ipm/mask.hpp"
@@ -47,7 +46,8 @@ Method parse_method(const std::string& name) {
     names += names.empty() ? "" : "|";
     names += method_name(m);
   }
-  throw InvalidArgument(detail::concat("agla::tools::parse_method: --method must be one of ", names, "; got '", name, "'"));
+  throw InvalidArgument(
+      detail::concat("agla::tools::parse_method: --method must be one of ", names, "; got '", name, "'"));
 }
 
 LocalView method_view(Method method) {
@@ -168,18 +168,6 @@ AugmentedView ViewBuilder::build(LocalView kind, const at::Tensor& image, const 
   }
   view.ipm_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
   return view;
-}
-
-std::vector<std::string> check_itm_text(const std::string& program, const std::string& what,
-                                        const blip::BlipItm& itm, const std::string& text) {
-  std::vector<std::string> unknown = itm_unknown_words(itm, text);
-  std::istringstream words(text::pre_caption(text));
-  std::size_t count = 0;
-  for (std::string word; words >> word;) ++count;
-  check<InvalidArgument>(count == 0 || unknown.size() < count, program, ": every word of ", what, " '", text,
-                         "' is outside the ITM model's vocabulary ([UNK]), so IPM's relevance map and mask would not "
-                         "depend on it; use words the ITM knows");
-  return unknown;
 }
 
 at::Generator seeded_generator(std::uint64_t seed) { return at::make_generator<at::CPUGeneratorImpl>(seed); }

@@ -128,12 +128,6 @@ class ViewBuilder {
   std::optional<ipm::ImagePromptMatcher<blip::BlipItm>> matcher_;
 };
 
-/// Checks IPM's text `text` against the ITM's vocabulary: throws `agla::InvalidArgument` naming
-/// `program` and `what` when every word is `[UNK]` to the ITM (the relevance map and the ITC would
-/// not depend on the text, so the mask would not either); returns the unknown words otherwise.
-std::vector<std::string> check_itm_text(const std::string& program, const std::string& what,
-                                        const blip::BlipItm& itm, const std::string& text);
-
 /// A CPU generator seeded with `seed` (the same seed gives the same draws).
 at::Generator seeded_generator(std::uint64_t seed);
 

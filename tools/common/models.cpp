@@ -2,11 +2,10 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <type_traits>
 #include <utility>
-
-#include <nlohmann/json.hpp>
 
 #include "agla/decode/generate.hpp"
 #include "agla/error.hpp"
@@ -69,6 +68,19 @@ std::vector<std::string> wordpiece_unknown_words(const text::WordPieceTokenizer&
     if (std::find(ids.begin(), ids.end(), tokenizer.unk_id()) != ids.end()) unknown.push_back(word);
   }
   return unknown;
+}
+
+/// Throws `agla::InvalidArgument` when `unknown` holds every word of `read` (the text as the model
+/// reads it; `shown` as the user gave it).
+void refuse_all_unknown(const std::string& program, const std::string& what, const std::string& read,
+                        const std::string& shown, const std::vector<std::string>& unknown, const char* vocabulary,
+                        const char* consequence) {
+  std::istringstream words(read);
+  std::size_t count = 0;
+  for (std::string word; words >> word;) ++count;
+  check<InvalidArgument>(count == 0 || unknown.size() < count, program, ": every word of ", what, " '", shown,
+                         "' is outside ", vocabulary, " ([UNK]), so ", consequence,
+                         " would not depend on it; use words the model knows");
 }
 
 template <typename Model>
@@ -134,7 +146,8 @@ const ModelFamily& detect_model_family(const std::string& dir) {
     if (family.model_type != nullptr && type == family.model_type) return family;
   std::string listed, known;
   for (const auto& a : architectures) listed += (listed.empty() ? "" : ", ") + a;
-  for (const ModelFamily& family : model_families()) known += (known.empty() ? "" : ", ") + std::string(family.architecture);
+  for (const ModelFamily& family : model_families())
+    known += (known.empty() ? "" : ", ") + std::string(family.architecture);
   throw FormatError(detail::concat(fn, ": ", path, ": model_type '", type, "', architectures [", listed,
                                    "]; expected one of ", known));
 }
@@ -181,21 +194,27 @@ TokenSpec lvlm_tokens(const AnyLvlm& lvlm) {
   return std::visit([](const auto& model) { return model.tokens(); }, lvlm);
 }
 
-std::vector<std::string> lvlm_unknown_words(const AnyLvlm& lvlm, const std::string& text) {
-  return std::visit(
+std::vector<std::string> check_lvlm_text(const std::string& program, const std::string& what, const AnyLvlm& lvlm,
+                                         const std::string& text) {
+  std::vector<std::string> unknown = std::visit(
       [&](const auto& model) -> std::vector<std::string> {
-        using Model = std::decay_t<decltype(model)>;
-        if constexpr (std::is_same_v<Model, blip::BlipCaptioner>) {
+        if constexpr (std::is_same_v<std::decay_t<decltype(model)>, blip::BlipCaptioner>) {
           return wordpiece_unknown_words(model.tokenizer(), text);
         } else {
           return {};  // SentencePiece falls back to bytes: no word is unknown
         }
       },
       lvlm);
+  refuse_all_unknown(program, what, text, text, unknown, "the LVLM's vocabulary", "the model's output");
+  return unknown;
 }
 
-std::vector<std::string> itm_unknown_words(const blip::BlipItm& itm, const std::string& text) {
-  return wordpiece_unknown_words(itm.tokenizer(), text::pre_caption(text));
+std::vector<std::string> check_itm_text(const std::string& program, const std::string& what, const blip::BlipItm& itm,
+                                        const std::string& text) {
+  const std::string read = text::pre_caption(text);
+  std::vector<std::string> unknown = wordpiece_unknown_words(itm.tokenizer(), read);
+  refuse_all_unknown(program, what, read, text, unknown, "the ITM model's vocabulary", "IPM's relevance map and mask");
+  return unknown;
 }
 
 std::vector<std::int64_t> lvlm_generate(AnyLvlm& lvlm, const std::vector<std::int64_t>& prompt_ids,

@@ -76,12 +76,17 @@ std::string lvlm_decode(const AnyLvlm& lvlm, const std::vector<std::int64_t>& id
 /// Stop ids, pad id, vocabulary size.
 TokenSpec lvlm_tokens(const AnyLvlm& lvlm);
 
-/// Words of `text` the LVLM's tokenizer can only read as `[UNK]` (WordPiece families; empty for the others).
-std::vector<std::string> lvlm_unknown_words(const AnyLvlm& lvlm, const std::string& text);
+/// Words of `text` the LVLM's tokenizer can only read as `[UNK]` (WordPiece families; empty for the
+/// others). Throws `agla::InvalidArgument` naming `program` and `what` when every word of `text` is
+/// unknown: the model's output would not depend on the text.
+std::vector<std::string> check_lvlm_text(const std::string& program, const std::string& what, const AnyLvlm& lvlm,
+                                         const std::string& text);
 
 /// Words of `text` (after LAVIS `pre_caption`, as the ITM reads it) that the ITM's tokenizer can only
-/// read as `[UNK]`.
-std::vector<std::string> itm_unknown_words(const blip::BlipItm& itm, const std::string& text);
+/// read as `[UNK]`. Throws `agla::InvalidArgument` naming `program` and `what` when every word is
+/// unknown: IPM's relevance map, ITC and mask would not depend on the text.
+std::vector<std::string> check_itm_text(const std::string& program, const std::string& what, const blip::BlipItm& itm,
+                                        const std::string& text);
 
 /// One generation of one stream: the ids generated (up to and including the stop id) from
 /// `prompt_ids` on `original` pixels `[1, 3, S, S]` and, when `options` runs the local view,

@@ -2,6 +2,8 @@
 // ShapesWorld's caption split) and scores the answers; scores answer files (--evaluate); turns the
 // results of many runs into markdown tables (--summarize).
 
+#include "agla/eval/pope.hpp"
+
 #include <ATen/ATen.h>
 
 #include <algorithm>
@@ -22,7 +24,6 @@
 #include "agla/error.hpp"
 #include "agla/eval/chair.hpp"
 #include "agla/eval/jsonl.hpp"
-#include "agla/eval/pope.hpp"
 #include "agla/eval/runner.hpp"
 #include "agla/io/image.hpp"
 #include "agla/runtime.hpp"
@@ -155,8 +156,7 @@ Options parse_options(const std::vector<std::string>& args) {
     } else if (arg == "--question-template") {
       o.question_template = cursor.value(arg);
       check<InvalidArgument>(o.question_template.find(kQuestionKey) != std::string::npos,
-                             "agla_pope: --question-template must contain {question}; got '", o.question_template,
-                             "'");
+                             "agla_pope: --question-template must contain {question}; got '", o.question_template, "'");
       templated = true;
     } else if (arg == "--caption-prompt") {
       o.caption_prompt = cursor.value(arg);
@@ -279,14 +279,6 @@ double finite_mean(const std::vector<double>& values) {
   return n == 0 ? std::numeric_limits<double>::quiet_NaN() : sum / n;
 }
 
-/// Number of white-space separated words of `text`.
-std::size_t word_count(const std::string& text) {
-  std::istringstream split(text);
-  std::size_t n = 0;
-  for (std::string w; split >> w;) ++n;
-  return n;
-}
-
 /// Run mode: answers every item of the chunk, then scores the answers when the run covers them.
 int run_questions(const Options& o, std::ostream& out, std::ostream& err) {
   require_file(kProgram, "--questions", o.questions);
@@ -302,8 +294,9 @@ int run_questions(const Options& o, std::ostream& out, std::ostream& err) {
   const bool needs_itm = method_needs_itm(o.method);
   const std::string lvlm_dir = o.lvlm.empty() ? shipped_model(kProgram, "shapesworld-lvlm", "--lvlm") : o.lvlm;
   // A given --itm is always loaded, so a broken path fails now rather than in the run that needs it.
-  const std::string itm_dir =
-      !o.itm.empty() ? o.itm : needs_itm ? shipped_model(kProgram, "shapesworld-itm", "--itm") : std::string();
+  const std::string itm_dir = !o.itm.empty() ? o.itm
+                              : needs_itm    ? shipped_model(kProgram, "shapesworld-itm", "--itm")
+                                             : std::string();
   const int threads =
       use_threads(o.threads, weight_bytes(lvlm_dir) + (needs_itm ? weight_bytes(itm_dir) : std::uintmax_t{0}));
   if (auto warning = agla::blas_warning()) err << *warning << "\n";
@@ -345,13 +338,10 @@ int run_questions(const Options& o, std::ostream& out, std::ostream& err) {
     } else if (captions) {
       if (!caption_ids) caption_ids = lvlm_prompt(lvlm, o.caption_prompt).ids;
       prompt = *caption_ids;
-      prompt_unknown = lvlm_unknown_words(lvlm, o.caption_prompt);
+      prompt_unknown = check_lvlm_text(kProgram, "--caption-prompt", lvlm, o.caption_prompt);
     } else {
       const std::string instruction = question_instruction(o.question_template, item.text);
-      prompt_unknown = lvlm_unknown_words(lvlm, instruction);
-      check<InvalidArgument>(prompt_unknown.size() < word_count(instruction), kProgram, ": question ", item.key,
-                             ": every word of '", instruction,
-                             "' is outside the LVLM's vocabulary ([UNK]); the answer would not depend on it");
+      prompt_unknown = check_lvlm_text(kProgram, "the instruction of question " + item.key, lvlm, instruction);
       prompt = lvlm_prompt(lvlm, instruction).ids;
     }
     const std::string itm_prompt = captions ? itm_caption_prompt : item.text;
@@ -360,9 +350,8 @@ int run_questions(const Options& o, std::ostream& out, std::ostream& err) {
     // Independent draws for the view (noise, random mask) and for sampling, per question.
     const AugmentedView view = views.build(view_kind, image, itm_prompt, original,
                                            seeded_generator(question_seed(o.seed ^ 0x5EEDF00Dull, item.index)));
-    const std::vector<std::int64_t> ids =
-        lvlm_generate(lvlm, prompt, original, view.pixels, decoding, max_new_tokens,
-                      seeded_generator(question_seed(o.seed, item.index)), kProgram);
+    const std::vector<std::int64_t> ids = lvlm_generate(lvlm, prompt, original, view.pixels, decoding, max_new_tokens,
+                                                        seeded_generator(question_seed(o.seed, item.index)), kProgram);
     generated += static_cast<long long>(ids.size());
 
     eval::AnswerRecord record;
@@ -394,9 +383,8 @@ int run_questions(const Options& o, std::ostream& out, std::ostream& err) {
   }
   if (bar) bar->finish();
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  for (const auto& [count, what, field] :
-       {std::tuple{itm_unknown_items, "IPM texts", "itm_unknown_words"},
-        std::tuple{prompt_unknown_items, "prompts", "prompt_unknown_words"}})
+  for (const auto& [count, what, field] : {std::tuple{itm_unknown_items, "IPM texts", "itm_unknown_words"},
+                                           std::tuple{prompt_unknown_items, "prompts", "prompt_unknown_words"}})
     if (count > 0)
       err << "agla_pope: warning: " << count << " of " << chunk.size() << " " << what
           << " have words outside the model's vocabulary, read as [UNK] (listed per answer in metadata." << field
@@ -447,8 +435,8 @@ int run_questions(const Options& o, std::ostream& out, std::ostream& err) {
                          lines[all[i].index].line, ": field \"objects\" must be a list of object names");
       std::set<std::string> truth;
       for (const auto& name : *it) {
-        check<FormatError>(name.is_string() && vocabulary.knows_object(name.get<std::string>()), "agla_pope: ",
-                           o.questions, ":", lines[all[i].index].line, ": unknown object ", name.dump());
+        check<FormatError>(name.is_string() && vocabulary.knows_object(name.get<std::string>()),
+                           "agla_pope: ", o.questions, ":", lines[all[i].index].line, ": unknown object ", name.dump());
         truth.insert(name.get<std::string>());
       }
       objects.push_back(truth);
@@ -633,28 +621,16 @@ int run_summarize(const Options& o, std::ostream& out) {
 }  // namespace
 
 int run_pope(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
-  try {
+  return run_guarded(kProgram, err, [&] {
     const Options o = parse_options(args);
     if (o.help) {
       usage(out);
       return 0;
     }
-    switch (o.mode) {
-      case Options::Mode::Evaluate:
-        use_threads(o.threads, 0);
-        return run_evaluate(o, out);
-      case Options::Mode::Summarize:
-        use_threads(o.threads, 0);
-        return run_summarize(o, out);
-      case Options::Mode::Run:
-        return run_questions(o, out, err);
-    }
-  } catch (const Error& e) {
-    err << e.what() << "\n";
-  } catch (const std::exception& e) {
-    err << "agla_pope: " << e.what() << "\n";
-  }
-  return 1;
+    if (o.mode == Options::Mode::Run) return run_questions(o, out, err);
+    use_threads(o.threads, 0);
+    return o.mode == Options::Mode::Evaluate ? run_evaluate(o, out) : run_summarize(o, out);
+  });
 }
 
 }  // namespace agla::tools

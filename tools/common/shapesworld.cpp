@@ -117,13 +117,16 @@ int run(const std::vector<std::string>& args, std::ostream& out) {
     } else if (arg == "--seed") {
       options.seed = parse_seed(kProgram, arg, cursor.value(arg));
     } else if (arg == "--questions-per-split") {
-      options.questions_per_split = static_cast<int>(parse_integer(kProgram, arg, cursor.value(arg), 2, kMaxQuestionsPerSplit));
+      options.questions_per_split =
+          static_cast<int>(parse_integer(kProgram, arg, cursor.value(arg), 2, kMaxQuestionsPerSplit));
       check<InvalidArgument>(options.questions_per_split % 2 == 0, kProgram,
-                             ": --questions-per-split must be even (half yes, half no); got ", options.questions_per_split);
+                             ": --questions-per-split must be even (half yes, half no); got ",
+                             options.questions_per_split);
     } else if (arg == "--captions") {
       options.captions = static_cast<int>(parse_integer(kProgram, arg, cursor.value(arg), 1, kMaxCaptions));
     } else if (arg == "--size") {
-      options.world.height = options.world.width = static_cast<int>(parse_integer(kProgram, arg, cursor.value(arg), 32, 512));
+      options.world.height = options.world.width =
+          static_cast<int>(parse_integer(kProgram, arg, cursor.value(arg), 32, 512));
     } else if (arg == "--stats") {
       stats = parse_integer(kProgram, arg, cursor.value(arg), 1, kMaxStatsScenes);
     } else if (arg == "--threads") {
@@ -161,14 +164,7 @@ int run(const std::vector<std::string>& args, std::ostream& out) {
 }  // namespace
 
 int run_shapesworld(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
-  try {
-    return run(args, out);
-  } catch (const Error& e) {
-    err << e.what() << "\n";
-  } catch (const std::exception& e) {
-    err << "agla_shapesworld: " << e.what() << "\n";
-  }
-  return 1;
+  return run_guarded(kProgram, err, [&] { return run(args, out); });
 }
 
 }  // namespace agla::tools

@@ -84,8 +84,8 @@ void print_itm(std::ostream& out, const ItmReport& r, int n) {
       << format("%.4f", r.auc_partner) << ", ITC matched " << format("%.3f", r.itc_matched) << " vs unmatched "
       << format("%.3f", r.itc_unmatched) << "\n";
   for (std::size_t l = 0; l < r.gradcam_ratio.size(); ++l) {
-    out << "GradCAM layer " << l << ": mass in the asked object's box / its area share = "
-        << format("%.2f", r.gradcam_ratio[l]);
+    out << "GradCAM layer " << l
+        << ": mass in the asked object's box / its area share = " << format("%.2f", r.gradcam_ratio[l]);
     if (l == r.gradcam_ratio.size() / 2)
       out << (r.gradcam_ratio[l] >= 2 ? "  (default layer; gate >= 2: PASS)" : "  (default layer; gate >= 2: FAIL)");
     out << "\n";
@@ -260,14 +260,7 @@ int run(const std::vector<std::string>& args, std::ostream& out, std::ostream& e
 }  // namespace
 
 int run_train(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
-  try {
-    return run(args, out, err);
-  } catch (const Error& e) {
-    err << e.what() << "\n";
-  } catch (const std::exception& e) {
-    err << "agla_train: " << e.what() << "\n";
-  }
-  return 1;
+  return tools::run_guarded(kProgram, err, [&] { return run(args, out, err); });
 }
 
 }  // namespace agla::train
