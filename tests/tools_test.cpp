@@ -4,6 +4,7 @@
 // models; the built programs for what only a process shows (relocation, an installed copy, the
 // restart with passive OpenMP waiting).
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <array>
 #include <cmath>
@@ -67,9 +68,19 @@ std::vector<nlohmann::json> read_lines(const std::string& path) {
   return lines;
 }
 
+// This process's scratch folder: ctest runs the tests of this file in parallel processes.
+fs::path temp_root() { return fs::temp_directory_path() / ("agla_tools_test_" + std::to_string(getpid())); }
+
+// Removes the scratch folder when the tests of this process are done.
+class TempRootCleanup : public ::testing::Environment {
+ public:
+  void TearDown() override { fs::remove_all(temp_root()); }
+};
+::testing::Environment* const kTempRootCleanup = ::testing::AddGlobalTestEnvironment(new TempRootCleanup);
+
 // A fresh temporary folder per test.
 std::string temp_dir(const std::string& name) {
-  const fs::path dir = fs::temp_directory_path() / ("agla_tools_test_" + name);
+  const fs::path dir = temp_root() / name;
   fs::remove_all(dir);
   fs::create_directories(dir);
   return dir.string();

@@ -53,7 +53,7 @@ void usage(std::ostream& out) {
          "  --seed N              sampling seed, the same for both captions (default 1)\n"
          "  --max-new-tokens N    tokens per caption at most, [1, 4096] (default 30)\n"
          "  --timing-runs N       decode each caption N times for tokens/s, [1, 100] (default: 3 to 15 runs,\n"
-         "                        about one second of decoding; 1 when one caption takes a second or more)\n"
+         "                        about a second of decoding; 1 when the first two captions take 2 s or more)\n"
          "  --out DIR             where heatmap.png, mask.png and augmented.png go (default ./agla_caption_out)\n"
          "  --json                print one JSON object (prompt ids; ids, text and speed of each mode; IPM)\n"
          "  --threads N           intra-op threads, [0, 1024] (default 0 = automatic: 1 for small models,\n"
