@@ -7,8 +7,6 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
-#include <cstdio>
-#include <filesystem>
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -572,67 +570,4 @@ TEST(BlipMatcherTest, EmptyPromptAndBadLayerThrow) {
   EXPECT_THROW(agla::ipm::ImagePromptMatcher<agla::blip::BlipItm>(fixture_blip(), options), agla::InvalidArgument);
   const agla::ipm::ImagePromptMatcher<agla::blip::BlipItm> matcher(fixture_blip());
   EXPECT_THROW(matcher.match(fixture_image(), "  .!  "), agla::InvalidArgument);
-}
-
-// ---------------------------------------------------------------- the agla_ipm inspector
-
-namespace {
-
-// The example program built next to this test (build/examples/agla_ipm), if examples are built.
-std::string inspector_path() {
-  std::error_code error;
-  const auto self = std::filesystem::read_symlink("/proc/self/exe", error);
-  if (error) return {};
-  const auto path = self.parent_path().parent_path() / "examples" / "agla_ipm";
-  return std::filesystem::exists(path) ? path.string() : std::string();
-}
-
-int run_command(const std::string& command, std::string& output) {
-  output.clear();
-  FILE* pipe = popen(command.c_str(), "r");
-  if (pipe == nullptr) return -1;
-  std::array<char, 4096> buffer{};
-  size_t n = 0;
-  while ((n = fread(buffer.data(), 1, buffer.size(), pipe)) > 0) output.append(buffer.data(), n);
-  const int status = pclose(pipe);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
-
-}  // namespace
-
-TEST(InspectorTest, JsonOutputAndExitCodes) {
-  const std::string tool = inspector_path();
-  if (tool.empty()) GTEST_SKIP() << "examples/agla_ipm not built (configure with -DAGLA_BUILD_EXAMPLES=ON)";
-  const std::string model = kBlipDir + "itm";
-  const std::string image = kBlipDir + "images/astronaut_32.png";
-  const std::string out = ::testing::TempDir() + "/agla_ipm_out";
-  std::string output;
-  ASSERT_EQ(run_command("'" + tool + "' --itm '" + model + "' --image '" + image +
-                            "' --prompt 'a woman in a space suit' --threads 1 --json --out '" + out + "' 2>/dev/null",
-                        output),
-            0);
-  const nlohmann::json j = nlohmann::json::parse(output);  // exactly one object on stdout
-  EXPECT_EQ(j.size(), 8u);
-  EXPECT_EQ(j["image_size"].get<int64_t>(), 32);
-  const at::Tensor want = fixture("gradcam.i0.p0.avg");
-  for (int64_t r = 0; r < 4; ++r)
-    for (int64_t c = 0; c < 4; ++c) EXPECT_NEAR(j["grid"][r][c].get<double>(), want[r][c].item<double>(), 1e-6);
-  EXPECT_NEAR(j["itc"].get<double>(), fixture("itc.sim")[0][0].item<double>(), 1e-5);
-  for (const char* png : {"heatmap.png", "mask.png", "augmented.png"}) {
-    const at::Tensor written = agla::io::read_image(out + "/" + png);
-    EXPECT_EQ(written.sizes(), (at::IntArrayRef{32, 32, 3})) << png;
-  }
-
-  for (const std::string& bad : {std::string("--itm /nonexistent --image '") + image + "' --prompt x",
-                                 "--itm '" + model + "' --image /nonexistent.png --prompt x",
-                                 "--itm '" + model + "' --image '" + kBlipDir + "fixtures.json' --prompt x",
-                                 "--itm '" + model + "' --image '" + image + "' --prompt '...'",
-                                 "--itm '" + model + "' --image '" + image + "' --prompt x --block 4",
-                                 "--itm '" + model + "' --image '" + image + "' --prompt x --block two",
-                                 "--itm '" + model + "' --image '" + image + "'", std::string("--unknown")}) {
-    SCOPED_TRACE(bad);
-    std::string err;
-    EXPECT_EQ(run_command("'" + tool + "' " + bad + " 2>&1 1>/dev/null", err), 1);
-    EXPECT_FALSE(err.empty());
-  }
 }

@@ -1,10 +1,11 @@
-// ShapesWorld training (examples/train): determinism, checkpoint resume, and the shipped model dirs.
+// ShapesWorld training (tools/train): determinism, checkpoint resume, and the shipped model dirs.
 
 #include <filesystem>
 #include <string>
 #include <vector>
 
-#include "../examples/train/shapesworld_training.hpp"
+#include "agla/shapesworld.hpp"
+#include "train/shapesworld_training.hpp"
 
 namespace {
 
@@ -37,7 +38,7 @@ std::string temp_dir(const std::string& name) {
   return dir.string();
 }
 
-std::string models_dir() { return std::string(AGLA_SOURCE_DIR) + "/examples/data/models"; }
+std::string models_dir() { return std::string(AGLA_SOURCE_DIR) + "/tools/data/models"; }
 
 }  // namespace
 

@@ -3,16 +3,16 @@
 # decoding method x seed x model (biased, control) over the random / popular / adversarial /
 # contrast / caption splits with agla_pope, and prints markdown tables of mean ± sd over the seeds.
 #
-#   examples/run_shapesworld_results.sh [BUILD_DIR]
+#   tools/run_shapesworld_results.sh [BUILD_DIR]
 #
-# BUILD_DIR holds examples/agla_pope and examples/agla_shapesworld (default: build). Settings
+# BUILD_DIR holds tools/agla_pope and tools/agla_shapesworld (default: build). Settings
 # (environment variables):
 #   QUESTIONS  questions per POPE split and in the contrast split (default 1000; even)
 #   CAPTIONS   images in the caption split (default QUESTIONS / 2)
 #   SEEDS      decoding seeds (default "1 2 3"); greedy decoding is deterministic and runs once
 #   OUT        output folder (default shapesworld_results): eval/, answers/, results.jsonl, results.md
 #   MODELS     folder with shapesworld-itm, shapesworld-lvlm, shapesworld-lvlm-control
-#              (default examples/data/models)
+#              (default tools/data/models)
 #   JOBS       runs in parallel (default 1; one thread each)
 #   SPLITS     splits to run (default "random popular adversarial contrast captions")
 #   METHODS    methods to run (default: all nine rows; vcd-2 is VCD with alpha 2 / beta 0.5)
@@ -22,8 +22,8 @@ set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 build="${1:-build}"
-pope="$build/examples/agla_pope"
-world="$build/examples/agla_shapesworld"
+pope="$build/tools/agla_pope"
+world="$build/tools/agla_shapesworld"
 questions="${QUESTIONS:-1000}"
 captions="${CAPTIONS:-$((questions / 2))}"
 seeds="${SEEDS:-1 2 3}"

@@ -1,17 +1,10 @@
-#pragma once
-/// \file
-/// Training of the tiny ShapesWorld BLIP models that ship in `examples/data/models/`: the
-/// vocabulary, the model configuration, on-the-fly batches from the ShapesWorld generator, the three
-/// stages (dense vision pre-training, ITM + ITC with mined hard negatives, captioning/VQA language
-/// modelling), resumable checkpoints and the quality gates. Everything random is a function of
-/// `(seed, step)`, so a run resumed from a checkpoint continues bit for bit like an uninterrupted one.
+#include "train/shapesworld_training.hpp"
 
 #include <torch/torch.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
-#include <cstdint>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -19,29 +12,18 @@
 #include <iostream>
 #include <map>
 #include <memory>
-#include <string>
 #include <utility>
-#include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "agla/error.hpp"
 #include "agla/io/safetensors.hpp"
 #include "agla/ipm/gradcam.hpp"
-#include "agla/models/blip.hpp"
 #include "agla/shapesworld.hpp"
 #include "agla/shapesworld/eval_set.hpp"
 #include "agla/shapesworld/tensor.hpp"
 
 namespace agla::train {
 
-namespace sw = agla::shapesworld;
-
-/// The whole ShapesWorld vocabulary: BERT specials, punctuation, the words of captions, questions and
-/// answers (POPE's " Please answer this question with one word." suffix included), the class and
-/// colour names, then `[DEC]` and `[ENC]` last (as LAVIS appends them). Whole words only, so WordPiece
-/// never needs `##` pieces.
-inline std::vector<std::string> vocabulary() {
+std::vector<std::string> vocabulary() {
   std::vector<std::string> v = {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ",",     ".",    "?",
                                 "a",     "an",    "and",   "answer", "image", "in",    "is",   "no",
                                 "one",   "please", "question", "the", "there", "this",  "with", "word",
@@ -53,24 +35,19 @@ inline std::vector<std::string> vocabulary() {
   return v;
 }
 
-/// Writes `vocabulary()` as a `vocab.txt` (one token per line, line n = id n).
-inline void write_vocab(const std::string& path) {
+void write_vocab(const std::string& path) {
   std::ofstream out(path);
   check<InvalidArgument>(out.good(), "agla::train::write_vocab: cannot open '", path, "' for writing");
   for (const std::string& t : vocabulary()) out << t << "\n";
 }
 
-/// The tokenizer of `vocabulary()` (built in memory, identical to reading the written file).
-inline text::WordPieceTokenizer tokenizer() {
+text::WordPieceTokenizer tokenizer() {
   std::string text;
   for (const std::string& t : vocabulary()) text += t + "\n";
   return text::WordPieceTokenizer::from_vocab_text(text, "agla::train::vocabulary");
 }
 
-/// The tiny BLIP: 64x64 input with 8x8 patches (an 8x8 grid), width 128, 4 ViT layers, 3 text layers
-/// with cross-attention, 4 heads: ~0.8 M vision and ~0.8 M text parameters (the feasibility study's
-/// architecture, on the Hugging Face layout).
-inline blip::BlipConfig model_config() {
+blip::BlipConfig model_config() {
   const text::WordPieceTokenizer tok = tokenizer();
   blip::BlipConfig c;
   c.vision.hidden_size = 128;
@@ -96,8 +73,7 @@ inline blip::BlipConfig model_config() {
   return c;
 }
 
-/// `config.json` of `c` in `BlipConfig.to_dict()` form, for the given architecture name.
-inline nlohmann::json config_json(const blip::BlipConfig& c, const std::string& architecture) {
+nlohmann::json config_json(const blip::BlipConfig& c, const std::string& architecture) {
   nlohmann::json j;
   j["architectures"] = {architecture};
   j["model_type"] = "blip";
@@ -132,27 +108,27 @@ inline nlohmann::json config_json(const blip::BlipConfig& c, const std::string& 
   return j;
 }
 
-/// The parameters and buffers of `module` under their registered names (detached CPU float32 copies).
-inline io::StateDict state_dict(const torch::nn::Module& module, const std::string& prefix = "") {
+io::StateDict state_dict(const torch::nn::Module& module, const std::string& prefix) {
   io::StateDict out;
   for (const auto& p : module.named_parameters(true)) out[prefix + p.key()] = p.value().detach().to(at::kFloat).clone();
   for (const auto& b : module.named_buffers(true)) out[prefix + b.key()] = b.value().detach().clone();
   return out;
 }
 
-/// Writes a Hugging Face-layout model folder: `config.json`, `model.safetensors`, `vocab.txt`.
-inline void write_model_dir(const std::string& dir, const torch::nn::Module& module, const blip::BlipConfig& c,
-                            const std::string& architecture) {
+void write_model_dir(const std::string& dir, const torch::nn::Module& module, const blip::BlipConfig& c,
+                     const std::string& architecture) {
   std::filesystem::create_directories(dir);
   std::ofstream(dir + "/config.json") << config_json(c, architecture).dump(2) << "\n";
   io::write_safetensors(dir + "/model.safetensors", state_dict(module), {{"format", "pt"}});
   write_vocab(dir + "/vocab.txt");
 }
 
+namespace {
+
 /// Copies every entry of `source` whose name (after stripping `from`) exists in `target` under `to`.
 /// Returns the number of tensors copied.
-inline int copy_prefixed(torch::nn::Module& target, const std::string& to, const io::StateDict& source,
-                         const std::string& from) {
+int copy_prefixed(torch::nn::Module& target, const std::string& to, const io::StateDict& source,
+                  const std::string& from) {
   torch::NoGradGuard no_grad;
   auto params = target.named_parameters(true);
   int copied = 0;
@@ -173,26 +149,25 @@ inline int copy_prefixed(torch::nn::Module& target, const std::string& to, const
 // Data
 // ---------------------------------------------------------------------------------------------
 
-/// The world the models are trained and evaluated on: the generator's defaults at 64x64 (radius
-/// 7..11 px, 8 classes, noise sd ~0.04), i.e. exactly the world `agla_shapesworld` writes the
-/// evaluation sets from.
-inline sw::WorldOptions world() { return sw::WorldOptions{}; }
+}  // namespace
 
-/// Normalised pixels `[B, 3, 64, 64]` float (BLIP's CLIP mean/std, what `BlipItm`/`BlipCaptioner`
-/// expect) of `scenes`.
-inline at::Tensor pixels(const std::vector<sw::Scene>& scenes) {
+sw::WorldOptions world() { return sw::WorldOptions{}; }
+
+at::Tensor pixels(const std::vector<sw::Scene>& scenes) {
   const at::Tensor mean = at::tensor(std::vector<float>(io::kClipMean.begin(), io::kClipMean.end())).view({1, 3, 1, 1});
   const at::Tensor std = at::tensor(std::vector<float>(io::kClipStd.begin(), io::kClipStd.end())).view({1, 3, 1, 1});
   return (sw::image_batch(scenes) - mean) / std;
 }
 
+namespace {
+
 /// Scene seeds of one stream are `scene_seed(stream, index)`; streams of the stages and of the
 /// evaluation are derived from the run seed with distinct salts so they never overlap.
-inline std::uint64_t stream(std::uint64_t seed, std::uint64_t salt) { return sw::splitmix64(seed ^ sw::splitmix64(salt)); }
+std::uint64_t stream(std::uint64_t seed, std::uint64_t salt) { return sw::splitmix64(seed ^ sw::splitmix64(salt)); }
 
 /// The `batch` scenes of training step `step` of `stream_seed`.
-inline std::vector<sw::Scene> scenes_for_step(std::uint64_t stream_seed, int64_t step, int64_t batch,
-                                              sw::Distribution distribution) {
+std::vector<sw::Scene> scenes_for_step(std::uint64_t stream_seed, int64_t step, int64_t batch,
+                                       sw::Distribution distribution) {
   std::vector<sw::Scene> out;
   out.reserve(static_cast<size_t>(batch));
   for (int64_t i = 0; i < batch; ++i) {
@@ -209,7 +184,7 @@ struct Claim {
 };
 
 /// True when every claim is met by an object of `scene`.
-inline bool satisfies(const sw::Scene& scene, const std::vector<Claim>& claims) {
+bool satisfies(const sw::Scene& scene, const std::vector<Claim>& claims) {
   return std::all_of(claims.begin(), claims.end(), [&](const Claim& c) {
     return std::any_of(scene.objects.begin(), scene.objects.end(),
                        [&](const sw::SceneObject& o) { return o.shape == c.shape && (c.colour < 0 || o.colour == c.colour); });
@@ -219,12 +194,9 @@ inline bool satisfies(const sw::Scene& scene, const std::vector<Claim>& claims) 
 /// The ITM text styles.
 enum class TextStyle { Question, QuestionPope, Phrases };
 
-/// POPE's instruction suffix.
-inline const char* kPopeSuffix = " Please answer this question with one word.";
-
 /// English for `claims` in `style`: "Is there a red star in the image?" (one claim; POPE's suffix with
 /// `QuestionPope`) or "a red star and a ring" (a caption-like list).
-inline std::string render_text(const std::vector<Claim>& claims, TextStyle style) {
+std::string render_text(const std::vector<Claim>& claims, TextStyle style) {
   auto phrase = [](const Claim& c) {
     const std::string name = sw::shape_name(c.shape);
     const std::string head = c.colour >= 0 ? std::string(sw::kColours[static_cast<size_t>(c.colour)].name) : name;
@@ -252,7 +224,7 @@ struct ItmText {
 /// A positive text for `scene` (a question about a present object, or a left-to-right subset of its
 /// objects as phrases; colours named half of the time) and a minimally edited negative (one claim's
 /// class swapped for an absent class, or its colour for another colour of that class that is absent).
-inline std::pair<ItmText, ItmText> itm_texts(const sw::Scene& scene, sw::Rng& rng) {
+std::pair<ItmText, ItmText> itm_texts(const sw::Scene& scene, sw::Rng& rng) {
   ItmText pos;
   const int kind = static_cast<int>(rng.below(3));
   pos.style = kind == 0 ? TextStyle::Question : kind == 1 ? TextStyle::QuestionPope : TextStyle::Phrases;
@@ -290,7 +262,7 @@ inline std::pair<ItmText, ItmText> itm_texts(const sw::Scene& scene, sw::Rng& rn
 
 /// Token ids of `texts` after BLIP's caption pre-processing (what `BlipItm::encode_text` feeds),
 /// right-padded: ITC ids (`[CLS]` first), ITM ids (`[ENC]` first) and the attention mask, `[P, L]` int64.
-inline blip::TextBatch encode_itm(const text::WordPieceTokenizer& tok, const std::vector<std::string>& texts) {
+blip::TextBatch encode_itm(const text::WordPieceTokenizer& tok, const std::vector<std::string>& texts) {
   std::vector<std::vector<int64_t>> ids;
   size_t longest = 0;
   for (const std::string& t : texts) {
@@ -315,8 +287,8 @@ inline blip::TextBatch encode_itm(const text::WordPieceTokenizer& tok, const std
 /// Decoder sequences `[DEC] prompt... target... [SEP]` (right-padded with `[PAD]`) and their labels
 /// (the next token where it is part of the target, else -100), both `[B, L]` int64. The prompt is
 /// tokenised as `BlipCaptioner::prompt_ids` does (no pre-processing).
-inline std::pair<at::Tensor, at::Tensor> encode_lm(const text::WordPieceTokenizer& tok,
-                                                   const std::vector<std::pair<std::string, std::string>>& items) {
+std::pair<at::Tensor, at::Tensor> encode_lm(const text::WordPieceTokenizer& tok,
+                                            const std::vector<std::pair<std::string, std::string>>& items) {
   std::vector<std::vector<int64_t>> seqs;
   std::vector<size_t> prompt_len;
   size_t longest = 0;
@@ -347,60 +319,8 @@ inline std::pair<at::Tensor, at::Tensor> encode_lm(const text::WordPieceTokenize
 // Models with their training heads
 // ---------------------------------------------------------------------------------------------
 
-/// Stage (a): the BLIP vision tower plus the dense pre-training heads (image-level multi-label
-/// presence from the CLS token, per-patch presence from each patch token). Only `vision_model.*`
-/// is carried into the ITM and LVLM models.
-class EncoderNetImpl : public torch::nn::Module {
- public:
-  explicit EncoderNetImpl(const blip::BlipConfig& c) {
-    vision_model = register_module("vision_model", models::VisionTransformer(c.vision));
-    presence_head = register_module("presence_head", models::Linear(c.vision.hidden_size, sw::kNumShapes));
-    patch_head = register_module("patch_head", models::Linear(c.vision.hidden_size, sw::kNumShapes));
-    dominant_head = register_module("dominant_head", models::Linear(c.vision.hidden_size, sw::kNumShapes + 1));
-  }
-  models::VisionTransformer vision_model{nullptr};
-  models::Linear presence_head{nullptr}, patch_head{nullptr}, dominant_head{nullptr};
-};
-TORCH_MODULE(EncoderNet);
-
-/// Stage (b): `BlipForImageTextRetrieval` plus ITC's learned temperature (not shipped: `BlipItm`
-/// computes raw cosine similarities).
-class ItmNetImpl : public torch::nn::Module {
- public:
-  explicit ItmNetImpl(const blip::BlipConfig& c) {
-    model = register_module("model", blip::BlipItmModel(c));
-    temp = register_parameter("temp", torch::full({1}, 0.07));
-  }
-  blip::BlipItmModel model{nullptr};
-  at::Tensor temp;
-};
-TORCH_MODULE(ItmNet);
-
-// ---------------------------------------------------------------------------------------------
-// Run options, schedule, checkpoints
-// ---------------------------------------------------------------------------------------------
-
-/// What one stage run does.
-struct StageOptions {
-  std::string stage;              ///< "encoder", "itm" or "lvlm"
-  sw::Distribution distribution = sw::Distribution::Biased;  ///< training scenes (the encoder uses Unbiased)
-  int64_t steps = 1000;           ///< optimiser steps
-  int64_t batch = 32;             ///< scenes per step
-  std::uint64_t seed = 1;         ///< run seed (initialisation, scenes, texts, negative mining)
-  double lr = 1e-3;               ///< peak learning rate (linear warm-up, cosine decay to 10 %)
-  int64_t warmup = 200;           ///< warm-up steps
-  std::string work;               ///< checkpoint folder ("" = no checkpoints)
-  int64_t checkpoint_every = 200; ///< steps between checkpoints
-  int64_t log_every = 50;         ///< steps between loss lines
-  std::string init;               ///< encoder checkpoint (`encoder.safetensors`) to start the vision tower from
-  bool quiet = false;             ///< no progress lines
-  int64_t stop_at = -1;           ///< stop (as if interrupted) after this step; -1 = run to `steps`
-  bool patch_class_loss = true;   ///< encoder: add the 9-way "dominant class of each patch" cross-entropy
-  bool freeze_vision = false;     ///< itm/lvlm: keep the pre-trained vision tower fixed (else it trains at half rate)
-};
-
 /// Learning rate at `step` (0-based): linear warm-up to `lr`, then cosine decay to `0.1 * lr`.
-inline double learning_rate(const StageOptions& o, int64_t step) {
+double learning_rate(const StageOptions& o, int64_t step) {
   if (step < o.warmup) return o.lr * static_cast<double>(step + 1) / static_cast<double>(o.warmup);
   const double t = static_cast<double>(step - o.warmup) / static_cast<double>(std::max<int64_t>(1, o.steps - o.warmup));
   return o.lr * (0.1 + 0.9 * 0.5 * (1.0 + std::cos(M_PI * std::min(1.0, t))));
@@ -409,8 +329,8 @@ inline double learning_rate(const StageOptions& o, int64_t step) {
 /// Saves model, optimiser and step atomically (write then rename) to `dir/checkpoint.*`. The random
 /// state needs no file: scenes, texts and mined negatives of step s are drawn from generators seeded
 /// with `(seed, s)`, so the step number is the whole random state.
-inline void save_checkpoint(const std::string& dir, torch::nn::Module& model, torch::optim::Optimizer& opt,
-                            int64_t step) {
+void save_checkpoint(const std::string& dir, torch::nn::Module& model, torch::optim::Optimizer& opt,
+                     int64_t step) {
   std::filesystem::create_directories(dir);
   torch::serialize::OutputArchive m;
   model.save(m);
@@ -425,7 +345,7 @@ inline void save_checkpoint(const std::string& dir, torch::nn::Module& model, to
 }
 
 /// Loads `dir/checkpoint.*` when present; returns the step to continue from (0 when none).
-inline int64_t load_checkpoint(const std::string& dir, torch::nn::Module& model, torch::optim::Optimizer& opt) {
+int64_t load_checkpoint(const std::string& dir, torch::nn::Module& model, torch::optim::Optimizer& opt) {
   if (dir.empty() || !std::filesystem::exists(dir + "/checkpoint.step")) return 0;
   int64_t step = 0;
   std::ifstream(dir + "/checkpoint.step") >> step;
@@ -439,8 +359,8 @@ inline int64_t load_checkpoint(const std::string& dir, torch::nn::Module& model,
 }
 
 /// Parameters of `module` whose name starts with `prefix` (or, with `invert`, does not).
-inline std::vector<at::Tensor> params_with_prefix(const torch::nn::Module& module, const std::string& prefix,
-                                                  bool invert) {
+std::vector<at::Tensor> params_with_prefix(const torch::nn::Module& module, const std::string& prefix,
+                                           bool invert) {
   std::vector<at::Tensor> out;
   for (const auto& p : module.named_parameters(true))
     if ((p.key().rfind(prefix, 0) == 0) != invert) out.push_back(p.value());
@@ -471,11 +391,12 @@ struct LossLog {
 /// The generic loop: `step_fn(step)` returns the named losses (the first is backpropagated as the
 /// total). Resumes from `o.work`, checkpoints every `o.checkpoint_every` steps and at the end.
 /// Returns the per-step total losses of the steps run in this call.
-inline std::vector<double> run_loop(const StageOptions& o, torch::nn::Module& model, torch::optim::Optimizer& opt,
-                                    const std::vector<double>& group_lr_scale,
-                                    const std::function<std::map<std::string, at::Tensor>(int64_t)>& step_fn) {
+std::vector<double> run_loop(const StageOptions& o, torch::nn::Module& model, torch::optim::Optimizer& opt,
+                             const std::vector<double>& group_lr_scale,
+                             const std::function<std::map<std::string, at::Tensor>(int64_t)>& step_fn) {
   int64_t step = o.work.empty() ? 0 : load_checkpoint(o.work, model, opt);
-  if (step > 0 && !o.quiet) std::cout << "[" << o.stage << "] resumed at step " << step << std::endl;
+  std::ostream& out = o.log != nullptr ? *o.log : std::cout;
+  if (step > 0 && !o.quiet) out << "[" << o.stage << "] resumed at step " << step << std::endl;
   std::vector<double> totals;
   LossLog log;
   const auto start = std::chrono::steady_clock::now();
@@ -498,9 +419,12 @@ inline std::vector<double> run_loop(const StageOptions& o, torch::nn::Module& mo
     log.add(values);
     if (!o.quiet && ((step + 1) % o.log_every == 0 || step + 1 == o.steps)) {
       const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-      std::printf("[%s] step %lld/%lld lr %.2e%s (%.3f s/step)\n", o.stage.c_str(), static_cast<long long>(step + 1),
-                  static_cast<long long>(o.steps), lr, log.flush().c_str(), secs / static_cast<double>(step + 1 - first));
-      std::fflush(stdout);
+      char line[256];
+      std::snprintf(line, sizeof line, "[%s] step %lld/%lld lr %.2e", o.stage.c_str(), static_cast<long long>(step + 1),
+                    static_cast<long long>(o.steps), lr);
+      char rate[64];
+      std::snprintf(rate, sizeof rate, " (%.3f s/step)", secs / static_cast<double>(step + 1 - first));
+      out << line << log.flush() << rate << std::endl;
     }
     if (!o.work.empty() && ((step + 1) % o.checkpoint_every == 0 || step + 1 == last))
       save_checkpoint(o.work, model, opt, step + 1);
@@ -514,10 +438,10 @@ inline std::vector<double> run_loop(const StageOptions& o, torch::nn::Module& mo
 // ---------------------------------------------------------------------------------------------
 
 /// Patch pixels a class must cover for the per-patch target to be 1 (4 of the 64 pixels).
-inline constexpr int kPatchMinPixels = 4;
+constexpr int kPatchMinPixels = 4;
 
 /// Per-patch presence targets `[B, g*g, C]` float of `scenes` on a `grid x grid` grid.
-inline at::Tensor patch_targets(const std::vector<sw::Scene>& scenes, int grid) {
+at::Tensor patch_targets(const std::vector<sw::Scene>& scenes, int grid) {
   std::vector<float> out;
   out.reserve(scenes.size() * static_cast<size_t>(grid * grid * sw::kNumShapes));
   for (const sw::Scene& s : scenes)
@@ -526,7 +450,7 @@ inline at::Tensor patch_targets(const std::vector<sw::Scene>& scenes, int grid) 
 }
 
 /// Multi-hot presence `[B, C]` float of `scenes`.
-inline at::Tensor presence_targets(const std::vector<sw::Scene>& scenes) {
+at::Tensor presence_targets(const std::vector<sw::Scene>& scenes) {
   std::vector<at::Tensor> rows;
   for (const sw::Scene& s : scenes) rows.push_back(sw::presence_tensor(s));
   return at::stack(rows);
@@ -534,7 +458,7 @@ inline at::Tensor presence_targets(const std::vector<sw::Scene>& scenes) {
 
 /// The class covering most of each patch (at least `kPatchMinPixels` pixels), or `kNumShapes` for
 /// background: `[B, g*g]` int64.
-inline at::Tensor dominant_targets(const std::vector<sw::Scene>& scenes, int grid) {
+at::Tensor dominant_targets(const std::vector<sw::Scene>& scenes, int grid) {
   std::vector<int64_t> out;
   for (const sw::Scene& s : scenes) {
     const std::vector<int> counts = sw::patch_class_pixels(s, grid);
@@ -556,8 +480,8 @@ inline at::Tensor dominant_targets(const std::vector<sw::Scene>& scenes, int gri
 /// Encoder losses of one batch: BCE of the CLS presence head and of the per-patch presence head, and
 /// (with `patch_class_loss`) a 9-way cross-entropy of each patch's dominant class (rare positives give
 /// the per-patch BCE weak gradients; the softmax makes every object patch a class decision).
-inline std::map<std::string, at::Tensor> encoder_losses(EncoderNet& net, const std::vector<sw::Scene>& scenes,
-                                                        bool patch_class_loss = true) {
+std::map<std::string, at::Tensor> encoder_losses(EncoderNet& net, const std::vector<sw::Scene>& scenes,
+                                                 bool patch_class_loss = true) {
   const int grid = static_cast<int>(net->vision_model->config().image_size / net->vision_model->config().patch_size);
   const at::Tensor h = net->vision_model->forward(pixels(scenes));
   const at::Tensor cls = net->presence_head->forward(h.select(1, 0));
@@ -574,13 +498,9 @@ inline std::map<std::string, at::Tensor> encoder_losses(EncoderNet& net, const s
           {"dominant", l_dom.detach()}};
 }
 
-/// Encoder quality on `n` unbiased scenes of the evaluation stream: per-class multi-label accuracy of
-/// the CLS head and of the per-patch head's max over patches, and the per-patch accuracy.
-struct EncoderReport {
-  double multilabel = 0, multilabel_patchmax = 0, exact = 0, patch = 0;
-};
+}  // namespace
 
-inline EncoderReport evaluate_encoder(EncoderNet& net, std::uint64_t seed, int n) {
+EncoderReport evaluate_encoder(EncoderNet& net, std::uint64_t seed, int n) {
   torch::NoGradGuard no_grad;
   net->eval();
   const int grid = static_cast<int>(net->vision_model->config().image_size / net->vision_model->config().patch_size);
@@ -615,17 +535,19 @@ inline EncoderReport evaluate_encoder(EncoderNet& net, std::uint64_t seed, int n
 // Stage (b): ITM + ITC with mined hard negatives
 // ---------------------------------------------------------------------------------------------
 
+namespace {
+
 /// L2-normalise the last dimension (`torch.nn.functional.normalize`).
-inline at::Tensor l2n(const at::Tensor& x) { return x / x.norm(2, -1, true).clamp_min(1e-12); }
+at::Tensor l2n(const at::Tensor& x) { return x / x.norm(2, -1, true).clamp_min(1e-12); }
 
 /// ITM + ITC losses of one batch. Each scene gives a positive text and a minimally edited negative.
 /// ITC: image CLS vs text CLS projections, soft targets over every text a scene satisfies (texts are
 /// short, so many scenes match one text). ITM (BLIP): the positive pairs, for each image a negative
 /// text and for each text a negative image sampled by ITC similarity among the non-matching ones,
 /// and the edited negatives.
-inline std::map<std::string, at::Tensor> itm_losses(ItmNet& net, const text::WordPieceTokenizer& tok,
-                                                    const std::vector<sw::Scene>& scenes, std::uint64_t text_seed,
-                                                    at::Generator& gen) {
+std::map<std::string, at::Tensor> itm_losses(ItmNet& net, const text::WordPieceTokenizer& tok,
+                                             const std::vector<sw::Scene>& scenes, std::uint64_t text_seed,
+                                             at::Generator& gen) {
   const int64_t b = static_cast<int64_t>(scenes.size());
   std::vector<ItmText> pos, neg;
   for (int64_t i = 0; i < b; ++i) {
@@ -691,7 +613,7 @@ inline std::map<std::string, at::Tensor> itm_losses(ItmNet& net, const text::Wor
 }
 
 /// Area under the ROC curve of `scores` for `labels` (ties count half).
-inline double auc(const std::vector<double>& scores, const std::vector<int>& labels) {
+double auc(const std::vector<double>& scores, const std::vector<int>& labels) {
   double pos = 0, neg = 0, wins = 0;
   for (size_t i = 0; i < scores.size(); ++i) {
     if (!labels[i]) continue;
@@ -705,17 +627,9 @@ inline double auc(const std::vector<double>& scores, const std::vector<int>& lab
   return pos > 0 && neg > 0 ? wins / (pos * neg) : 0.0;
 }
 
-/// ITM quality on unbiased scenes through the shipped contract (`BlipItm`): AUC of P(match) for
-/// "Is there a X in the image?" with X present vs absent (and vs absent while X's partner is
-/// present), ITC similarity means, and GradCAM mass inside the asked object's box over its area share
-/// at every text layer.
-struct ItmReport {
-  double auc = 0, auc_partner = 0, itc_matched = 0, itc_unmatched = 0;
-  std::vector<double> gradcam_ratio;  ///< per text layer: mean over prompts of (mass in box) / (box area share)
-  int prompts = 0;
-};
+}  // namespace
 
-inline ItmReport evaluate_itm(const blip::BlipItm& itm, std::uint64_t seed, int scenes_n) {
+ItmReport evaluate_itm(const blip::BlipItm& itm, std::uint64_t seed, int scenes_n) {
   ItmReport r;
   std::vector<double> scores, scores_p;
   std::vector<int> labels, labels_p;
@@ -787,11 +701,13 @@ inline ItmReport evaluate_itm(const blip::BlipItm& itm, std::uint64_t seed, int 
 // Stage (c): captioning / VQA language model
 // ---------------------------------------------------------------------------------------------
 
+namespace {
+
 /// LM losses of one batch: per scene its caption (no prompt) and two yes/no questions (POPE's suffix
 /// half of the time) answered "yes"/"no". The caption and answer losses are averaged separately and
 /// summed, so the one-token answers weigh as much as the captions.
-inline std::map<std::string, at::Tensor> lvlm_losses(blip::BlipCaptionModel& model, const text::WordPieceTokenizer& tok,
-                                                     const std::vector<sw::Scene>& scenes, std::uint64_t text_seed) {
+std::map<std::string, at::Tensor> lvlm_losses(blip::BlipCaptionModel& model, const text::WordPieceTokenizer& tok,
+                                              const std::vector<sw::Scene>& scenes, std::uint64_t text_seed) {
   const int64_t b = static_cast<int64_t>(scenes.size());
   std::vector<std::pair<std::string, std::string>> caps, qas;
   for (int64_t i = 0; i < b; ++i) {
@@ -814,28 +730,15 @@ inline std::map<std::string, at::Tensor> lvlm_losses(blip::BlipCaptionModel& mod
   return {{"loss", l_cap + l_qa}, {"caption", l_cap.detach()}, {"answer", l_qa.detach()}};
 }
 
-/// LVLM quality through the shipped contract (`BlipCaptioner`, greedy): accuracy on POPE's random
-/// split of a ShapesWorld evaluation set (`questions` questions, seed `seed`), and the false-positive
-/// rates of the within-class contrast with the partner present / absent.
-struct LvlmReport {
-  double random_accuracy = 0, random_yes_ratio = 0, adversarial_accuracy = 0;
-  double contrast_fp_partner = 0, contrast_fp_alone = 0;
-  int random_n = 0, contrast_n = 0;
-  double caption_chair_i = 0;  ///< greedy captions: mentioned classes that are absent / all mentions
-  double caption_chair_s = 0;  ///< captions with at least one absent class mentioned / captions
-  double caption_recall = 0;   ///< present classes mentioned / present classes
-  int captions_n = 0;
-  std::string caption_example;  ///< the first caption, with its ground truth
-};
-
 /// `[1, T]` int64 prompt ids of `text` for the captioner.
-inline at::Tensor prompt_tensor(const blip::BlipCaptioner& cap, const std::string& text) {
+at::Tensor prompt_tensor(const blip::BlipCaptioner& cap, const std::string& text) {
   const std::vector<int64_t> ids = cap.prompt(text).ids;
   return at::tensor(at::ArrayRef<int64_t>(ids), at::kLong).view({1, -1});
 }
 
-/// Greedy caption (no prompt: `[DEC]` only) of one scene, at most `max_tokens` tokens.
-inline std::string greedy_caption(blip::BlipCaptioner& cap, const sw::Scene& scene, int max_tokens = 40) {
+}  // namespace
+
+std::string greedy_caption(blip::BlipCaptioner& cap, const sw::Scene& scene, int max_tokens) {
   const int64_t stop = cap.tokens().stop_ids.front();
   at::Tensor step = cap.begin(LvlmInputs::images(prompt_tensor(cap, ""), pixels({scene})));
   std::vector<int64_t> ids;
@@ -848,10 +751,8 @@ inline std::string greedy_caption(blip::BlipCaptioner& cap, const sw::Scene& sce
   return cap.decode(ids);
 }
 
-/// Greedy first answer token (argmax over the whole vocabulary) for `prompt` on each image; returns
-/// the decoded words.
-inline std::vector<std::string> greedy_answers(blip::BlipCaptioner& cap, const std::vector<sw::Scene>& scenes,
-                                               const std::vector<std::string>& prompts) {
+std::vector<std::string> greedy_answers(blip::BlipCaptioner& cap, const std::vector<sw::Scene>& scenes,
+                                        const std::vector<std::string>& prompts) {
   std::vector<std::string> out;
   for (size_t i = 0; i < scenes.size(); ++i) {
     const at::Tensor prompt = cap.begin(LvlmInputs::images(prompt_tensor(cap, prompts[i]), pixels({scenes[i]})));
@@ -861,7 +762,7 @@ inline std::vector<std::string> greedy_answers(blip::BlipCaptioner& cap, const s
   return out;
 }
 
-inline LvlmReport evaluate_lvlm(blip::BlipCaptioner& cap, std::uint64_t seed, int questions) {
+LvlmReport evaluate_lvlm(blip::BlipCaptioner& cap, std::uint64_t seed, int questions) {
   sw::EvalOptions eo;
   eo.world = world();
   eo.seed = seed;
@@ -938,9 +839,11 @@ inline LvlmReport evaluate_lvlm(blip::BlipCaptioner& cap, std::uint64_t seed, in
 // Stage drivers
 // ---------------------------------------------------------------------------------------------
 
+namespace {
+
 /// Builds an AdamW over two groups (vision tower at `vision_scale` of the rate, the rest at 1).
-inline std::unique_ptr<torch::optim::AdamW> make_optimizer(torch::nn::Module& net, const std::string& vision_prefix,
-                                                           double lr) {
+std::unique_ptr<torch::optim::AdamW> make_optimizer(torch::nn::Module& net, const std::string& vision_prefix,
+                                                    double lr) {
   std::vector<torch::optim::OptimizerParamGroup> groups;
   auto opts = [&] { return std::make_unique<torch::optim::AdamWOptions>(torch::optim::AdamWOptions(lr).weight_decay(0.05)); };
   groups.emplace_back(params_with_prefix(net, vision_prefix, false), opts());
@@ -949,13 +852,13 @@ inline std::unique_ptr<torch::optim::AdamW> make_optimizer(torch::nn::Module& ne
 }
 
 /// Stops gradients into the parameters of `module` whose name starts with `prefix`.
-inline void freeze_prefix(torch::nn::Module& module, const std::string& prefix) {
+void freeze_prefix(torch::nn::Module& module, const std::string& prefix) {
   for (at::Tensor& p : params_with_prefix(module, prefix, false)) p.set_requires_grad(false);
 }
 
 /// Seeds libtorch's default generator before drawing a model's initial weights, so they follow the
 /// run seed.
-inline void seed_init(std::uint64_t seed, std::uint64_t salt) {
+void seed_init(std::uint64_t seed, std::uint64_t salt) {
   torch::manual_seed(static_cast<uint64_t>(stream(seed, salt) >> 1));
 }
 
@@ -969,8 +872,9 @@ Net build_seeded(std::uint64_t seed, std::uint64_t salt, torch::nn::Module& (*tr
   return net;
 }
 
-/// Runs stage (a); returns the trained network (the vision tower is `net->vision_model`).
-inline EncoderNet train_encoder(const StageOptions& o, std::vector<double>* losses = nullptr) {
+}  // namespace
+
+EncoderNet train_encoder(const StageOptions& o, std::vector<double>* losses) {
   EncoderNet net = build_seeded<EncoderNet>(o.seed, 0xA, [](EncoderNet& n) -> torch::nn::Module& { return *n; });
   auto opt = make_optimizer(*net, "vision_model.embeddings.patch_embedding", o.lr);
   const std::uint64_t data = stream(o.seed, 0xA1);
@@ -981,16 +885,19 @@ inline EncoderNet train_encoder(const StageOptions& o, std::vector<double>* loss
   return net;
 }
 
+namespace {
+
 /// Loads the vision tower saved by stage (a) (`vision_model.*` keys) into `target` under `to`.
-inline void init_vision(torch::nn::Module& target, const std::string& to, const std::string& path) {
+void init_vision(torch::nn::Module& target, const std::string& to, const std::string& path) {
   if (path.empty()) return;
   const io::StateDict dict = io::read_safetensors(path);
   const int n = copy_prefixed(target, to, dict, "vision_model.");
   check<FormatError>(n > 0, "agla::train::init_vision: no vision_model.* tensors in '", path, "'");
 }
 
-/// Runs stage (b).
-inline ItmNet train_itm(const StageOptions& o, std::vector<double>* losses = nullptr) {
+}  // namespace
+
+ItmNet train_itm(const StageOptions& o, std::vector<double>* losses) {
   ItmNet net = build_seeded<ItmNet>(o.seed, 0xB, [](ItmNet& n) -> torch::nn::Module& { return *n->model; });
   init_vision(*net, "model.vision_model.", o.init);
   if (o.freeze_vision) freeze_prefix(*net, "model.vision_model.");
@@ -1006,8 +913,7 @@ inline ItmNet train_itm(const StageOptions& o, std::vector<double>* losses = nul
   return net;
 }
 
-/// Runs stage (c).
-inline blip::BlipCaptionModel train_lvlm(const StageOptions& o, std::vector<double>* losses = nullptr) {
+blip::BlipCaptionModel train_lvlm(const StageOptions& o, std::vector<double>* losses) {
   blip::BlipCaptionModel model = build_seeded<blip::BlipCaptionModel>(
       o.seed, 0xC, [](blip::BlipCaptionModel& m) -> torch::nn::Module& { return *m; });
   init_vision(*model, "vision_model.", o.init);

@@ -1,9 +1,8 @@
-#pragma once
-/// \file
-/// The `agla_pope` program: runs an LVLM with one decoding method over a POPE-format question file
-/// (or ShapesWorld's caption split) and scores the answers; scores answer files (`--evaluate`);
-/// and turns the results of many runs into markdown tables (`--summarize`). The logic lives here so
-/// the tests can run it in-process (`run_pope`).
+// agla_pope: runs an LVLM with one decoding method over a POPE-format question file (or
+// ShapesWorld's caption split) and scores the answers; scores answer files (--evaluate); turns the
+// results of many runs into markdown tables (--summarize).
+
+#include "agla/eval/pope.hpp"
 
 #include <ATen/ATen.h>
 
@@ -14,7 +13,6 @@
 #include <filesystem>
 #include <fstream>
 #include <iomanip>
-#include <iostream>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -23,21 +21,28 @@
 #include <string>
 #include <vector>
 
-#include "agla/decode.hpp"
 #include "agla/error.hpp"
-#include "agla/eval.hpp"
+#include "agla/eval/chair.hpp"
+#include "agla/eval/jsonl.hpp"
+#include "agla/eval/runner.hpp"
 #include "agla/io/image.hpp"
 #include "agla/runtime.hpp"
 #include "agla/shapesworld/world.hpp"
-#include "caption_app.hpp"
-#include "cli.hpp"
-#include "lvlm.hpp"
-#include "methods.hpp"
+#include "common/cli.hpp"
+#include "common/data.hpp"
+#include "common/methods.hpp"
+#include "common/models.hpp"
+#include "common/programs.hpp"
+#include "common/threads.hpp"
 
-namespace agla::examples {
+namespace agla::tools {
 
-/// `agla_pope`'s usage text.
-inline void pope_usage(std::ostream& out) {
+namespace {
+
+const std::string kProgram = "agla_pope";
+const std::string kQuestionKey = "{question}";
+
+void usage(std::ostream& out) {
   out << "usage: agla_pope --questions FILE.jsonl --method NAME [options]      run a model, write answers, score\n"
          "       agla_pope --evaluate GT.jsonl ANSWERS.jsonl [--parser pope|substring] [--json]\n"
          "       agla_pope --summarize RESULTS.jsonl                            markdown tables of many runs\n"
@@ -48,19 +53,24 @@ inline void pope_usage(std::ostream& out) {
          "  --image-folder DIR    where the images are (default: FILE's folder + /images, ShapesWorld's layout)\n"
          "  --method NAME         regular | greedy | sharpened | cutoff-only | vcd | agla | agla-random-mask |\n"
          "                        agla-released (default agla)\n"
-         "  --lvlm DIR            BLIP captioning or llava-hf LLaVA-1.5 directory (default: the shipped\n"
-         "                        ShapesWorld LVLM, else the random-weight test model)\n"
-         "  --itm DIR             BLIP ITM directory for the IPM views (default: shipped, else test model)\n"
+         "  --lvlm DIR            BLIP captioning or llava-hf LLaVA-1.5 directory (default:\n"
+         "                        data/models/shapesworld-lvlm)\n"
+         "  --itm DIR             BLIP ITM directory for the IPM views (default: data/models/shapesworld-itm);\n"
+         "                        when given it is loaded and checked even if the method needs no IPM view\n"
          "  --answers FILE        answers jsonl to write (default answers.jsonl)\n"
          "  --model-id NAME       model_id written with each answer (default: the LVLM folder's name)\n"
-         "  --alpha A, --beta B   fusion weight and cutoff (defaults: vcd 1 / 0.1, the others 2 / 0.5)\n"
+         "  --alpha A, --beta B   fusion weight [0, 1000] and cutoff (0, 1] (defaults: vcd 1 / 0.1, the others\n"
+         "                        2 / 0.5)\n"
          "  --temperature T, --top-k K, --top-p P, --greedy   sampling (defaults 1, 0 = off, 1 = off, sampling)\n"
          "  --seed N              seed (default 1); question i samples from its own generator\n"
-         "  --noise-step N        VCD's diffusion step (default 500 of 1000)\n"
-         "  --max-new-tokens N    default 16 for questions, 64 for captions\n"
-         "  --question-template T BLIP prompt for a question, {question} replaced (default\n"
-         "                        '{question} Please answer this question with one word.')\n"
-         "  --caption-prompt T    captioning prompt (default: none for BLIP)\n"
+         "  --noise-step N        VCD's diffusion step, [0, 999] (default 500 of 1000)\n"
+         "  --max-new-tokens N    [1, 4096]; default 16 for questions, 64 for captions\n"
+         "  --question-suffix S   appended to each question to make the instruction the LVLM's prompt template\n"
+         "                        receives (default ' Please answer this question with one word.', as the\n"
+         "                        AGLA reference asks POPE questions)\n"
+         "  --question-template T the instruction with {question} replaced by the question (instead of\n"
+         "                        --question-suffix)\n"
+         "  --caption-prompt T    captioning instruction (default: none)\n"
          "  --itm-caption-prompt T  IPM's text for captions (default: the caption prompt, else 'the image')\n"
          "  --prompt-ids IDS      comma-separated prompt token ids for every item without its own prompt_ids\n"
          "                        (e.g. the caption prompt of a checkpoint without a tokenizer)\n"
@@ -75,36 +85,37 @@ inline void pope_usage(std::ostream& out) {
          "                        No/no/not, else 'yes'; substring: the AGLA/VCD scripts -- 'yes' in the answer for\n"
          "                        yes-questions, 'no' in the answer for no-questions\n"
          "  --json                print the metrics as one JSON object\n"
-         "  --threads N           intra-op threads (0 = all cores; default 1)\n";
+         "  --threads N           intra-op threads, [0, 1024] (default 0 = automatic: 1 for small models,\n"
+         "                        else the physical cores)\n"
+         "Exit status: 0 on success, 1 on any error (message on stderr).\n"
+      << data_dir_help() << "\n";
 }
 
-/// Parsed `agla_pope` options.
-struct PopeOptions {
+struct Options {
   enum class Mode { Run, Evaluate, Summarize } mode = Mode::Run;
   std::string questions, image_folder, lvlm, itm, answers = "answers.jsonl", model_id, results;
-  std::string ground_truth, summarize;  ///< evaluate: ground_truth + answers; summarize: results file
+  std::string ground_truth, summarize;  // evaluate: ground_truth + answers; summarize: results file
   Method method = Method::Agla;
   SamplingSettings sampling;
-  uint64_t seed = 1;
-  int64_t noise_step = 500;
-  std::optional<int64_t> max_new_tokens;
-  PromptOptions prompts;
+  std::uint64_t seed = 1;
+  std::int64_t noise_step = 500;
+  std::optional<std::int64_t> max_new_tokens;
+  LvlmSettings lvlm_settings;
+  std::string question_template = kQuestionKey + kPopeQuestionSuffix;
   std::string caption_prompt;
   std::optional<std::string> itm_caption_prompt;
   int num_chunks = 1, chunk_idx = 0;
-  std::optional<int64_t> limit;
-  std::optional<std::vector<int64_t>> prompt_ids;  ///< for every item without its own prompt_ids
+  std::optional<std::int64_t> limit;
+  std::optional<std::vector<std::int64_t>> prompt_ids;  // for every item without its own prompt_ids
   bool quiet = false, json = false, help = false;
   eval::AnswerParser parser = eval::AnswerParser::Pope;
-  int threads = 1;
+  int threads = 0;
 };
 
-/// Parses `agla_pope`'s arguments (argv without the program name).
-inline PopeOptions parse_pope_options(const std::vector<std::string>& args) {
-  const std::string program = "agla_pope";
-  PopeOptions o;
-  bool evaluate = false, summarize = false, run = false;
-  ArgCursor cursor(args, program);
+Options parse_options(const std::vector<std::string>& args) {
+  Options o;
+  bool evaluate = false, summarize = false, run = false, suffix = false, templated = false;
+  ArgCursor cursor(args, kProgram);
   while (cursor.more()) {
     const std::string arg = cursor.next();
     if (arg == "--help" || arg == "-h") {
@@ -132,34 +143,37 @@ inline PopeOptions parse_pope_options(const std::vector<std::string>& args) {
       o.answers = cursor.value(arg);
     } else if (arg == "--model-id") {
       o.model_id = cursor.value(arg);
-    } else if (parse_sampling_option(program, arg, cursor, o.sampling)) {
+    } else if (parse_sampling_option(arg, cursor, o.sampling)) {
     } else if (arg == "--seed") {
-      o.seed = static_cast<uint64_t>(parse_integer(program, arg, cursor.value(arg), 0));
+      o.seed = parse_seed(kProgram, arg, cursor.value(arg));
     } else if (arg == "--noise-step") {
-      o.noise_step = parse_integer(program, arg, cursor.value(arg), 0, 999);
+      o.noise_step = parse_integer(kProgram, arg, cursor.value(arg), 0, 999);
     } else if (arg == "--max-new-tokens") {
-      o.max_new_tokens = parse_integer(program, arg, cursor.value(arg), 1, 4096);
+      o.max_new_tokens = parse_integer(kProgram, arg, cursor.value(arg), 1, 4096);
+    } else if (arg == "--question-suffix") {
+      o.question_template = kQuestionKey + cursor.value(arg);
+      suffix = true;
     } else if (arg == "--question-template") {
-      o.prompts.blip_question_template = cursor.value(arg);
-      check<InvalidArgument>(o.prompts.blip_question_template.find("{question}") != std::string::npos,
-                             "agla_pope: --question-template must contain {question}; got '",
-                             o.prompts.blip_question_template, "'");
+      o.question_template = cursor.value(arg);
+      check<InvalidArgument>(o.question_template.find(kQuestionKey) != std::string::npos,
+                             "agla_pope: --question-template must contain {question}; got '", o.question_template, "'");
+      templated = true;
     } else if (arg == "--caption-prompt") {
       o.caption_prompt = cursor.value(arg);
     } else if (arg == "--itm-caption-prompt") {
       o.itm_caption_prompt = cursor.value(arg);
     } else if (arg == "--llava-hf-template") {
-      o.prompts.llava_hf_template = true;
+      o.lvlm_settings.llava_hf_template = true;
     } else if (arg == "--pad-to-square") {
-      o.prompts.llava_pad_to_square = true;
+      o.lvlm_settings.pad_to_square = true;
     } else if (arg == "--num-chunks") {
-      o.num_chunks = static_cast<int>(parse_integer(program, arg, cursor.value(arg), 1, 1 << 20));
+      o.num_chunks = static_cast<int>(parse_integer(kProgram, arg, cursor.value(arg), 1, 1 << 20));
     } else if (arg == "--chunk-idx") {
-      o.chunk_idx = static_cast<int>(parse_integer(program, arg, cursor.value(arg), 0, 1 << 20));
+      o.chunk_idx = static_cast<int>(parse_integer(kProgram, arg, cursor.value(arg), 0, 1 << 20));
     } else if (arg == "--prompt-ids") {
-      o.prompt_ids = parse_id_list(program, arg, cursor.value(arg));
+      o.prompt_ids = parse_id_list(kProgram, arg, cursor.value(arg));
     } else if (arg == "--limit") {
-      o.limit = parse_integer(program, arg, cursor.value(arg), 1);
+      o.limit = parse_integer(kProgram, arg, cursor.value(arg), 1, 100000000);
     } else if (arg == "--results") {
       o.results = cursor.value(arg);
     } else if (arg == "--quiet") {
@@ -169,7 +183,7 @@ inline PopeOptions parse_pope_options(const std::vector<std::string>& args) {
     } else if (arg == "--json") {
       o.json = true;
     } else if (arg == "--threads") {
-      o.threads = parse_threads(program, cursor.value(arg));
+      o.threads = parse_threads(kProgram, cursor.value(arg));
     } else {
       throw InvalidArgument("agla_pope: unknown option '" + arg + "' (see --help)");
     }
@@ -178,68 +192,74 @@ inline PopeOptions parse_pope_options(const std::vector<std::string>& args) {
   check<InvalidArgument>(static_cast<int>(evaluate) + static_cast<int>(summarize) + static_cast<int>(run) == 1,
                          "agla_pope: give exactly one of --questions FILE (run), --evaluate GT ANSWERS or "
                          "--summarize RESULTS (see --help)");
-  o.mode = evaluate ? PopeOptions::Mode::Evaluate : summarize ? PopeOptions::Mode::Summarize : PopeOptions::Mode::Run;
+  check<InvalidArgument>(!(suffix && templated), "agla_pope: give --question-suffix or --question-template, not both");
+  o.mode = evaluate ? Options::Mode::Evaluate : summarize ? Options::Mode::Summarize : Options::Mode::Run;
   check<InvalidArgument>(o.chunk_idx < o.num_chunks, "agla_pope: --chunk-idx must be below --num-chunks (",
                          o.num_chunks, "); got ", o.chunk_idx);
-  method_options(o.method, o.sampling);  // range errors before any model is loaded
+  method_options(o.method, o.sampling);  // combinations the ranges allow but the method does not
   return o;
 }
 
+/// The instruction for `question` under `question_template`.
+std::string question_instruction(const std::string& question_template, const std::string& question) {
+  std::string text = question_template;
+  text.replace(text.find(kQuestionKey), kQuestionKey.size(), question);
+  return text;
+}
+
 /// The ShapesWorld class names, CHAIR's vocabulary for the caption split.
-inline eval::ChairVocabulary shapesworld_vocabulary() {
+eval::ChairVocabulary shapesworld_vocabulary() {
   std::vector<std::string> names(shapesworld::kShapeNames.begin(), shapesworld::kShapeNames.end());
   return eval::ChairVocabulary::from_names(names);
 }
 
 /// True for a caption ground-truth file (lines with `objects` and no `label`).
-inline bool is_caption_file(const std::vector<eval::JsonLine>& lines) {
+bool is_caption_file(const std::vector<eval::JsonLine>& lines) {
   return !lines.empty() && lines.front().value.contains("objects") && !lines.front().value.contains("label");
 }
 
 /// One question (or caption item) to run.
 struct RunItem {
   nlohmann::json question_id;
-  std::string key;    ///< question_id as a matching key
-  std::string image;  ///< file name relative to the image folder
-  std::string text;   ///< the question (empty for captions)
-  std::optional<std::vector<int64_t>> prompt_ids;
-  std::size_t index = 0;  ///< 0-based position in the file (seeds derive from it)
+  std::string key;    // question_id as a matching key
+  std::string image;  // file name relative to the image folder
+  std::string text;   // the question (empty for captions)
+  std::optional<std::vector<std::int64_t>> prompt_ids;
+  std::size_t index = 0;  // 0-based position in the file (seeds derive from it)
 };
 
 /// Reads the items of a question or caption file; throws `agla::FormatError` naming file and line.
-inline std::vector<RunItem> read_run_items(const std::vector<eval::JsonLine>& lines, const std::string& path,
-                                           bool captions) {
-  const std::string who = "agla_pope";
+std::vector<RunItem> read_run_items(const std::vector<eval::JsonLine>& lines, const std::string& path, bool captions) {
   std::vector<RunItem> items;
   std::set<std::string> seen;
   for (const eval::JsonLine& line : lines) {
     RunItem item;
     item.index = items.size();
-    item.key = eval::id_field(line, path, who);
+    item.key = eval::id_field(line, path, kProgram);
     item.question_id = line.value.at("question_id");
-    item.image = eval::string_field(line, "image", path, who);
-    if (!captions) item.text = eval::string_field(line, "text", path, who);
+    item.image = eval::string_field(line, "image", path, kProgram);
+    if (!captions) item.text = eval::string_field(line, "text", path, kProgram);
     if (const auto it = line.value.find("prompt_ids"); it != line.value.end()) {
-      check<FormatError>(it->is_array() && !it->empty(), who, ": ", path, ":", line.line,
-                         ": field \"prompt_ids\" must be a non-empty list of token ids");
-      std::vector<int64_t> ids;
+      check<FormatError>(it->is_array() && !it->empty() && it->size() <= 4096, kProgram, ": ", path, ":", line.line,
+                         ": field \"prompt_ids\" must be a list of 1 to 4096 token ids");
+      std::vector<std::int64_t> ids;
       for (const auto& id : *it) {
-        check<FormatError>(id.is_number_integer() && id.get<int64_t>() >= 0, who, ": ", path, ":", line.line,
+        check<FormatError>(id.is_number_integer() && id.get<std::int64_t>() >= 0, kProgram, ": ", path, ":", line.line,
                            ": prompt_ids must hold non-negative integers; got ", id.dump());
-        ids.push_back(id.get<int64_t>());
+        ids.push_back(id.get<std::int64_t>());
       }
       item.prompt_ids = std::move(ids);
     }
-    check<FormatError>(seen.insert(item.key).second, who, ": ", path, ":", line.line, ": question_id ", item.key,
+    check<FormatError>(seen.insert(item.key).second, kProgram, ": ", path, ":", line.line, ": question_id ", item.key,
                        " repeats");
     items.push_back(std::move(item));
   }
-  check<FormatError>(!items.empty(), who, ": ", path, ": no questions");
+  check<FormatError>(!items.empty(), kProgram, ": ", path, ": no questions");
   return items;
 }
 
 /// The split name of a question file: its file name without `.jsonl` and ShapesWorld's prefix.
-inline std::string split_name(const std::string& path) {
+std::string split_name(const std::string& path) {
   std::string name = std::filesystem::path(path).filename().string();
   for (const std::string prefix : {"shapesworld_pope_", "shapesworld_"})
     if (name.rfind(prefix, 0) == 0) name = name.substr(prefix.size());
@@ -248,7 +268,7 @@ inline std::string split_name(const std::string& path) {
 }
 
 /// Mean of the finite values (NaN when none).
-inline double finite_mean(const std::vector<double>& values) {
+double finite_mean(const std::vector<double>& values) {
   double sum = 0;
   int n = 0;
   for (double v : values)
@@ -260,8 +280,9 @@ inline double finite_mean(const std::vector<double>& values) {
 }
 
 /// Run mode: answers every item of the chunk, then scores the answers when the run covers them.
-inline int run_pope_questions(const PopeOptions& o, std::ostream& out, std::ostream& err) {
-  const std::vector<eval::JsonLine> lines = eval::read_jsonl(o.questions, "agla_pope");
+int run_questions(const Options& o, std::ostream& out, std::ostream& err) {
+  require_file(kProgram, "--questions", o.questions);
+  const std::vector<eval::JsonLine> lines = eval::read_jsonl(o.questions, kProgram);
   check<FormatError>(!lines.empty(), "agla_pope: ", o.questions, ": no questions");
   const bool captions = is_caption_file(lines);
   std::vector<RunItem> all = read_run_items(lines, o.questions, captions);
@@ -270,26 +291,29 @@ inline int run_pope_questions(const PopeOptions& o, std::ostream& out, std::ostr
   const std::string folder =
       !o.image_folder.empty() ? o.image_folder : (std::filesystem::path(o.questions).parent_path() / "images").string();
 
-  const ModelChoice models = resolve_models(o.itm, o.lvlm);
-  if ((models.lvlm_fixture || (models.itm_fixture && method_needs_itm(o.method))))
-    err << "agla_pope: NOTE: no trained model in " << data_dir()
-        << "/models; using the untrained random-weight test models under tests/data/blip\n";
-  const std::unique_ptr<Lvlm> lvlm = load_lvlm(models.lvlm, o.prompts);
+  const bool needs_itm = method_needs_itm(o.method);
+  const std::string lvlm_dir = o.lvlm.empty() ? shipped_model(kProgram, "shapesworld-lvlm", "--lvlm") : o.lvlm;
+  // A given --itm is always loaded, so a broken path fails now rather than in the run that needs it.
+  const std::string itm_dir = !o.itm.empty() ? o.itm
+                              : needs_itm    ? shipped_model(kProgram, "shapesworld-itm", "--itm")
+                                             : std::string();
+  const int threads =
+      use_threads(o.threads, weight_bytes(lvlm_dir) + (needs_itm ? weight_bytes(itm_dir) : std::uintmax_t{0}));
+  if (auto warning = agla::blas_warning()) err << *warning << "\n";
+  AnyLvlm lvlm = load_lvlm(lvlm_dir, o.lvlm_settings);
   std::optional<blip::BlipItm> itm;
-  if (method_needs_itm(o.method)) itm.emplace(load_itm(models.itm));
-  const ViewBuilder views(itm ? &*itm : nullptr, *lvlm, o.noise_step);
+  if (!itm_dir.empty()) itm.emplace(load_itm(itm_dir));
+  if (!needs_itm) itm.reset();  // checked, not needed by this method
+  const ViewBuilder views(itm ? &*itm : nullptr, lvlm, o.noise_step);
   const DecodeOptions decoding = method_options(o.method, o.sampling);
-  const ViewKind view_kind = method_view(o.method);
-  GenerateOptions limits;
-  limits.max_new_tokens = o.max_new_tokens.value_or(captions ? 64 : 16);
-  limits.eos_token_ids = lvlm->stop_ids();
-  limits.pad_token_id = lvlm->pad_id();
+  const LocalView view_kind = method_view(o.method);
+  const std::int64_t max_new_tokens = o.max_new_tokens.value_or(captions ? 64 : 16);
   const std::string model_id =
-      !o.model_id.empty() ? o.model_id : std::filesystem::path(models.lvlm).lexically_normal().filename().string();
+      !o.model_id.empty() ? o.model_id : std::filesystem::path(lvlm_dir).lexically_normal().filename().string();
   const std::string itm_caption_prompt =
       o.itm_caption_prompt ? *o.itm_caption_prompt
                            : (o.caption_prompt.empty() ? std::string(kCaptionItmText) : o.caption_prompt);
-  std::optional<std::vector<int64_t>> caption_ids;
+  std::optional<std::vector<std::int64_t>> caption_ids;
 
   eval::AnswerWriter writer(o.answers);
   std::optional<eval::ProgressBar> bar;
@@ -297,36 +321,43 @@ inline int run_pope_questions(const PopeOptions& o, std::ostream& out, std::ostr
   std::vector<double> itcs, kept;
   std::map<std::string, std::string> texts;
   long long generated = 0;
+  std::size_t itm_unknown_items = 0, prompt_unknown_items = 0;
   const auto start = std::chrono::steady_clock::now();
   for (std::size_t i = chunk.begin; i < chunk.end; ++i) {
     const RunItem& item = all[i];
-    const at::Tensor image = io::read_image((std::filesystem::path(folder) / item.image).string());
-    const at::Tensor original = lvlm->pixel_values(image);
-    std::vector<int64_t> prompt;
+    const std::string image_path = (std::filesystem::path(folder) / item.image).string();
+    require_file(kProgram, "the image of question " + item.key, image_path);
+    const at::Tensor image = io::read_image(image_path);
+    const at::Tensor original = lvlm_pixels(lvlm, image);
+    std::vector<std::int64_t> prompt;
+    std::vector<std::string> prompt_unknown;
     if (item.prompt_ids) {
       prompt = *item.prompt_ids;
     } else if (o.prompt_ids) {
       prompt = *o.prompt_ids;
     } else if (captions) {
-      if (!caption_ids) caption_ids = lvlm->caption_prompt(o.caption_prompt);
+      if (!caption_ids) caption_ids = lvlm_prompt(lvlm, o.caption_prompt).ids;
       prompt = *caption_ids;
+      prompt_unknown = check_lvlm_text(kProgram, "--caption-prompt", lvlm, o.caption_prompt);
     } else {
-      prompt = lvlm->question_prompt(item.text);
+      const std::string instruction = question_instruction(o.question_template, item.text);
+      prompt_unknown = check_lvlm_text(kProgram, "the instruction of question " + item.key, lvlm, instruction);
+      prompt = lvlm_prompt(lvlm, instruction).ids;
     }
     const std::string itm_prompt = captions ? itm_caption_prompt : item.text;
+    std::vector<std::string> itm_unknown;
+    if (itm) itm_unknown = check_itm_text(kProgram, "the IPM text of question " + item.key, *itm, itm_prompt);
     // Independent draws for the view (noise, random mask) and for sampling, per question.
     const AugmentedView view = views.build(view_kind, image, itm_prompt, original,
                                            seeded_generator(question_seed(o.seed ^ 0x5EEDF00Dull, item.index)));
-    const GenerateResult result = lvlm->generate(prompt, original, view.pixels, decoding, limits,
-                                                 seeded_generator(question_seed(o.seed, item.index)));
-    const at::Tensor row = result.tokens[0].narrow(0, 0, result.lengths[0]).contiguous();
-    const std::vector<int64_t> ids(row.data_ptr<int64_t>(), row.data_ptr<int64_t>() + row.numel());
+    const std::vector<std::int64_t> ids = lvlm_generate(lvlm, prompt, original, view.pixels, decoding, max_new_tokens,
+                                                        seeded_generator(question_seed(o.seed, item.index)), kProgram);
     generated += static_cast<long long>(ids.size());
 
     eval::AnswerRecord record;
     record.question_id = item.question_id;
     record.prompt = captions ? o.caption_prompt : item.text;
-    record.text = lvlm->decode(ids);
+    record.text = lvlm_decode(lvlm, ids);
     record.model_id = model_id;
     record.image = item.image;
     record.metadata = {{"method", method_name(o.method)}, {"seed", o.seed},    {"alpha", decoding.alpha},
@@ -338,12 +369,26 @@ inline int run_pope_questions(const PopeOptions& o, std::ostream& out, std::ostr
       itcs.push_back(view.itc);
       kept.push_back(view.kept_fraction);
     }
+    if (!itm_unknown.empty()) {
+      record.metadata["itm_unknown_words"] = itm_unknown;
+      ++itm_unknown_items;
+    }
+    if (!prompt_unknown.empty()) {
+      record.metadata["prompt_unknown_words"] = prompt_unknown;
+      ++prompt_unknown_items;
+    }
     writer.write(record);
     texts[item.key] = record.text;
     if (bar) bar->advance();
   }
   if (bar) bar->finish();
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  for (const auto& [count, what, field] : {std::tuple{itm_unknown_items, "IPM texts", "itm_unknown_words"},
+                                           std::tuple{prompt_unknown_items, "prompts", "prompt_unknown_words"}})
+    if (count > 0)
+      err << "agla_pope: warning: " << count << " of " << chunk.size() << " " << what
+          << " have words outside the model's vocabulary, read as [UNK] (listed per answer in metadata." << field
+          << ")\n";
 
   nlohmann::json summary{{"model_id", model_id},
                          {"method", method_name(o.method)},
@@ -353,12 +398,15 @@ inline int run_pope_questions(const PopeOptions& o, std::ostream& out, std::ostr
                          {"split", split_name(o.questions)},
                          {"questions", chunk.size()},
                          {"answers", o.answers},
+                         {"threads", threads},
                          {"seconds", seconds},
                          {"tokens_per_second", seconds > 0 ? static_cast<double>(generated) / seconds : 0.0}};
   if (!itcs.empty()) {
     summary["mean_itc"] = finite_mean(itcs);
     summary["mean_kept_fraction"] = finite_mean(kept);
   }
+  if (itm_unknown_items > 0) summary["items_with_itm_unknown_words"] = itm_unknown_items;
+  if (prompt_unknown_items > 0) summary["items_with_prompt_unknown_words"] = prompt_unknown_items;
   if (o.num_chunks > 1) {
     out << "agla_pope: wrote " << chunk.size() << " answers (chunk " << o.chunk_idx << " of " << o.num_chunks << ") to "
         << o.answers << "; score the concatenated chunks with agla_pope --evaluate " << o.questions
@@ -369,12 +417,14 @@ inline int run_pope_questions(const PopeOptions& o, std::ostream& out, std::ostr
 
   // Score the answered items (the whole file, or its first --limit items). Answers of a checkpoint
   // without a tokenizer are token ids: any text parser would read them as "yes", so they stay unscored.
-  if (!lvlm->has_tokenizer()) {
+  if (!lvlm_has_tokenizer(lvlm)) {
     const std::string why = "answers are token ids (the LVLM has no tokenizer); not scored";
     summary["metrics"] = nullptr;
     summary["not_scored"] = why;
-    if (o.json) out << summary.dump() << "\n";
-    else out << why << "\n";
+    if (o.json)
+      out << summary.dump() << "\n";
+    else
+      out << why << "\n";
   } else if (captions) {
     const eval::ChairVocabulary vocabulary = shapesworld_vocabulary();
     std::vector<std::string> caption_texts;
@@ -428,14 +478,16 @@ inline int run_pope_questions(const PopeOptions& o, std::ostream& out, std::ostr
 }
 
 /// True for the answer text of an LVLM without a tokenizer: token ids in brackets, "[12 7 2]".
-inline bool is_token_id_text(const std::string& text) {
+bool is_token_id_text(const std::string& text) {
   if (text.size() < 2 || text.front() != '[' || text.back() != ']') return false;
   return text.find_first_not_of("0123456789 ", 1) == text.size() - 1;
 }
 
 /// Evaluate-only mode (POPE or CHAIR ground truth).
-inline int run_pope_evaluate(const PopeOptions& o, std::ostream& out) {
-  if (is_caption_file(eval::read_jsonl(o.ground_truth, "agla_pope"))) {
+int run_evaluate(const Options& o, std::ostream& out) {
+  require_file(kProgram, "--evaluate (ground truth)", o.ground_truth);
+  require_file(kProgram, "--evaluate (answers)", o.answers);
+  if (is_caption_file(eval::read_jsonl(o.ground_truth, kProgram))) {
     const eval::ChairMetrics metrics = eval::evaluate_chair_files(o.ground_truth, o.answers, shapesworld_vocabulary());
     out << (o.json ? eval::to_json(metrics).dump() + "\n" : eval::format_chair(metrics));
     return 0;
@@ -450,7 +502,7 @@ inline int run_pope_evaluate(const PopeOptions& o, std::ostream& out) {
 }
 
 /// Mean and sample standard deviation (0 for one value) of `values`.
-inline std::pair<double, double> mean_sd(const std::vector<double>& values) {
+std::pair<double, double> mean_sd(const std::vector<double>& values) {
   double mean = 0;
   for (double v : values) mean += v;
   mean /= static_cast<double>(values.size());
@@ -460,8 +512,8 @@ inline std::pair<double, double> mean_sd(const std::vector<double>& values) {
   return {mean, sd};
 }
 
-/// "mean ± sd" in percent with one decimal (the count of seeds when they differ from `seeds`).
-inline std::string percent_cell(const std::vector<double>& values) {
+/// "mean ± sd" in percent with one decimal.
+std::string percent_cell(const std::vector<double>& values) {
   if (values.empty()) return "–";
   const auto [mean, sd] = mean_sd(values);
   std::ostringstream cell;
@@ -474,13 +526,14 @@ inline std::string percent_cell(const std::vector<double>& values) {
 /// (false-positive rate with and without the partner, and their difference) and CHAIR, each with
 /// the mean share of pixels the augmented views kept. Cells are mean ± sample standard deviation
 /// over the seeds, in percent.
-inline int run_pope_summarize(const PopeOptions& o, std::ostream& out) {
+int run_summarize(const Options& o, std::ostream& out) {
   const std::string path = o.summarize;
+  require_file(kProgram, "--summarize", path);
   const std::vector<eval::JsonLine> lines = eval::read_jsonl(path, "agla_pope --summarize");
   check<FormatError>(!lines.empty(), "agla_pope --summarize: ", path, ": no results");
   // model -> split -> method -> metric -> values over seeds
   std::map<std::string, std::map<std::string, std::map<std::string, std::map<std::string, std::vector<double>>>>> data;
-  std::map<std::string, std::set<uint64_t>> seeds;
+  std::map<std::string, std::set<std::uint64_t>> seeds;
   std::vector<std::string> method_order;
   for (Method m : all_methods()) method_order.push_back(method_name(m));
   for (const eval::JsonLine& line : lines) {
@@ -516,7 +569,7 @@ inline int run_pope_summarize(const PopeOptions& o, std::ostream& out) {
       cell["fp_absent"].push_back(metrics["partner_absent"]["false_positive_rate"].get<double>());
     }
     if (j.contains("mean_kept_fraction")) cell["kept"].push_back(j["mean_kept_fraction"].get<double>());
-    if (j.contains("seed")) seeds[model].insert(j["seed"].get<uint64_t>());
+    if (j.contains("seed")) seeds[model].insert(j["seed"].get<std::uint64_t>());
   }
   const auto table = [&](const std::string& title, const auto& splits, const std::string& split,
                          const std::vector<std::pair<std::string, std::string>>& columns) {
@@ -565,30 +618,19 @@ inline int run_pope_summarize(const PopeOptions& o, std::ostream& out) {
   return 0;
 }
 
-/// Runs `agla_pope` with `args`; writes the report to `out`, progress and errors to `err`; returns
-/// the exit status.
-inline int run_pope(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
-  try {
-    const PopeOptions o = parse_pope_options(args);
+}  // namespace
+
+int run_pope(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
+  return run_guarded(kProgram, err, [&] {
+    const Options o = parse_options(args);
     if (o.help) {
-      pope_usage(out);
+      usage(out);
       return 0;
     }
-    agla::configure_threads(o.threads);
-    switch (o.mode) {
-      case PopeOptions::Mode::Evaluate:
-        return run_pope_evaluate(o, out);
-      case PopeOptions::Mode::Summarize:
-        return run_pope_summarize(o, out);
-      case PopeOptions::Mode::Run:
-        return run_pope_questions(o, out, err);
-    }
-  } catch (const Error& e) {
-    err << e.what() << "\n";
-  } catch (const std::exception& e) {
-    err << "agla_pope: " << e.what() << "\n";
-  }
-  return 1;
+    if (o.mode == Options::Mode::Run) return run_questions(o, out, err);
+    use_threads(o.threads, 0);
+    return o.mode == Options::Mode::Evaluate ? run_evaluate(o, out) : run_summarize(o, out);
+  });
 }
 
-}  // namespace agla::examples
+}  // namespace agla::tools

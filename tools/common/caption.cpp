@@ -1,0 +1,288 @@
+// agla_caption: regular and AGLA captions of one image, side by side (same seed), their decoding
+// speed (median of repeated runs), and IPM's heat-map, mask and augmented view as PNG files.
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <iomanip>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "agla/error.hpp"
+#include "agla/io/image.hpp"
+#include "agla/ipm/heatmap.hpp"
+#include "agla/runtime.hpp"
+#include "common/cli.hpp"
+#include "common/data.hpp"
+#include "common/methods.hpp"
+#include "common/models.hpp"
+#include "common/programs.hpp"
+#include "common/threads.hpp"
+
+namespace agla::tools {
+
+namespace {
+
+const std::string kProgram = "agla_caption";
+
+void usage(std::ostream& out) {
+  out << "usage: agla_caption [options]\n"
+         "Captions an image with regular and with AGLA decoding (same seed) and writes IPM's heat-map and\n"
+         "augmented view. Without options it runs the shipped ShapesWorld models (data/models) on the\n"
+         "ShapesWorld sample image (data/sample.png).\n"
+         "  --image PATH          input image (PNG, JPEG, BMP; default: data/sample.png)\n"
+         "  --prompt TEXT         captioning instruction, put into the LVLM's prompt template (BLIP: text\n"
+         "                        after [DEC], default none; LLaVA: the user turn of the conversation)\n"
+         "  --itm-prompt TEXT     text IPM matches against the image (default: the prompt, else 'the image')\n"
+         "  --itm DIR             BLIP ITM model directory (default: data/models/shapesworld-itm)\n"
+         "  --lvlm DIR            captioning LVLM: a BLIP captioning directory (e.g.\n"
+         "                        Salesforce/blip-image-captioning-large) or a llava-hf LLaVA-1.5 directory,\n"
+         "                        detected from config.json (default: data/models/shapesworld-lvlm)\n"
+         "  --prompt-ids IDS      comma-separated prompt token ids, used as given (no tokenizer, no template;\n"
+         "                        BLIP: start with [DEC]; LLaVA: include the image token)\n"
+         "  --alpha A             weight of the augmented view, [0, 1000] (default 2)\n"
+         "  --beta B              plausibility cutoff, (0, 1] (default 0.5)\n"
+         "  --temperature T       sampling temperature, [0.001, 1000] (default 1)\n"
+         "  --top-k K             top-k filter (default 0 = off)\n"
+         "  --top-p P             nucleus filter, (0, 1] (default 1 = off)\n"
+         "  --greedy              argmax instead of sampling\n"
+         "  --seed N              sampling seed, the same for both captions (default 1)\n"
+         "  --max-new-tokens N    tokens per caption at most, [1, 4096] (default 30)\n"
+         "  --timing-runs N       decode each caption N times for tokens/s, [1, 100] (default: 3 to 15 runs,\n"
+         "                        about a second of decoding; 1 when the first two captions take 2 s or more)\n"
+         "  --out DIR             where heatmap.png, mask.png and augmented.png go (default ./agla_caption_out)\n"
+         "  --json                print one JSON object (prompt ids; ids, text and speed of each mode; IPM)\n"
+         "  --threads N           intra-op threads, [0, 1024] (default 0 = automatic: 1 for small models,\n"
+         "                        else the physical cores)\n"
+         "Exit status: 0 on success, 1 on any error (message on stderr).\n"
+      << data_dir_help() << "\n";
+}
+
+struct Options {
+  std::string image;                      // empty: data/sample.png
+  std::optional<std::string> prompt;      // captioning instruction
+  std::optional<std::string> itm_prompt;  // IPM's text
+  std::string itm, lvlm;                  // empty: the shipped models
+  std::optional<std::vector<std::int64_t>> prompt_ids;
+  SamplingSettings sampling;
+  std::uint64_t seed = 1;
+  std::int64_t max_new_tokens = 30;
+  std::optional<int> timing_runs;
+  std::string out = "agla_caption_out";
+  bool json = false;
+  int threads = 0;
+  bool help = false;
+};
+
+Options parse_options(const std::vector<std::string>& args) {
+  Options o;
+  ArgCursor cursor(args, kProgram);
+  while (cursor.more()) {
+    const std::string arg = cursor.next();
+    if (arg == "--help" || arg == "-h") {
+      o.help = true;
+    } else if (arg == "--image") {
+      o.image = cursor.value(arg);
+    } else if (arg == "--prompt") {
+      o.prompt = cursor.value(arg);
+    } else if (arg == "--itm-prompt") {
+      o.itm_prompt = cursor.value(arg);
+    } else if (arg == "--itm") {
+      o.itm = cursor.value(arg);
+    } else if (arg == "--lvlm") {
+      o.lvlm = cursor.value(arg);
+    } else if (arg == "--prompt-ids") {
+      o.prompt_ids = parse_id_list(kProgram, arg, cursor.value(arg));
+    } else if (parse_sampling_option(arg, cursor, o.sampling)) {
+    } else if (arg == "--seed") {
+      o.seed = parse_seed(kProgram, arg, cursor.value(arg));
+    } else if (arg == "--max-new-tokens") {
+      o.max_new_tokens = parse_integer(kProgram, arg, cursor.value(arg), 1, 4096);
+    } else if (arg == "--timing-runs") {
+      o.timing_runs = static_cast<int>(parse_integer(kProgram, arg, cursor.value(arg), 1, 100));
+    } else if (arg == "--out") {
+      o.out = cursor.value(arg);
+      check<InvalidArgument>(!o.out.empty(), kProgram, ": --out needs a directory");
+    } else if (arg == "--json") {
+      o.json = true;
+    } else if (arg == "--threads") {
+      o.threads = parse_threads(kProgram, cursor.value(arg));
+    } else {
+      throw InvalidArgument("agla_caption: unknown option '" + arg + "' (see --help)");
+    }
+  }
+  check<InvalidArgument>(!(o.prompt && o.prompt_ids), kProgram,
+                         ": give --prompt or --prompt-ids, not both (ids are used as given)");
+  method_options(Method::Agla, o.sampling);  // combinations the ranges allow but the method does not
+  return o;
+}
+
+/// One mode's caption and its decoding speed over the timing runs.
+struct CaptionRun {
+  std::vector<std::int64_t> ids;  // generated ids (up to and including the stop id)
+  std::string text;
+  std::vector<double> seconds;  // one per timing run
+
+  double median_seconds() const {
+    std::vector<double> s = seconds;
+    std::sort(s.begin(), s.end());
+    return s.size() % 2 == 1 ? s[s.size() / 2] : 0.5 * (s[s.size() / 2 - 1] + s[s.size() / 2]);
+  }
+  double tokens_per_second(double secs) const { return secs > 0 ? static_cast<double>(ids.size()) / secs : 0.0; }
+  double median_tokens_per_second() const { return tokens_per_second(median_seconds()); }
+};
+
+nlohmann::json run_json(const CaptionRun& run) {
+  const auto [fastest, slowest] = std::minmax_element(run.seconds.begin(), run.seconds.end());
+  return nlohmann::json{
+      {"ids", run.ids},
+      {"text", run.text},
+      {"tokens", run.ids.size()},
+      {"seconds", run.median_seconds()},
+      {"tokens_per_second", run.median_tokens_per_second()},
+      {"timing_runs", run.seconds.size()},
+      {"tokens_per_second_range", {run.tokens_per_second(*slowest), run.tokens_per_second(*fastest)}}};
+}
+
+/// Warns on `err` about words the model reads as [UNK]; returns them for the JSON report.
+std::vector<std::string> warn_unknown(std::ostream& err, const std::vector<std::string>& unknown, const char* what) {
+  if (!unknown.empty()) {
+    err << "agla_caption: warning: " << what << " has words outside the model's vocabulary, read as [UNK]:";
+    for (const auto& word : unknown) err << " '" << word << "'";
+    err << "\n";
+  }
+  return unknown;
+}
+
+int run(const Options& o, std::ostream& out, std::ostream& err) {
+  const std::string image_path = o.image.empty() ? data_dir(kProgram) + "/sample.png" : o.image;
+  require_file(kProgram, "--image", image_path);
+  const std::string itm_dir = o.itm.empty() ? shipped_model(kProgram, "shapesworld-itm", "--itm") : o.itm;
+  const std::string lvlm_dir = o.lvlm.empty() ? shipped_model(kProgram, "shapesworld-lvlm", "--lvlm") : o.lvlm;
+  const int threads = use_threads(o.threads, weight_bytes(itm_dir) + weight_bytes(lvlm_dir));
+  if (auto warning = agla::blas_warning()) err << *warning << "\n";
+
+  const at::Tensor image = io::read_image(image_path);
+  const blip::BlipItm itm = load_itm(itm_dir);
+  AnyLvlm lvlm = load_lvlm(lvlm_dir, LvlmSettings{});
+
+  std::vector<std::string> prompt_unknown;
+  if (!o.prompt_ids && o.prompt)
+    prompt_unknown = warn_unknown(err, check_lvlm_text(kProgram, "--prompt", lvlm, *o.prompt), "--prompt");
+  const std::vector<std::int64_t> prompt =
+      o.prompt_ids ? *o.prompt_ids : lvlm_prompt(lvlm, o.prompt.value_or(std::string())).ids;
+  const std::string itm_prompt =
+      o.itm_prompt ? *o.itm_prompt : (o.prompt && !o.prompt->empty() ? *o.prompt : std::string(kCaptionItmText));
+  const std::vector<std::string> itm_unknown = warn_unknown(
+      err, check_itm_text(kProgram, o.itm_prompt ? "--itm-prompt" : "the IPM text", itm, itm_prompt), "the IPM text");
+
+  // IPM once: the augmented view both modes share (regular decoding ignores it).
+  const ViewBuilder views(&itm, lvlm);
+  const at::Tensor original = lvlm_pixels(lvlm, image);
+  const AugmentedView view = views.build(LocalView::IpmMask, image, itm_prompt, original, seeded_generator(o.seed));
+
+  const DecodeOptions regular_options = method_options(Method::Regular, o.sampling);
+  const DecodeOptions agla_options = method_options(Method::Agla, o.sampling);
+  CaptionRun regular, assembled;
+  const auto decode = [&](const DecodeOptions& options, CaptionRun& run) {
+    const auto start = std::chrono::steady_clock::now();
+    std::vector<std::int64_t> ids = lvlm_generate(lvlm, prompt, original, view.pixels, options, o.max_new_tokens,
+                                                  seeded_generator(o.seed), kProgram);
+    run.seconds.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    if (run.seconds.size() == 1) run.ids = std::move(ids);  // the same seed gives the same ids every run
+  };
+  // Runs alternate between the modes, so a change in the machine's load hits both alike; the median
+  // of several runs is what is reported (one run of a few milliseconds is noise on a shared machine).
+  const auto timing_start = std::chrono::steady_clock::now();
+  for (int r = 0;; ++r) {
+    decode(regular_options, regular);
+    decode(agla_options, assembled);
+    const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - timing_start).count();
+    const int done = r + 1;
+    if (o.timing_runs ? done >= *o.timing_runs
+                      : (done == 1 && elapsed >= 2.0) || done >= 15 || (done >= 3 && elapsed >= 1.0))
+      break;
+  }
+  regular.text = lvlm_decode(lvlm, regular.ids);
+  assembled.text = lvlm_decode(lvlm, assembled.ids);
+
+  make_directory(kProgram, o.out);
+  const std::string heatmap = o.out + "/heatmap.png", augmented = o.out + "/augmented.png", mask = o.out + "/mask.png";
+  io::write_png(heatmap, ipm::heatmap_overlay(views.matcher()->resize_for_model(image), view.match->relevance));
+  io::write_png(augmented, view.image);
+  io::write_png(mask, view.match->mask.to(at::kByte).mul(255).unsqueeze(2).contiguous());
+
+  if (o.json) {
+    nlohmann::json j{{"image", image_path},
+                     {"lvlm", {{"dir", lvlm_dir}, {"kind", lvlm_family_name(lvlm)}}},
+                     {"itm", {{"dir", itm_dir}}},
+                     {"prompt_ids", prompt},
+                     {"prompt_unknown_words", prompt_unknown},
+                     {"itm_prompt", itm_prompt},
+                     {"itm_unknown_words", itm_unknown},
+                     {"seed", o.seed},
+                     {"threads", threads},
+                     {"omp_wait_policy", omp_wait_policy()},
+                     {"decoding",
+                      {{"alpha", agla_options.alpha},
+                       {"beta", agla_options.beta},
+                       {"temperature", agla_options.temperature},
+                       {"top_k", agla_options.top_k},
+                       {"top_p", agla_options.top_p},
+                       {"greedy", agla_options.greedy},
+                       {"max_new_tokens", o.max_new_tokens}}},
+                     {"ipm",
+                      {{"itc", view.itc},
+                       {"itm_probability", view.match->itm_probability},
+                       {"mask_ratio", view.match->mask_ratio},
+                       {"kept_fraction", view.kept_fraction},
+                       {"milliseconds", view.ipm_ms}}},
+                     {"regular", run_json(regular)},
+                     {"agla", run_json(assembled)},
+                     {"files", {{"heatmap", heatmap}, {"augmented", augmented}, {"mask", mask}}}};
+    if (o.prompt) j["prompt"] = *o.prompt;
+    out << j.dump() << std::endl;
+    return 0;
+  }
+  out << "lvlm:      " << lvlm_dir << " (" << lvlm_family_name(lvlm) << ")\n"
+      << "itm:       " << itm_dir << "\n"
+      << "image:     " << image_path << " (" << image.size(1) << "x" << image.size(0) << ")\n"
+      << "prompt:    " << (o.prompt_ids ? "(token ids)" : "'" + o.prompt.value_or("") + "'") << ", IPM text '"
+      << itm_prompt << "'\n"
+      << "decoding:  " << (agla_options.greedy ? "greedy" : "sampling") << ", seed " << o.seed << ", temperature "
+      << agla_options.temperature << ", top-k " << agla_options.top_k << ", top-p " << agla_options.top_p
+      << "; AGLA alpha " << agla_options.alpha << ", beta " << agla_options.beta << "\n"
+      << "IPM:       itc " << view.itc << ", match probability " << view.match->itm_probability << ", kept "
+      << view.kept_fraction << " of the pixels, " << std::fixed << std::setprecision(1) << view.ipm_ms << " ms\n"
+      << "threads:   " << threads << "\n\n";
+  out << std::left << std::setw(9) << "mode" << std::right << std::setw(10) << "tokens/s"
+      << "  caption\n";
+  const auto row = [&](const char* name, const CaptionRun& run) {
+    out << std::left << std::setw(9) << name << std::right << std::setw(10) << std::fixed << std::setprecision(1)
+        << run.median_tokens_per_second() << "  " << run.text << "\n";
+  };
+  row("regular", regular);
+  row("AGLA", assembled);
+  out << "(tokens/s: median of " << regular.seconds.size() << " runs per mode, prompt prefill included, IPM not)\n";
+  out << "\nwrote:     " << heatmap << ", " << augmented << ", " << mask << "\n";
+  return 0;
+}
+
+}  // namespace
+
+int run_caption(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
+  return run_guarded(kProgram, err, [&] {
+    const Options o = parse_options(args);
+    if (o.help) {
+      usage(out);
+      return 0;
+    }
+    return run(o, out, err);
+  });
+}
+
+}  // namespace agla::tools

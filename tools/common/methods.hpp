@@ -1,0 +1,138 @@
+#pragma once
+/// \file
+/// The decoding methods the programs compare (docs/tools.md): decoding options plus the augmented
+/// view each one needs, the builder of those views (AGLA's IPM mask, a random mask of the same kept
+/// fraction, VCD's diffusion noise), the sampling options the programs share, and per-question seeds.
+
+#include <ATen/ATen.h>
+
+#include <cstdint>
+#include <limits>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "agla/decode/options.hpp"
+#include "agla/ipm/matcher.hpp"
+#include "agla/models/blip/itm.hpp"
+#include "common/cli.hpp"
+#include "common/models.hpp"
+
+namespace agla::tools {
+
+/// A decoding method of the benchmark table.
+enum class Method {
+  Regular,         ///< plain sampling (the reference baselines: temperature 1, top_p 1)
+  Greedy,          ///< plain argmax
+  Sharpened,       ///< AGLA's fusion and cutoff with the augmented view replaced by the original:
+                   ///< softmax((1 + alpha) l) under the beta cutoff
+  CutoffOnly,      ///< the beta cutoff alone on plain logits (fusion with alpha 0)
+  Vcd,             ///< VCD: (1 + alpha) l - alpha l_noised, beta cutoff; diffusion-noised view
+  Agla,            ///< AGLA (Eq. 3-5), IPM's augmented view on every token
+  AglaRandomMask,  ///< AGLA with a random mask keeping the same fraction of pixels as IPM's
+  AglaReleased,    ///< AGLA as the released code behaves: the local view shapes the first token only
+};
+
+/// Every method, in table order.
+const std::vector<Method>& all_methods();
+
+/// The command-line name of `method`.
+const char* method_name(Method method);
+
+/// The method called `name`; throws `agla::InvalidArgument` listing the valid names.
+Method parse_method(const std::string& name);
+
+/// Where a method's augmented (local) view comes from.
+enum class LocalView {
+  None,        ///< no augmented forward
+  IpmMask,     ///< AGLA's image-prompt-matching mask
+  RandomMask,  ///< a random mask of IPM's kept fraction
+  Noise,       ///< VCD's diffusion noise on the normalised pixels
+};
+
+/// The local view `method` needs.
+LocalView method_view(Method method);
+
+/// Whether `method` needs the ITM model (its view, or the kept fraction its view copies, comes from IPM).
+bool method_needs_itm(Method method);
+
+/// IPM's text for free captioning when no prompt is given: the ITM needs a text, and a caption
+/// request names no object, so a neutral one (whose words the ShapesWorld vocabulary has).
+inline constexpr const char* kCaptionItmText = "the image";
+
+/// The suffix the AGLA reference appends to every POPE question (`eval/run_llava.py`), which the
+/// ShapesWorld LVLM was also trained and gated with.
+inline constexpr const char* kPopeQuestionSuffix = " Please answer this question with one word.";
+
+/// Bounds of the sampling options: wide enough for any setting in use, narrow enough that the
+/// fused and scaled logits stay finite in float32.
+inline constexpr double kMaxAlpha = 1000.0, kMinTemperature = 1e-3, kMaxTemperature = 1e3;
+/// Largest `--top-k`.
+inline constexpr std::int64_t kMaxTopK = 1 << 20;
+
+/// Sampling settings shared by all methods, and per-run overrides of a method's alpha and beta.
+struct SamplingSettings {
+  std::optional<double> alpha;  ///< unset: the method's default (VCD 1, others 2)
+  std::optional<double> beta;   ///< unset: the method's default (VCD 0.1, others 0.5)
+  double temperature = 1.0;     ///< the reference runs: 1
+  std::int64_t top_k = 0;       ///< the reference LLaVA runs passed top_k=None: off
+  double top_p = 1.0;           ///< the reference runs: 1 (off)
+  bool greedy = false;          ///< argmax for every method (greedy decoding of each fusion)
+};
+
+/// Consumes `arg` when it is one of the sampling options the programs share (`--alpha`, `--beta`,
+/// `--temperature`, `--top-k`, `--top-p`, `--greedy`) and stores its range-checked value; false otherwise.
+bool parse_sampling_option(const std::string& arg, ArgCursor& cursor, SamplingSettings& sampling);
+
+/// VCD's own defaults (DAMO-NLP-SG/VCD `eval/object_hallucination_vqa_llava.py`: cd_alpha 1, cd_beta 0.1).
+inline constexpr double kVcdAlpha = 1.0, kVcdBeta = 0.1;
+/// AGLA's defaults (the reference runs: alpha 2, beta 0.5).
+inline constexpr double kAglaAlpha = 2.0, kAglaBeta = 0.5;
+
+/// The decoding options of `method` under `settings` (validated).
+DecodeOptions method_options(Method method, const SamplingSettings& settings);
+
+/// The augmented view of one (image, prompt) pair and what IPM measured for it.
+struct AugmentedView {
+  at::Tensor image;   ///< `[S, S, 3]` uint8 masked image (mask views), undefined otherwise
+  at::Tensor pixels;  ///< `[1, 3, S', S']` LVLM input of the view, undefined for `LocalView::None`
+  double itc = std::numeric_limits<double>::quiet_NaN();            ///< ITC similarity (mask views)
+  double kept_fraction = std::numeric_limits<double>::quiet_NaN();  ///< pixels kept (mask views)
+  double ipm_ms = 0;                                                ///< time to build the view
+  std::optional<ipm::Match> match;                                  ///< IPM's result (mask views)
+};
+
+/// A random relevance grid `[g, g]` (uniform, from `generator`) through IPM's own resize and blur,
+/// thresholded to keep `kept_fraction` of the pixels: a mask with IPM's kept share and blob shape
+/// but no relation to the prompt. Returns the mask `[h, w]` bool.
+at::Tensor random_mask(std::int64_t grid, std::int64_t height, std::int64_t width, double kept_fraction,
+                       const at::Generator& generator, double blur_sigma_fraction = 0.02);
+
+/// Builds the augmented views of the methods over one ITM model and one LVLM.
+class ViewBuilder {
+ public:
+  /// `itm` may be null when no method that needs it is run; `noise_step` is VCD's diffusion step.
+  ViewBuilder(const blip::BlipItm* itm, const AnyLvlm& lvlm, std::int64_t noise_step = 500);
+
+  /// The view `kind` of `image` `[H, W, 3]` uint8 for ITM prompt `itm_prompt`; `original_pixels`
+  /// is the LVLM input of the image; `generator` draws the random mask or the noise.
+  AugmentedView build(LocalView kind, const at::Tensor& image, const std::string& itm_prompt,
+                      const at::Tensor& original_pixels, const at::Generator& generator) const;
+
+  /// The matcher (when an ITM model was given).
+  const std::optional<ipm::ImagePromptMatcher<blip::BlipItm>>& matcher() const { return matcher_; }
+
+ private:
+  const AnyLvlm* lvlm_;
+  std::int64_t noise_step_;
+  std::optional<ipm::ImagePromptMatcher<blip::BlipItm>> matcher_;
+};
+
+/// A CPU generator seeded with `seed` (the same seed gives the same draws).
+at::Generator seeded_generator(std::uint64_t seed);
+
+/// The seed of question `index` of a run with seed `seed`: each question draws from its own
+/// generator, so a run split into chunks gives the same answers as the whole run.
+std::uint64_t question_seed(std::uint64_t seed, std::uint64_t index);
+
+}  // namespace agla::tools

@@ -1,0 +1,101 @@
+#pragma once
+/// \file
+/// The models the programs load, by the family a directory's `config.json` names: the LVLMs the
+/// library ships (`AnyLvlm`, driven through the LVLM contract of `agla/models/lvlm.hpp` by
+/// `std::visit`) and the BLIP ITM model IPM needs. A family is one row of `model_families()` plus,
+/// for an LVLM, one alternative of `AnyLvlm`.
+
+#include <ATen/ATen.h>
+
+#include <cstdint>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "agla/decode/options.hpp"
+#include "agla/models/blip/captioner.hpp"
+#include "agla/models/blip/itm.hpp"
+#include "agla/models/llava/lvlm.hpp"
+#include "agla/models/lvlm.hpp"
+
+namespace agla::tools {
+
+/// Any LVLM the programs drive.
+using AnyLvlm = std::variant<blip::BlipCaptioner, llava::LlavaLvlm>;
+
+/// How LVLM prompts and images are shaped where a family offers a choice.
+struct LvlmSettings {
+  /// LLaVA: the bare llava-hf template (`USER: <image>\n... ASSISTANT:`) instead of `llava_v1` with
+  /// its system prompt (the AGLA reference's `--conv-mode llava_v1`).
+  bool llava_hf_template = false;
+  /// LLaVA: pad to square (original LLaVA) instead of the CLIP centre crop (llava-hf, reference).
+  bool pad_to_square = false;
+};
+
+/// One model family: how its config.json names it and, for an LVLM, how it loads.
+struct ModelFamily {
+  const char* name;          ///< as programs print it ("blip-caption", "blip-itm", "llava")
+  const char* architecture;  ///< an entry of config.json's `architectures`
+  const char* model_type;    ///< config.json's `model_type`, or null when it does not decide
+  /// Loads an LVLM of this family; null for a model that is not an LVLM (the ITM model).
+  AnyLvlm (*load)(const std::string& dir, const LvlmSettings& settings);
+  std::size_t alternative;  ///< the `AnyLvlm` index the loader fills (unused without `load`)
+};
+
+/// Every family the programs know, in detection order.
+const std::vector<ModelFamily>& model_families();
+
+/// The family of the model in `dir`: the first row whose architecture `config.json` lists, else the
+/// first whose `model_type` it has. Throws `agla::FormatError` for a missing config or an unknown
+/// family (listing the known ones).
+const ModelFamily& detect_model_family(const std::string& dir);
+
+/// Loads the LVLM in `dir`; throws `agla::FormatError` naming `option` when `dir` holds a model
+/// that is not an LVLM.
+AnyLvlm load_lvlm(const std::string& dir, const LvlmSettings& settings, const std::string& option = "--lvlm");
+
+/// Loads the BLIP ITM model in `dir`; throws `agla::FormatError` naming `option` when `dir` holds
+/// another family.
+blip::BlipItm load_itm(const std::string& dir, const std::string& option = "--itm");
+
+/// The family name of a loaded LVLM.
+const char* lvlm_family_name(const AnyLvlm& lvlm);
+
+/// RGB uint8 `[H, W, 3]` (CPU) -> the LVLM's pixels `[1, 3, S, S]` float32 (CPU).
+at::Tensor lvlm_pixels(const AnyLvlm& lvlm, const at::Tensor& image);
+
+/// Whether text prompts can be tokenised (else prompts come as ids).
+bool lvlm_has_tokenizer(const AnyLvlm& lvlm);
+
+/// The LVLM's prompt (its template) around `instruction`.
+Prompt lvlm_prompt(const AnyLvlm& lvlm, const std::string& instruction);
+
+/// Text of generated ids (without a tokenizer: the ids in brackets).
+std::string lvlm_decode(const AnyLvlm& lvlm, const std::vector<std::int64_t>& ids);
+
+/// Stop ids, pad id, vocabulary size.
+TokenSpec lvlm_tokens(const AnyLvlm& lvlm);
+
+/// Words of `text` the LVLM's tokenizer can only read as `[UNK]` (WordPiece families; empty for the
+/// others). Throws `agla::InvalidArgument` naming `program` and `what` when every word of `text` is
+/// unknown: the model's output would not depend on the text.
+std::vector<std::string> check_lvlm_text(const std::string& program, const std::string& what, const AnyLvlm& lvlm,
+                                         const std::string& text);
+
+/// Words of `text` (after LAVIS `pre_caption`, as the ITM reads it) that the ITM's tokenizer can only
+/// read as `[UNK]`. Throws `agla::InvalidArgument` naming `program` and `what` when every word is
+/// unknown: IPM's relevance map, ITC and mask would not depend on the text.
+std::vector<std::string> check_itm_text(const std::string& program, const std::string& what, const blip::BlipItm& itm,
+                                        const std::string& text);
+
+/// One generation of one stream: the ids generated (up to and including the stop id) from
+/// `prompt_ids` on `original` pixels `[1, 3, S, S]` and, when `options` runs the local view,
+/// `augmented` pixels. At most `max_new_tokens`, fewer when the prompt leaves less room. Throws
+/// `agla::InvalidArgument` naming `program` for ids outside the vocabulary, a prompt that leaves no
+/// room, or a missing augmented view.
+std::vector<std::int64_t> lvlm_generate(AnyLvlm& lvlm, const std::vector<std::int64_t>& prompt_ids,
+                                        const at::Tensor& original, const at::Tensor& augmented,
+                                        const DecodeOptions& options, std::int64_t max_new_tokens,
+                                        const at::Generator& generator, const std::string& program);
+
+}  // namespace agla::tools
