@@ -22,7 +22,8 @@
 /// };
 /// ```
 ///
-/// Cost: the image is encoded once without gradients, all prompts are scored as one batch, and
+/// Cost: the image is encoded once without gradients (`encode` keeps it for later calls, e.g. every
+/// question about one image), all prompts are scored as one batch, and
 /// the only gradient taken is that of the summed match logit with respect to the one attention
 /// tensor (`torch::autograd::grad`), never into the parameters (the reference runs a full
 /// `backward()` into every parameter).
@@ -66,6 +67,15 @@ struct MatchTimings {
   double itc = 0;          ///< ITC similarity
   double postprocess = 0;  ///< resize, blur, threshold, mask, augmented image (all prompts)
   double total = 0;        ///< the whole call
+};
+
+/// An image encoded once for any number of `ImagePromptMatcher::match` calls (e.g. every question
+/// about it): matching against it gives exactly what matching against the image gives.
+struct EncodedImage {
+  at::Tensor image;         ///< `[H, W, 3]` uint8 (CPU): the image as given
+  at::Tensor resized;       ///< `[S, S, 3]` uint8 (CPU): the model-input view
+  at::Tensor image_embeds;  ///< `[1, N, D]`: the vision encoder's output (model device and dtype)
+  double encode_ms = 0;     ///< wall-clock milliseconds of resize, normalise and vision encoder
 };
 
 /// The result for one (image, prompt) pair. Tensors are on the CPU.
@@ -144,36 +154,72 @@ class ImagePromptMatcher {
         .to(model_->device(), model_->dtype());
   }
 
+  /// Encodes `image` `[H, W, 3]` uint8 once (resize, normalise, vision encoder) for later `match`
+  /// calls with any prompts.
+  EncodedImage encode(const at::Tensor& image) const {
+    check_image(image);
+    const auto start = Clock::now();
+    EncodedImage encoded;
+    encoded.image = image.to(at::kCPU).contiguous();
+    encoded.resized = resize_for_model(encoded.image);
+    {
+      at::NoGradGuard no_grad;
+      encoded.image_embeds = model_->encode_image(pixel_values(encoded.resized));
+    }
+    synchronize(encoded.image_embeds);
+    encoded.encode_ms = ms(start, Clock::now());
+    return encoded;
+  }
+
   /// Matches one prompt against `image` `[H, W, 3]` uint8.
   Match match(const at::Tensor& image, const std::string& prompt) const {
     return std::move(match(image, std::vector<std::string>{prompt}).front());
   }
 
+  /// Matches one prompt against an image encoded before (equal to matching against the image).
+  Match match(const EncodedImage& image, const std::string& prompt) const {
+    return std::move(match(image, std::vector<std::string>{prompt}).front());
+  }
+
   /// Matches several prompts against one `image` `[H, W, 3]` uint8: the image is encoded once and
-  /// the prompts are scored as one batch. Results in prompt order; equal to one call per prompt.
+  /// the prompts are scored as one batch. Results in prompt order; equal to one call per prompt
+  /// up to float rounding (the prompts are padded to one length).
   std::vector<Match> match(const at::Tensor& image, const std::vector<std::string>& prompts) const {
-    using Clock = std::chrono::steady_clock;
-    const auto ms = [](Clock::time_point a, Clock::time_point b) {
-      return std::chrono::duration<double, std::milli>(b - a).count();
-    };
     check<InvalidArgument>(!prompts.empty(), "agla::ipm::ImagePromptMatcher::match: need at least one prompt");
-    check_image(image);
+    return match_encoded(encode(image), prompts, true);
+  }
+
+  /// Matches several prompts against an image encoded before, as one batch; `timings.encode` counts
+  /// the text tokenisation only (the image's cost is `image.encode_ms`).
+  std::vector<Match> match(const EncodedImage& image, const std::vector<std::string>& prompts) const {
+    return match_encoded(image, prompts, false);
+  }
+
+ private:
+  using Clock = std::chrono::steady_clock;
+  static double ms(Clock::time_point a, Clock::time_point b) {
+    return std::chrono::duration<double, std::milli>(b - a).count();
+  }
+
+  // The batched match; `count_encoding` adds the image's encoding time to the timings.
+  std::vector<Match> match_encoded(const EncodedImage& encoded, const std::vector<std::string>& prompts,
+                                   bool count_encoding) const {
+    check<InvalidArgument>(!prompts.empty(), "agla::ipm::ImagePromptMatcher::match: need at least one prompt");
+    check<InvalidArgument>(encoded.image_embeds.defined() && encoded.resized.defined() && encoded.image.defined(),
+                           "agla::ipm::ImagePromptMatcher::match: the encoded image is empty; make it with encode()");
+    const at::Tensor& image = encoded.image;
+    const at::Tensor& resized = encoded.resized;
+    const at::Tensor& image_embeds = encoded.image_embeds;
+    const double prior = count_encoding ? encoded.encode_ms : 0.0;
     const auto start = Clock::now();
 
-    // Encode: one image, all prompts (the tokenizer throws on a prompt empty after pre-processing).
-    const at::Tensor resized = resize_for_model(image);
-    at::Tensor image_embeds;
-    {
-      at::NoGradGuard no_grad;
-      image_embeds = model_->encode_image(pixel_values(resized));
-    }
+    // Encode all prompts (the tokenizer throws on a prompt empty after pre-processing).
     const auto text = model_->encode_text(prompts);
     const int64_t count = static_cast<int64_t>(prompts.size());
     check<ShapeError>(text.itm_input_ids.dim() == 2 && text.itm_input_ids.size(0) == count,
                       "agla::ipm::ImagePromptMatcher::match: encode_text must give [", count, ", L] ids; got ",
                       text.itm_input_ids.sizes());
-    synchronize(image_embeds);
-    const auto encoded = Clock::now();
+    const auto tokenized = Clock::now();
 
     // ITM + GradCAM: gradient of the summed match logit w.r.t. the one attention tensor (Eq. 2).
     at::Tensor logits;
@@ -209,7 +255,7 @@ class ImagePromptMatcher {
     const auto contrasted = Clock::now();
 
     // Post-processing per prompt, at the model's input size (reference) or the original size.
-    const at::Tensor canvas = options_.original_resolution ? image.to(at::kCPU).contiguous() : resized;
+    const at::Tensor canvas = options_.original_resolution ? image : resized;
     const int64_t height = canvas.size(0);
     const int64_t width = canvas.size(1);
     const at::Tensor probabilities = at::softmax(logits, 1);
@@ -234,13 +280,12 @@ class ImagePromptMatcher {
     }
     const auto done = Clock::now();
 
-    const MatchTimings timings{ms(start, encoded), ms(encoded, scored), ms(scored, contrasted), ms(contrasted, done),
-                               ms(start, done)};
+    const MatchTimings timings{prior + ms(start, tokenized), ms(tokenized, scored), ms(scored, contrasted),
+                               ms(contrasted, done), prior + ms(start, done)};
     for (Match& m : results) m.timings = timings;
     return results;
   }
 
- private:
   static void check_image(const at::Tensor& image) {
     check<ShapeError>(image.defined() && image.dim() == 3 && image.size(2) == 3 && image.size(0) > 0 &&
                           image.size(1) > 0 && image.scalar_type() == at::kByte,

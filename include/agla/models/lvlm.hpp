@@ -22,11 +22,23 @@
 /// | `at::Tensor operator()(step_tokens, AllViews)` | every view in one batched forward, `[(1 + K) B, V]` |
 ///
 /// `agla::check_lvlm<X>()` checks it at compile time and names the first missing member.
+///
+/// Optional capability, the image cache (`agla::enable_image_cache` turns it on where a model has it):
+///
+/// | member | what it does |
+/// |---|---|
+/// | `void set_image_cache(std::int64_t entries)` | keeps what depends only on an image (and the prompt before the instruction) for up to `entries` images across generations; 0 = off |
+/// | `ImageCacheStats image_cache_stats() const` | hits, misses and entries so far |
+///
+/// With it on, a run that asks several questions about one image computes that image's share once
+/// (docs/performance.md): LLaVA the KV cache of the prompt through the image tokens, InstructBLIP
+/// and BLIP the vision encoder's output. Results equal the uncached run's up to float rounding.
 
 #include <ATen/ATen.h>
 
 #include <algorithm>
 #include <cstdint>
+#include <list>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -128,6 +140,10 @@ struct ExtraView {
   ViewKind kind = ViewKind::Image;  ///< What the view changes.
   at::Tensor pixels;                ///< `Image`: `[B, 3, S, S]` preprocessed pixels of the view's image.
   PromptBatch prompt;               ///< `Text`: the view's prompts (B streams).
+  /// `Image`: the pixels do not depend on the prompt and recur across generations (VCD's noise
+  /// drawn once per image, not AGLA's prompt-dependent mask), so a model's image cache may keep
+  /// what it computes from them. The original view (view 0) always may.
+  bool reusable = false;
 };
 
 /// Everything one generation conditions on: B streams' prompts, their images (the original view)
@@ -197,7 +213,104 @@ struct TokenSpec {
   std::int64_t vocab_size = 0;         ///< Every id is below it.
 };
 
+/// Counters of an LVLM's image cache.
+struct ImageCacheStats {
+  std::int64_t hits = 0;     ///< rows (image and prompt prefix) served from the cache
+  std::int64_t misses = 0;   ///< rows computed and stored
+  std::int64_t entries = 0;  ///< entries held now
+};
+
 namespace detail {
+
+/// A least-recently-used store of what a model computed from one image (preprocessed pixels
+/// `[3, S, S]`) under one id prefix (`[P]` int64, empty when only the image matters): entries match
+/// exactly (`at::equal`), so a hit is the value a recomputation would give.
+template <typename Value>
+class ImageCache {
+ public:
+  /// Room for `entries` (0 = off; the store is emptied).
+  void resize(std::int64_t entries, const std::string& who) {
+    check<InvalidArgument>(entries >= 0 && entries <= kMaxEntries, who, ": the image cache holds 0 to ", kMaxEntries,
+                           " entries; got ", entries);
+    capacity_ = entries;
+    while (static_cast<std::int64_t>(entries_.size()) > capacity_) entries_.pop_back();
+  }
+  /// Whether the cache is on.
+  bool enabled() const { return capacity_ > 0; }
+  /// The value stored for `pixels` and `ids`, or null (counted as a hit or a miss).
+  const Value* find(const at::Tensor& pixels, const at::Tensor& ids) {
+    for (auto it = entries_.begin(); it != entries_.end(); ++it) {
+      if (same(it->ids, ids) && same(it->pixels, pixels)) {
+        entries_.splice(entries_.begin(), entries_, it);
+        ++stats_.hits;
+        return &entries_.front().value;
+      }
+    }
+    ++stats_.misses;
+    return nullptr;
+  }
+  /// Stores `value` for `pixels` and `ids`, evicting the least recently used entry when full.
+  const Value& insert(const at::Tensor& pixels, const at::Tensor& ids, Value value) {
+    entries_.push_front(Entry{pixels.detach().clone(), ids.defined() ? ids.to(at::kCPU).clone() : at::Tensor(),
+                              std::move(value)});
+    while (static_cast<std::int64_t>(entries_.size()) > capacity_) entries_.pop_back();
+    return entries_.front().value;
+  }
+  /// Drops every entry (the capacity stays).
+  void clear() { entries_.clear(); }
+  /// Hits, misses, entries.
+  ImageCacheStats stats() const {
+    ImageCacheStats s = stats_;
+    s.entries = static_cast<std::int64_t>(entries_.size());
+    return s;
+  }
+
+  /// Most entries a cache may be given (each can hold a prompt prefix's whole KV cache).
+  static constexpr std::int64_t kMaxEntries = 1 << 16;
+
+ private:
+  struct Entry {
+    at::Tensor pixels, ids;
+    Value value;
+  };
+  static bool same(const at::Tensor& a, const at::Tensor& b) {
+    if (a.defined() != b.defined()) return false;
+    if (!a.defined()) return true;
+    return a.sizes() == b.sizes() && a.scalar_type() == b.scalar_type() && at::equal(a, b.to(a.device()));
+  }
+
+  std::int64_t capacity_ = 0;
+  std::list<Entry> entries_;
+  ImageCacheStats stats_;
+};
+
+/// What `encode` (`[N, 3, S, S]` -> `[N, ...]`) gives for every row of `blocks` (each `[B_k, 3, S, S]`),
+/// stacked in order: rows of blocks marked `reusable` come from `cache` (encoded alone and stored on
+/// a miss), the others are encoded in one batch.
+template <typename Encode>
+at::Tensor encode_image_rows(ImageCache<at::Tensor>& cache, const std::vector<at::Tensor>& blocks,
+                             const std::vector<bool>& reusable, Encode&& encode) {
+  std::vector<at::Tensor> rows, fresh_pixels;
+  std::vector<size_t> fresh_rows;
+  for (size_t k = 0; k < blocks.size(); ++k) {
+    for (std::int64_t r = 0; r < blocks[k].size(0); ++r) {
+      const at::Tensor pixels = blocks[k][r];
+      if (reusable[k]) {
+        const at::Tensor* hit = cache.find(pixels, at::Tensor());
+        rows.push_back(hit != nullptr ? *hit : cache.insert(pixels, at::Tensor(), encode(pixels.unsqueeze(0))[0]));
+      } else {
+        fresh_rows.push_back(rows.size());
+        fresh_pixels.push_back(pixels);
+        rows.emplace_back();
+      }
+    }
+  }
+  if (!fresh_pixels.empty()) {
+    const at::Tensor fresh = encode(at::stack(fresh_pixels));
+    for (size_t i = 0; i < fresh_rows.size(); ++i) rows[fresh_rows[i]] = fresh[static_cast<std::int64_t>(i)];
+  }
+  return at::stack(rows);
+}
 
 template <typename T, typename = void>
 struct has_load : std::false_type {};
@@ -237,7 +350,30 @@ template <typename T>
 struct has_begin<T, std::void_t<decltype(std::declval<T&>().begin(std::declval<const LvlmInputs&>())),
                                 decltype(std::declval<T&>().reset())>> : std::true_type {};
 
+template <typename T, typename = void>
+struct has_image_cache : std::false_type {};
+template <typename T>
+struct has_image_cache<T, std::void_t<decltype(std::declval<T&>().set_image_cache(std::int64_t{})),
+                                      decltype(std::declval<const T&>().image_cache_stats())>> : std::true_type {};
+
 }  // namespace detail
+
+/// Whether `T` has the optional image cache (`set_image_cache`, `image_cache_stats`).
+template <typename T>
+inline constexpr bool has_image_cache_v = detail::has_image_cache<T>::value;
+
+/// Turns `model`'s image cache on with room for `entries` images (0 = off) when it has one;
+/// returns whether it has. Throws `agla::InvalidArgument` for a negative or huge `entries`.
+template <typename T>
+bool enable_image_cache(T& model, std::int64_t entries) {
+  if constexpr (has_image_cache_v<T>) {
+    model.set_image_cache(entries);
+    return true;
+  } else {
+    check<InvalidArgument>(entries >= 0, "agla::enable_image_cache: entries must be >= 0; got ", entries);
+    return false;
+  }
+}
 
 /// Compile-time check that `T` meets the LVLM contract; the failing assertion names the member.
 template <typename T>

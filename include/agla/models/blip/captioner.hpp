@@ -7,6 +7,11 @@
 /// Hugging Face's `BlipForConditionalGeneration.generate` starts from `[DEC]` (`bos_token_id`) plus
 /// the prompt's word pieces without `[SEP]`, and stops at `sep_token_id` (`stop_id()` here), not at
 /// `eos_token_id`.
+///
+/// Image cache (`set_image_cache`): the decoder's prompt starts with `[DEC]` and then the question,
+/// so no decoder prefix worth keeping is shared between questions; what depends on the image alone
+/// is the vision encoder's output (the image tokens), kept per image and reused for the original
+/// view and image views marked `ExtraView::reusable`.
 
 #include <torch/nn/module.h>
 #include <ATen/core/grad_mode.h>
@@ -136,16 +141,22 @@ class BlipCaptioner {
     const int64_t b = prompt.ids.size(0);
     check_pixels(fn, inputs.pixels, b, "pixels");
     std::vector<at::Tensor> images{inputs.pixels};
+    std::vector<bool> reusable{true};
     for (size_t k = 0; k < inputs.views.size(); ++k) {
       const ExtraView& view = inputs.views[k];
       if (view.kind == ViewKind::Image) {
         check_pixels(fn, view.pixels, b, "view pixels");
         images.push_back(view.pixels);
+        reusable.push_back(view.reusable);
       } else if (view.kind == ViewKind::Text) {
         check_prompt(fn, view.prompt, b, "text view prompt");
       }
     }
-    const at::Tensor tokens = encode_image(at::cat(images, 0));
+    const at::Tensor tokens =
+        images_.enabled()
+            ? agla::detail::encode_image_rows(images_, images, reusable,
+                                              [this](const at::Tensor& pixels) { return encode_image(pixels); })
+            : encode_image(at::cat(images, 0));
     prompt_ = prompt.ids.to(device_);
     views_.push_back(ViewState{tokens.narrow(0, 0, b), prompt_, TextCache{}});
     int64_t image = 1;
@@ -252,6 +263,14 @@ class BlipCaptioner {
   /// The underlying module (a holder sharing it; frozen, eval mode).
   BlipCaptionModel module() const { return model_; }
 
+  /// Keeps the image tokens `[N, D]` of up to `entries` images across generations, least recently
+  /// used dropped first (0 = off, the default; see the file comment).
+  void set_image_cache(int64_t entries) { images_.resize(entries, "agla::blip::BlipCaptioner::set_image_cache"); }
+  /// Hits, misses and entries of the image cache.
+  ImageCacheStats image_cache_stats() const { return images_.stats(); }
+  /// Drops the image cache's entries (it stays on).
+  void clear_image_cache() { images_.clear(); }
+
  private:
   struct ViewState {
     at::Tensor image;   ///< `[B, N, D]` image tokens of the view; undefined for a no-image view
@@ -350,6 +369,7 @@ class BlipCaptioner {
   TextCache joint_;
   at::Tensor joint_image_;
   bool joint_active_ = false;
+  agla::detail::ImageCache<at::Tensor> images_;
 };
 
 }  // namespace agla::blip

@@ -9,6 +9,11 @@
 /// views asked for go through the vision encoder and the Q-Former as one batch (each image read
 /// with its view's instruction, right-padded as LAVIS pads it) and the rows through one language
 /// model forward, left-padded to a common length.
+///
+/// Image cache (`set_image_cache`): the Q-Former reads the instruction, so the query outputs -- the
+/// first language-model positions -- depend on the question and no language-model prefix is
+/// shared between questions; what depends on the image alone is the vision encoder's output, which
+/// is kept per image and reused (the original view and image views marked `ExtraView::reusable`).
 
 #include <ATen/ATen.h>
 
@@ -179,20 +184,20 @@ class InstructBlipLvlm {
     vision.check_pixels(inputs.pixels, b, fn, "pixels");
     std::vector<ViewRows> views;
     views.push_back(ViewRows{ViewKind::Image, rows_of(prompt, fn, "prompt"), instructions_of(prompt, b, fn, "prompt"),
-                             inputs.pixels});
+                             inputs.pixels, true});
     for (size_t k = 0; k < inputs.views.size(); ++k) {
       const ExtraView& view = inputs.views[k];
       const std::string name = "view " + std::to_string(k + 1);
       switch (view.kind) {
         case ViewKind::Image:
           vision.check_pixels(view.pixels, b, fn, name + " pixels");
-          views.push_back(ViewRows{view.kind, views[0].prompts, views[0].instructions, view.pixels});
+          views.push_back(ViewRows{view.kind, views[0].prompts, views[0].instructions, view.pixels, view.reusable});
           break;
         case ViewKind::Text:
           check<ShapeError>(view.prompt.batch() == b, fn, ": ", name, " (text) needs prompts for ", b,
                             " streams; got ", view.prompt.batch());
           views.push_back(ViewRows{view.kind, rows_of(view.prompt, fn, name + " prompt"),
-                                   instructions_of(view.prompt, b, fn, name + " prompt"), views[0].pixels});
+                                   instructions_of(view.prompt, b, fn, name + " prompt"), views[0].pixels, true});
           break;
         case ViewKind::NoImage:
           views.push_back(ViewRows{view.kind, views[0].prompts, {}, at::Tensor()});
@@ -241,12 +246,23 @@ class InstructBlipLvlm {
   /// PAI's attention intervention, when on.
   const std::optional<PaiAttention>& pai_attention() const { return pai_; }
 
+  /// Keeps the vision encoder's output `[1 + P, Dv]` of up to `entries` images across generations,
+  /// least recently used dropped first (0 = off, the default; see the file comment).
+  void set_image_cache(int64_t entries) {
+    images_.resize(entries, "agla::instructblip::InstructBlipLvlm::set_image_cache");
+  }
+  /// Hits, misses and entries of the image cache.
+  ImageCacheStats image_cache_stats() const { return images_.stats(); }
+  /// Drops the image cache's entries (it stays on).
+  void clear_image_cache() { images_.clear(); }
+
  private:
   struct ViewRows {
     ViewKind kind;
     std::vector<at::Tensor> prompts;       // B rows of real (unpadded) language model ids, CPU int64
     std::vector<at::Tensor> instructions;  // B rows of real Q-Former ids (empty without image), CPU int64
     at::Tensor pixels;                     // [B, 3, S, S] or undefined (no image)
+    bool reusable = false;                 // the image cache may serve the rows' vision encodings
   };
 
   std::vector<at::Tensor> rows_of(const PromptBatch& batch, const std::string& fn, const std::string& name) const {
@@ -286,9 +302,11 @@ class InstructBlipLvlm {
     // right, so text positions stay 0..T-1).
     std::vector<at::Tensor> pixel_blocks;
     std::vector<const at::Tensor*> instructions;
+    bool cached = false;
     for (int64_t v = first; v < first + count; ++v) {
       const ViewRows& view = views_[static_cast<size_t>(v)];
       if (!view.pixels.defined()) continue;
+      cached = cached || (view.reusable && images_.enabled());
       pixel_blocks.push_back(view.pixels.to(device, model_->dtype()));
       for (const at::Tensor& row : view.instructions) instructions.push_back(&row);
     }
@@ -306,8 +324,10 @@ class InstructBlipLvlm {
         mask[i].narrow(0, 0, row.size(0)).fill_(1);
         padded = padded || row.size(0) < longest;
       }
-      queries = model_->language_model_inputs(at::cat(pixel_blocks), ids.to(device),
-                                              padded ? mask.to(device) : at::Tensor());
+      const at::Tensor qformer_mask = padded ? mask.to(device) : at::Tensor();
+      queries = cached ? model_->language_projection(
+                             model_->query_output(image_embeds(first, count), ids.to(device), qformer_mask))
+                       : model_->language_model_inputs(at::cat(pixel_blocks), ids.to(device), qformer_mask);
     }
     std::vector<at::Tensor> rows;
     std::vector<llama::ImageSpan> images;  // the query outputs are the image positions (PAI)
@@ -324,11 +344,27 @@ class InstructBlipLvlm {
     return decoder_.prefill(first, count, rows, images);
   }
 
+  // The vision encoder's output `[N, 1 + P, Dv]` for every image row of views [first, first + count),
+  // rows of reusable views through the image cache.
+  at::Tensor image_embeds(int64_t first, int64_t count) {
+    std::vector<at::Tensor> blocks;
+    std::vector<bool> reusable;
+    for (int64_t v = first; v < first + count; ++v) {
+      const ViewRows& view = views_[static_cast<size_t>(v)];
+      if (!view.pixels.defined()) continue;
+      blocks.push_back(view.pixels);
+      reusable.push_back(view.reusable);
+    }
+    return agla::detail::encode_image_rows(images_, blocks, reusable,
+                                           [this](const at::Tensor& pixels) { return model_->image_embeds(pixels); });
+  }
+
   InstructBlipModel model_;
   InstructBlipTokenizers tokenizers_;
   std::vector<ViewRows> views_;
   llama::ViewDecoder decoder_;
   std::optional<PaiAttention> pai_;
+  agla::detail::ImageCache<at::Tensor> images_;
 };
 
 }  // namespace agla::instructblip

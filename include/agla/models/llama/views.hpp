@@ -10,10 +10,21 @@
 /// attention, and positions are `cumsum(mask) - 1` (padded slots 1), as transformers v4.37.2 does
 /// for left-padded batches. So every view has the same cached length and the views can be batched
 /// at any later step.
+///
+/// Shared prefixes: a row may start with a prefix whose keys and values were computed once
+/// (`PrefixKv`, unpadded, one row, e.g. LLaVA's system prompt and image tokens) and are copied into
+/// the row's cache. Such a row is laid out as `[prefix][padding][rest]` instead of
+/// `[padding][prefix][rest]`: the prefix keeps positions `0..P-1` in slots `0..P-1`, the rest is
+/// right-aligned to M as before, positions stay `cumsum(mask) - 1`, and the key mask hides the
+/// padding wherever it sits, so the row attends to the same keys at the same positions as the
+/// uncached layout and only the rest goes through the model.
 
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 
+#include <algorithm>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <utility>
@@ -48,6 +59,67 @@ inline void check_pai_attention(const std::optional<PaiAttention>& pai, const st
 struct ImageSpan {
   int64_t first = 0;
   int64_t count = 0;
+};
+
+/// Keys and values of one unpadded prompt prefix (one row, positions `0..P-1`), computed once and
+/// copied into the cache rows of every generation that starts with it (see the file comment).
+class PrefixKv {
+ public:
+  PrefixKv() = default;
+
+  /// Runs `lm` over `embeds` `[P, D]` (P > 0, the model dtype on its device) at positions
+  /// `0..P-1` without padding or PAI's boost (which only touches a prefill's last query row, never
+  /// a prefix position) and keeps every layer's keys and values.
+  static PrefixKv encode(LlamaForCausalLM lm, const at::Tensor& embeds) {
+    const auto& c = lm->model->config();
+    check<ShapeError>(embeds.defined() && embeds.dim() == 2 && embeds.size(0) > 0 && embeds.size(1) == c.hidden_size,
+                      "agla::llama::PrefixKv::encode: embeds must be [P, ", c.hidden_size, "] with P > 0; got ",
+                      embeds.defined() ? embeds.sizes() : at::IntArrayRef{});
+    at::NoGradGuard no_grad;
+    const int64_t p = embeds.size(0);
+    PrefixKv prefix;
+    prefix.cache_ = KvCache(c.num_hidden_layers, 1, c.num_key_value_heads, c.head_dim(), p, embeds.options());
+    KvSlot slot{&prefix.cache_, 0, 0};
+    const at::Tensor positions = at::arange(p, at::TensorOptions().dtype(at::kLong).device(embeds.device())).view({1, p});
+    lm->model(embeds.unsqueeze(0), positions, at::Tensor(), &slot);
+    return prefix;
+  }
+
+  /// Whether keys and values were computed.
+  bool defined() const { return cache_.defined(); }
+  /// Number of prefix positions P.
+  int64_t length() const { return cache_.capacity(); }
+  /// The keys and values: one row, capacity P.
+  const KvCache& cache() const { return cache_; }
+  /// Bytes the keys and values take.
+  int64_t bytes() const {
+    int64_t total = 0;
+    for (int64_t l = 0; l < cache_.layers(); ++l) total += 2 * cache_.keys(l).numel() * cache_.keys(l).element_size();
+    return total;
+  }
+
+  /// Copies the prefix into positions `[0, P)` of row `row` of `cache` (same layers, heads, dtype).
+  void copy_into(const KvCache& cache, int64_t row) const {
+    check<InvalidArgument>(defined() && cache.layers() == cache_.layers() && row >= 0 && row < cache.rows() &&
+                               cache.capacity() >= length(),
+                           "agla::llama::PrefixKv::copy_into: a prefix of ", cache_.layers(), " layers and ", length(),
+                           " positions does not fit row ", row, " of a cache with ", cache.layers(), " layers, ",
+                           cache.rows(), " rows and capacity ", cache.capacity());
+    for (int64_t l = 0; l < cache_.layers(); ++l) {
+      cache.keys(l)[row].narrow(1, 0, length()).copy_(cache_.keys(l)[0]);
+      cache.values(l)[row].narrow(1, 0, length()).copy_(cache_.values(l)[0]);
+    }
+  }
+
+ private:
+  KvCache cache_;
+};
+
+/// One row of a prefill: the merged embeddings after an optional cached prefix.
+struct PrefillRow {
+  at::Tensor embeds;                        ///< `[len, D]`, len > 0: the row after the prefix (the whole row without one)
+  std::shared_ptr<const PrefixKv> prefix;   ///< The row's first positions, computed before; null for none.
+  ImageSpan image;                          ///< Image positions in the whole row (prefix included), for PAI.
 };
 
 /// KV cache and positions of every view of one generation, and the prefill/step forwards over them
@@ -133,50 +205,88 @@ class ViewDecoder {
   /// each row's last position, `[count * B, V]`.
   at::Tensor prefill(int64_t first, int64_t count, const std::vector<at::Tensor>& rows,
                      const std::vector<ImageSpan>& images = {}) {
-    check_range(first, count);
-    check<InvalidArgument>(static_cast<int64_t>(rows.size()) == count * batch_, "agla::llama::ViewDecoder::prefill: ",
-                           count * batch_, " rows expected; got ", rows.size());
     check<InvalidArgument>(images.empty() || images.size() == rows.size(), "agla::llama::ViewDecoder::prefill: ",
                            rows.size(), " image spans (or none) expected; got ", images.size());
+    std::vector<PrefillRow> prefill_rows;
+    for (size_t r = 0; r < rows.size(); ++r)
+      prefill_rows.push_back(PrefillRow{rows[r], nullptr, images.empty() ? ImageSpan{} : images[r]});
+    return prefill(first, count, prefill_rows);
+  }
+
+  /// Prefills views `[first, first + count)` from `rows` (`count * B`, view-major; prefix length
+  /// plus `embeds` length at most M), copying each row's prefix into its cache and running the
+  /// model over the rest only: consecutive rows with equal prefix lengths share one forward. Returns
+  /// the float32 logits of each row's last position, `[count * B, V]`.
+  at::Tensor prefill(int64_t first, int64_t count, const std::vector<PrefillRow>& rows) {
+    const char* fn = "agla::llama::ViewDecoder::prefill: ";
+    check_range(first, count);
+    check<InvalidArgument>(static_cast<int64_t>(rows.size()) == count * batch_, fn, count * batch_,
+                           " rows expected; got ", rows.size());
     const auto device = cache_.keys(0).device();
-    std::vector<at::Tensor> padded_rows, masks;
-    at::Tensor image_keys = at::zeros({count * batch_, merged_length_}, at::kBool);
-    bool padded = false;
-    for (size_t r = 0; r < rows.size(); ++r) {
-      const at::Tensor& embeds = rows[r];
-      const int64_t pad = merged_length_ - embeds.size(0);
-      check<InvalidArgument>(pad >= 0 && embeds.size(0) > 0, "agla::llama::ViewDecoder::prefill: a row of ",
-                             embeds.size(0), " positions does not fit the merged length ", merged_length_);
-      if (!images.empty() && images[r].count > 0) {
-        check<InvalidArgument>(images[r].first >= 0 && images[r].first + images[r].count <= embeds.size(0),
-                               "agla::llama::ViewDecoder::prefill: image positions [", images[r].first, ", ",
-                               images[r].first + images[r].count, ") lie outside a row of ", embeds.size(0));
-        image_keys[static_cast<int64_t>(r)].narrow(0, pad + images[r].first, images[r].count).fill_(true);
+    const int64_t n = count * batch_;
+    std::vector<int64_t> prefix_lengths;
+    at::Tensor mask = at::zeros({n, merged_length_}, at::kLong);
+    at::Tensor image_keys = at::zeros({n, merged_length_}, at::kBool);
+    for (int64_t r = 0; r < n; ++r) {
+      const PrefillRow& row = rows[static_cast<size_t>(r)];
+      const int64_t p = row.prefix ? row.prefix->length() : 0;
+      const int64_t len = row.embeds.defined() && row.embeds.dim() == 2 ? row.embeds.size(0) : 0;
+      const int64_t pad = merged_length_ - p - len;
+      check<InvalidArgument>(len > 0 && pad >= 0 && (!row.prefix || row.prefix->defined()), fn, "row ", r, " of ",
+                             p, " cached and ", len, " new positions does not fit the merged length ", merged_length_,
+                             " (new positions must be > 0)");
+      prefix_lengths.push_back(p);
+      if (p > 0) mask[r].narrow(0, 0, p).fill_(1);
+      mask[r].narrow(0, p + pad, len).fill_(1);
+      const ImageSpan& span = row.image;
+      if (span.count > 0) {
+        check<InvalidArgument>(span.first >= 0 && span.first + span.count <= p + len, fn, "image positions [",
+                               span.first, ", ", span.first + span.count, ") lie outside a row of ", p + len);
+        // Slot of row position i: i in the prefix, i + pad after it.
+        const int64_t in_prefix = std::max<int64_t>(0, std::min(span.first + span.count, p) - span.first);
+        if (in_prefix > 0) image_keys[r].narrow(0, span.first, in_prefix).fill_(true);
+        if (span.count > in_prefix)
+          image_keys[r].narrow(0, span.first + in_prefix + pad, span.count - in_prefix).fill_(true);
       }
-      padded = padded || pad > 0;
-      padded_rows.push_back(pad > 0 ? at::cat({at::zeros({pad, embeds.size(1)}, embeds.options()), embeds}) : embeds);
-      masks.push_back(at::cat({at::zeros({pad}, at::kLong), at::ones({embeds.size(0)}, at::kLong)}));
     }
-    const at::Tensor inputs_embeds = at::stack(padded_rows);
-    const at::Tensor mask = at::stack(masks).to(device);
-    const at::Tensor positions = (mask.cumsum(-1) - 1).masked_fill_(mask == 0, 1);
+    const at::Tensor full_mask = mask.to(device);
+    const at::Tensor positions = (full_mask.cumsum(-1) - 1).masked_fill_(full_mask == 0, 1);
     // Kept for the later steps of these rows (all views share M, so row blocks line up).
     if (!merged_mask_.defined()) {
-      merged_mask_ = at::ones({views_ * batch_, merged_length_}, mask.options());
-      next_position_ = at::zeros({views_ * batch_}, mask.options());
+      merged_mask_ = at::ones({views_ * batch_, merged_length_}, full_mask.options());
+      next_position_ = at::zeros({views_ * batch_}, full_mask.options());
       image_keys_ = at::zeros({views_ * batch_, merged_length_}, at::TensorOptions().dtype(at::kBool).device(device));
     }
-    merged_mask_.narrow(0, first * batch_, count * batch_).copy_(mask);
-    image_keys_.narrow(0, first * batch_, count * batch_).copy_(image_keys);
-    next_position_.narrow(0, first * batch_, count * batch_).copy_(positions.select(1, merged_length_ - 1) + 1);
-    any_padding_ = any_padding_ || padded;
+    merged_mask_.narrow(0, first * batch_, n).copy_(full_mask);
+    image_keys_.narrow(0, first * batch_, n).copy_(image_keys);
+    next_position_.narrow(0, first * batch_, n).copy_(positions.select(1, merged_length_ - 1) + 1);
     cache_.reserve(merged_length_);
-    KvSlot slot{&cache_, first * batch_, 0};
-    const auto boost = attention_boost(first, count, 0);
-    const auto hidden =
-        lm_->model(inputs_embeds, positions, padded ? mask : at::Tensor(), &slot, nullptr, boost ? &*boost : nullptr);
+    std::vector<at::Tensor> logits;
+    for (int64_t begin = 0; begin < n;) {
+      const int64_t p = prefix_lengths[static_cast<size_t>(begin)];
+      int64_t end = begin + 1;
+      while (end < n && prefix_lengths[static_cast<size_t>(end)] == p) ++end;
+      const int64_t t = merged_length_ - p, rows_here = end - begin, row0 = first * batch_ + begin;
+      std::vector<at::Tensor> padded_rows;
+      for (int64_t r = begin; r < end; ++r) {
+        const PrefillRow& row = rows[static_cast<size_t>(r)];
+        if (row.prefix) row.prefix->copy_into(cache_, row0 + (r - begin));
+        const int64_t pad = t - row.embeds.size(0);
+        padded_rows.push_back(pad > 0 ? at::cat({at::zeros({pad, row.embeds.size(1)}, row.embeds.options()), row.embeds})
+                                      : row.embeds);
+      }
+      const at::Tensor group_mask = full_mask.narrow(0, begin, rows_here);
+      const bool padded = !bool(group_mask.all().item<bool>());
+      any_padding_ = any_padding_ || padded;
+      KvSlot slot{&cache_, row0, p};
+      const auto boost = attention_boost_rows(row0, rows_here, 0);
+      const auto hidden = lm_->model(at::stack(padded_rows), positions.narrow(0, begin, rows_here).narrow(1, p, t),
+                                     padded ? group_mask : at::Tensor(), &slot, nullptr, boost ? &*boost : nullptr);
+      logits.push_back(last_logits(hidden));
+      begin = end;
+    }
     for (int64_t v = first; v < first + count; ++v) past_[static_cast<size_t>(v)] = merged_length_;
-    return last_logits(hidden);
+    return logits.size() == 1 ? logits[0] : at::cat(logits);
   }
 
   /// Appends T new positions to views `[first, first + count)`, which must be prefilled and at the
@@ -227,9 +337,14 @@ class ViewDecoder {
   // PAI's boost for views [first, first + count) whose keys are the merged prompt plus `generated`
   // positions (never image positions); none when PAI is off.
   std::optional<AttentionBoost> attention_boost(int64_t first, int64_t count, int64_t generated) const {
+    return attention_boost_rows(first * batch_, count * batch_, generated);
+  }
+
+  // The same for cache rows [row0, row0 + rows).
+  std::optional<AttentionBoost> attention_boost_rows(int64_t row0, int64_t rows, int64_t generated) const {
     if (!pai_) return std::nullopt;
-    at::Tensor keys = image_keys_.narrow(0, first * batch_, count * batch_);
-    if (generated > 0) keys = at::cat({keys, at::zeros({count * batch_, generated}, keys.options())}, 1);
+    at::Tensor keys = image_keys_.narrow(0, row0, rows);
+    if (generated > 0) keys = at::cat({keys, at::zeros({rows, generated}, keys.options())}, 1);
     return AttentionBoost{pai_->alpha, pai_->start_layer, pai_->end_layer, keys};
   }
 

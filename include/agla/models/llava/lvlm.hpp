@@ -10,6 +10,14 @@
 /// to one length M at the prefill, masked out of attention, and take positions `cumsum(mask) - 1`,
 /// as transformers v4.37.2 does for left-padded batches. So every view has the same cached length
 /// and the views can be batched at any step.
+///
+/// Image cache (`set_image_cache`): the prompt up to and including the image token (`llava_v1`:
+/// system prompt, `USER: `, the image tokens) does not depend on the question, so its keys and
+/// values are computed once per (image, prefix ids) and copied into every later generation that
+/// starts with it (`llama::PrefixKv`); only the rest of the prompt goes through the language model,
+/// and the vision tower does not run again. It applies to the original view, text views (their
+/// own prefix, e.g. ICD's disturbed system prompt) and image views marked `ExtraView::reusable`
+/// (VCD's noise drawn once per image), never to AGLA's masked view.
 
 #include <ATen/ATen.h>
 
@@ -141,18 +149,19 @@ class LlavaLvlm {
     vision.check_pixels(inputs.pixels, b, fn, "pixels");
     std::vector<ViewRows> views;
     views.push_back(ViewRows{ViewKind::Image, rows_of(prompt, fn, "prompt"), inputs.pixels});
+    views[0].reusable = true;
     for (size_t k = 0; k < inputs.views.size(); ++k) {
       const ExtraView& view = inputs.views[k];
       const std::string name = "view " + std::to_string(k + 1);
       switch (view.kind) {
         case ViewKind::Image:
           vision.check_pixels(view.pixels, b, fn, name + " pixels");
-          views.push_back(ViewRows{view.kind, views[0].prompts, view.pixels});
+          views.push_back(ViewRows{view.kind, views[0].prompts, view.pixels, view.reusable});
           break;
         case ViewKind::Text:
           check<ShapeError>(view.prompt.batch() == b, fn, ": ", name, " (text) needs prompts for ", b,
                             " streams; got ", view.prompt.batch());
-          views.push_back(ViewRows{view.kind, rows_of(view.prompt, fn, name + " prompt"), views[0].pixels});
+          views.push_back(ViewRows{view.kind, rows_of(view.prompt, fn, name + " prompt"), views[0].pixels, true});
           break;
         case ViewKind::NoImage: {
           std::vector<at::Tensor> stripped;
@@ -205,11 +214,22 @@ class LlavaLvlm {
   /// PAI's attention intervention, when on.
   const std::optional<PaiAttention>& pai_attention() const { return pai_; }
 
+  /// Keeps the KV cache of the prompt through the image token for up to `entries` (image, prefix)
+  /// pairs across generations, least recently used dropped first (0 = off, the default; see the
+  /// file comment). Each entry holds `layers x 2 x prefix positions x hidden` values in the model
+  /// dtype (LLaVA-1.5-7B, float16: about 0.3 GB).
+  void set_image_cache(int64_t entries) { prefixes_.resize(entries, "agla::llava::LlavaLvlm::set_image_cache"); }
+  /// Hits, misses and entries of the image cache.
+  ImageCacheStats image_cache_stats() const { return prefixes_.stats(); }
+  /// Drops the image cache's entries (it stays on).
+  void clear_image_cache() { prefixes_.clear(); }
+
  private:
   struct ViewRows {
     ViewKind kind;
     std::vector<at::Tensor> prompts;  // B rows of real (unpadded) prompt ids, CPU int64
     at::Tensor pixels;                // [B, 3, S, S] or undefined (no image)
+    bool reusable = false;            // the image cache may serve the rows' prefixes
   };
 
   int64_t image_token() const { return model_->config().image_token_index; }
@@ -238,31 +258,67 @@ class LlavaLvlm {
 
   at::Tensor prefill(int64_t first, int64_t count) {
     const auto device = model_->device();
-    // Image features of every view with an image, in one vision-tower batch.
-    std::vector<at::Tensor> pixel_blocks;
-    for (int64_t v = first; v < first + count; ++v)
-      if (views_[static_cast<size_t>(v)].pixels.defined()) pixel_blocks.push_back(views_[static_cast<size_t>(v)].pixels.to(device));
-    const at::Tensor features = pixel_blocks.empty() ? at::Tensor() : model_->image_features(at::cat(pixel_blocks));
-    std::vector<at::Tensor> rows;
-    std::vector<llama::ImageSpan> images;
-    int64_t feature_row = 0;
+    const int64_t image_tokens = model_->config().image_tokens();
+    // Rows whose prompt prefix through the image token the image cache serves (a hit, or stored
+    // now) enter with that prefix's keys and values; every other row with an image gets its
+    // features from one vision-tower batch.
+    std::vector<llama::PrefillRow> rows;
+    std::vector<int64_t> at_images;
+    std::vector<at::Tensor> feature_pixels;
     for (int64_t v = first; v < first + count; ++v) {
       const ViewRows& view = views_[static_cast<size_t>(v)];
       for (int64_t r = 0; r < decoder_.batch(); ++r) {
-        const at::Tensor ids = view.prompts[static_cast<size_t>(r)].to(device);
-        at::Tensor embeds = model_->embed(ids.unsqueeze(0)).squeeze(0);
-        int64_t at_image = -1;
-        if (view.pixels.defined()) {
-          at_image = (ids == image_token()).nonzero().item<int64_t>();
-          const int64_t l = ids.size(0);
-          embeds = at::cat({embeds.narrow(0, 0, at_image), features[feature_row++].to(embeds.scalar_type()),
-                            embeds.narrow(0, at_image + 1, l - at_image - 1)});
+        const at::Tensor& ids = view.prompts[static_cast<size_t>(r)];
+        const int64_t at_image = view.pixels.defined() ? (ids == image_token()).nonzero().item<int64_t>() : -1;
+        llama::PrefillRow row;
+        if (at_image >= 0) row.image = llama::ImageSpan{at_image, image_tokens};
+        if (view.reusable && prefixes_.enabled() && at_image >= 0 && at_image + 1 < ids.size(0)) {
+          row.prefix = cached_prefix(view.pixels[r], ids.narrow(0, 0, at_image + 1));
+          row.embeds = model_->embed(ids.narrow(0, at_image + 1, ids.size(0) - at_image - 1).to(device).unsqueeze(0))
+                           .squeeze(0);
+        } else if (at_image >= 0) {
+          feature_pixels.push_back(view.pixels[r]);
         }
-        images.push_back(llama::ImageSpan{at_image >= 0 ? at_image : 0, at_image >= 0 ? model_->config().image_tokens() : 0});
-        rows.push_back(embeds);
+        rows.push_back(std::move(row));
+        at_images.push_back(at_image);
       }
     }
-    return decoder_.prefill(first, count, rows, images);
+    const at::Tensor features =
+        feature_pixels.empty() ? at::Tensor() : model_->image_features(at::stack(feature_pixels).to(device));
+    int64_t feature_row = 0;
+    size_t i = 0;
+    for (int64_t v = first; v < first + count; ++v) {
+      const ViewRows& view = views_[static_cast<size_t>(v)];
+      for (int64_t r = 0; r < decoder_.batch(); ++r, ++i) {
+        llama::PrefillRow& row = rows[i];
+        if (row.prefix) continue;
+        const at::Tensor ids = view.prompts[static_cast<size_t>(r)].to(device);
+        row.embeds = model_->embed(ids.unsqueeze(0)).squeeze(0);
+        const int64_t at_image = at_images[i];
+        if (at_image >= 0) row.embeds = splice(row.embeds, at_image, features[feature_row++]);
+      }
+    }
+    return decoder_.prefill(first, count, rows);
+  }
+
+  // `embeds` [L, D] with the image token's row at `at_image` replaced by `features` [P, D].
+  static at::Tensor splice(const at::Tensor& embeds, int64_t at_image, const at::Tensor& features) {
+    const int64_t l = embeds.size(0);
+    return at::cat({embeds.narrow(0, 0, at_image), features.to(embeds.scalar_type()),
+                    embeds.narrow(0, at_image + 1, l - at_image - 1)});
+  }
+
+  // The keys and values of `prefix_ids` (ending with the image token) on `pixels` [3, S, S]: from
+  // the image cache, else computed (vision tower, one unpadded language-model forward) and stored.
+  std::shared_ptr<const llama::PrefixKv> cached_prefix(const at::Tensor& pixels, const at::Tensor& prefix_ids) {
+    if (const auto* hit = prefixes_.find(pixels, prefix_ids)) return *hit;
+    const auto device = model_->device();
+    const at::Tensor features = model_->image_features(pixels.unsqueeze(0).to(device))[0];
+    const at::Tensor embeds = splice(model_->embed(prefix_ids.to(device).unsqueeze(0)).squeeze(0),
+                                     prefix_ids.size(0) - 1, features);
+    return prefixes_.insert(pixels, prefix_ids,
+                            std::make_shared<const llama::PrefixKv>(
+                                llama::PrefixKv::encode(model_->language_model, embeds)));
   }
 
   LlavaModel model_;
@@ -271,6 +327,7 @@ class LlavaLvlm {
   std::vector<ViewRows> views_;
   llama::ViewDecoder decoder_;
   std::optional<PaiAttention> pai_;
+  agla::detail::ImageCache<std::shared_ptr<const llama::PrefixKv>> prefixes_;
 };
 
 }  // namespace agla::llava
