@@ -340,7 +340,6 @@ TEST(MatcherCacheTest, EncodedImageGivesTheSameMatches) {
     EXPECT_TRUE(at::equal(a.mask, e.mask)) << prompt;
     EXPECT_TRUE(at::equal(a.augmented, e.augmented)) << prompt;
     EXPECT_EQ(a.kept_fraction, e.kept_fraction) << prompt;
-    EXPECT_LT(a.timings.encode, e.timings.encode) << prompt;  // no image encoding in the call
   }
   // The batched form over an encoded image agrees with the batched form over the image.
   const std::vector<std::string> prompts = {"a circle", "a red square"};
