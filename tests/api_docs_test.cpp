@@ -37,8 +37,8 @@ struct ToyLvlm {
   }
 };
 
-// AGLA as the released LLaVA-1.5 runs decode: one session per generation counts the steps, so the
-// preset's local-view schedule (the augmented view on the first token only) is honoured.
+// AGLA with the settings of the released LLaVA-1.5 runs. One session per generation counts the
+// steps, so the preset's local-view schedule (the augmented view on the first token only) holds.
 at::Tensor decode_loop(ToyLvlm& lvlm, const at::Tensor& prompt, std::int64_t max_new_tokens) {
   agla::DecodeSession session(agla::DecodeOptions::llava_reference());
   auto generator = at::make_generator<at::CPUGeneratorImpl>(/*seed=*/1);
@@ -158,7 +158,9 @@ TEST(ApiDocsTest, GenerateWithCallbackAndLimits) {
     for (std::int64_t i = 0; i < n; ++i) {
       const std::int64_t token = result.tokens[b][i].item<std::int64_t>();
       EXPECT_EQ(streamed[static_cast<size_t>(i)][static_cast<size_t>(b)], token);
-      if (i >= length) EXPECT_EQ(token, 0) << "padding after the end";
+      if (i >= length) {
+        EXPECT_EQ(token, 0) << "padding after the end";
+      }
     }
     if (result.finished[static_cast<size_t>(b)]) {
       const std::int64_t last = result.tokens[b][length - 1].item<std::int64_t>();
