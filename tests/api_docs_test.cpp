@@ -134,9 +134,9 @@ TEST(ApiDocsTest, GenerateWithCallbackAndLimits) {
   // [docs:generate]
   agla::GenerateOptions limits;
   limits.max_new_tokens = 16;
-  limits.eos_token_ids = {7};          // any of them ends a stream; it is kept in the output
+  limits.eos_token_ids = {20};         // any of them ends a stream; it is kept in the output
   limits.pad_token_id = 0;             // what a finished stream emits and is fed
-  limits.stop_sequences = {{30, 31}};  // a stream also ends when its tokens end with one of these
+  limits.stop_sequences = {{11, 11}};  // a stream also ends when its tokens end with one of these
   std::vector<std::int64_t> steps;
   std::vector<std::vector<std::int64_t>> streamed;
   auto on_token = [&](std::int64_t step, const std::vector<std::int64_t>& tokens) {
@@ -151,7 +151,11 @@ TEST(ApiDocsTest, GenerateWithCallbackAndLimits) {
   // [docs:end]
   const std::int64_t n = result.tokens.size(1);
   ASSERT_EQ(static_cast<std::int64_t>(streamed.size()), n);
-  for (std::int64_t i = 0; i < n; ++i) EXPECT_EQ(steps[static_cast<size_t>(i)], i);
+  // With this seed stream 0 ends at its EOS (step 3) and stream 1 at the stop sequence (step 7),
+  // so the loop stops after 8 steps with stream 0 padded.
+  EXPECT_EQ(n, 8) << result.tokens;
+  EXPECT_EQ(result.lengths, (std::vector<std::int64_t>{4, 8}));
+  EXPECT_EQ(result.finished, (std::vector<bool>{true, true}));
   for (std::int64_t b = 0; b < 2; ++b) {
     const std::int64_t length = result.lengths[static_cast<size_t>(b)];
     ASSERT_LE(length, n);
@@ -164,8 +168,8 @@ TEST(ApiDocsTest, GenerateWithCallbackAndLimits) {
     }
     if (result.finished[static_cast<size_t>(b)]) {
       const std::int64_t last = result.tokens[b][length - 1].item<std::int64_t>();
-      const bool stop = length >= 2 && result.tokens[b][length - 2].item<std::int64_t>() == 30 && last == 31;
-      EXPECT_TRUE(last == 7 || stop);
+      const bool stop = length >= 2 && result.tokens[b][length - 2].item<std::int64_t>() == 11 && last == 11;
+      EXPECT_TRUE(last == 20 || stop);
     } else {
       EXPECT_EQ(length, 16);
     }
