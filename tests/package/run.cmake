@@ -7,6 +7,8 @@
 #                 AGLA_SOURCE_DIR with its own build type and Release flags, and checks they survived
 # Builds go to WORK_DIR; COMPILER and LAUNCHER are the agla build's compiler and launcher (ccache).
 
+cmake_policy(VERSION 3.18)
+
 function(run_step what)
   execute_process(COMMAND ${ARGN} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE out)
   message("${out}")
