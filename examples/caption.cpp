@@ -48,8 +48,10 @@ std::string caption_with(Lvlm& model, const std::string& instruction, const at::
   const at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(seed);
   const agla::GenerateResult result = agla::generate(model, model.begin(inputs), options, limits, generator);
   model.reset();
+  // tokens [B, N]: stream 0's first lengths[0] tokens are its caption (up to and including the stop id).
   const at::Tensor ids = result.tokens[0].narrow(0, 0, result.lengths[0]).contiguous();
-  return model.decode(std::vector<std::int64_t>(ids.data_ptr<std::int64_t>(), ids.data_ptr<std::int64_t>() + ids.numel()));
+  const std::int64_t* first = ids.data_ptr<std::int64_t>();
+  return model.decode(std::vector<std::int64_t>(first, first + ids.numel()));
 }
 
 }  // namespace

@@ -103,10 +103,11 @@ int main() {
     method.greedy = true;
     ToyLvlm fresh;
     std::cout << (use_agla ? "AGLA,    generate:             " : "regular, generate:             ");
-    const agla::GenerateResult result =
-        agla::generate(fresh, prompt, method, limits, {}, [](std::int64_t /*step*/, const std::vector<std::int64_t>& t) {
-          std::cout << kWords.at(static_cast<size_t>(t[0])) << " " << std::flush;  // t: this step's token per stream
-        });
+    // on_token(step, tokens): the tokens this step chose, one per stream.
+    const auto print = [](std::int64_t /*step*/, const std::vector<std::int64_t>& tokens) {
+      std::cout << kWords.at(static_cast<size_t>(tokens[0])) << " " << std::flush;
+    };
+    const agla::GenerateResult result = agla::generate(fresh, prompt, method, limits, {}, print);
     std::cout << " (" << result.lengths[0] << " tokens, " << fresh.augmented_forwards() << " augmented forwards)\n";
   }
   return 0;
