@@ -270,7 +270,12 @@ TEST(MmeProgramTest, RunsTheShippedModelsOverAnMmeTree) {
   EXPECT_FALSE(fs::exists(dir + "/chunk0/count.txt"));  // chunk 0 holds images a and b
   EXPECT_EQ(read(dir + "/chunk1/count.txt"), read(dir + "/whole/count.txt"));
 
-  // A missing subtask folder is named.
+  // Without --subtasks: the subtask folders present. A missing subtask folder asked for is named.
+  const Output none = mme({"--benchmark", dir, "--lvlm", kLvlm, "--quiet"});
+  EXPECT_EQ(none.status, 1);
+  EXPECT_NE(none.err.find("no subtask folder (existence, count, ...) in '" + dir + "'; they are in " + tree),
+            std::string::npos)
+      << none.err;
   const Output missing = mme({"--benchmark", tree, "--subtasks", "color", "--lvlm", kLvlm, "--quiet"});
   EXPECT_EQ(missing.status, 1);
   EXPECT_NE(missing.err.find("no subtask folder"), std::string::npos) << missing.err;

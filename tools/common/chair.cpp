@@ -78,24 +78,20 @@ void usage(std::ostream& out) {
 }
 
 struct Options {
-  bool evaluate = false, quiet = false, json = false, help = false;
-  std::string images, image_list, captions = "captions.jsonl", lvlm, itm, model_id;
+  bool evaluate = false, help = false;
+  std::string images, image_list, captions = "captions.jsonl";
   std::optional<std::string> itm_caption_prompt;
-  std::optional<std::string> protocol;
-  Method method = Method::Agla;
-  RunSettings settings;
-  int num_chunks = 1, chunk_idx = 0, threads = 0;
-  std::optional<std::int64_t> limit;
+  RunOptions run;
   std::vector<std::string> instances, coco_captions;
   std::string synonyms, wordnet = "/usr/share/wordnet", image_id_key = "image_id", caption_key = "caption";
-  std::set<std::string> given;
+  std::set<std::string> given;  // the options named on the command line (they override a protocol)
 };
 
 Options parse_options(const std::vector<std::string>& args) {
   Options o;
-  o.settings.instruction = "Please describe this image in detail.";
-  o.settings.max_new_tokens = 64;
-  o.settings.parser = "chair";
+  o.run.settings.instruction = "Please describe this image in detail.";
+  o.run.settings.max_new_tokens = 64;
+  o.run.settings.parser = "chair";
   bool run = false;
   ArgCursor cursor(args, kProgram);
   while (cursor.more()) {
@@ -113,39 +109,12 @@ Options parse_options(const std::vector<std::string>& args) {
       o.image_list = cursor.value(arg);
     } else if (arg == "--captions") {
       o.captions = cursor.value(arg);
-    } else if (arg == "--protocol") {
-      o.protocol = parse_protocol_name(kProgram, cursor.value(arg));
-    } else if (arg == "--method") {
-      o.method = parse_method(cursor.value(arg));
-    } else if (arg == "--lvlm") {
-      o.lvlm = cursor.value(arg);
-    } else if (arg == "--itm") {
-      o.itm = cursor.value(arg);
-    } else if (arg == "--model-id") {
-      o.model_id = cursor.value(arg);
     } else if (arg == "--caption-prompt") {
-      o.settings.instruction = cursor.value(arg);
+      o.run.settings.instruction = cursor.value(arg);
     } else if (arg == "--itm-caption-prompt") {
       o.itm_caption_prompt = cursor.value(arg);
-    } else if (parse_sampling_option(arg, cursor, o.settings.sampling)) {
-    } else if (arg == "--seed") {
-      o.settings.seed = parse_seed(kProgram, arg, cursor.value(arg));
-    } else if (arg == "--noise-step") {
-      o.settings.noise_step = parse_integer(kProgram, arg, cursor.value(arg), 0, 999);
-    } else if (arg == "--max-new-tokens") {
-      o.settings.max_new_tokens = parse_integer(kProgram, arg, cursor.value(arg), 1, 4096);
     } else if (arg == "--drop-incomplete-sentence") {
-      o.settings.drop_incomplete_sentence = true;
-    } else if (arg == "--llava-hf-template") {
-      o.settings.lvlm.llava_hf_template = true;
-    } else if (arg == "--pad-to-square") {
-      o.settings.lvlm.pad_to_square = true;
-    } else if (arg == "--num-chunks") {
-      o.num_chunks = static_cast<int>(parse_integer(kProgram, arg, cursor.value(arg), 1, 1 << 20));
-    } else if (arg == "--chunk-idx") {
-      o.chunk_idx = static_cast<int>(parse_integer(kProgram, arg, cursor.value(arg), 0, 1 << 20));
-    } else if (arg == "--limit") {
-      o.limit = parse_integer(kProgram, arg, cursor.value(arg), 1, 100000000);
+      o.run.settings.drop_incomplete_sentence = true;
     } else if (arg == "--instances") {
       o.instances.push_back(cursor.value(arg));
     } else if (arg == "--coco-captions") {
@@ -158,21 +127,13 @@ Options parse_options(const std::vector<std::string>& args) {
       o.image_id_key = cursor.value(arg);
     } else if (arg == "--caption-key") {
       o.caption_key = cursor.value(arg);
-    } else if (arg == "--quiet") {
-      o.quiet = true;
-    } else if (arg == "--json") {
-      o.json = true;
-    } else if (arg == "--threads") {
-      o.threads = parse_threads(kProgram, cursor.value(arg));
-    } else {
+    } else if (!parse_run_option(arg, cursor, o.run)) {
       throw InvalidArgument("agla_chair: unknown option '" + arg + "' (see --help)");
     }
   }
   if (o.help) return o;
   check<InvalidArgument>(static_cast<int>(o.evaluate) + static_cast<int>(run) == 1,
                          "agla_chair: give exactly one of --images DIR (run) or --evaluate CAPTIONS.jsonl (see --help)");
-  check<InvalidArgument>(o.chunk_idx < o.num_chunks, "agla_chair: --chunk-idx must be below --num-chunks (",
-                         o.num_chunks, "); got ", o.chunk_idx);
   const bool any_annotation = !o.instances.empty() || !o.coco_captions.empty() || !o.synonyms.empty();
   const bool all_annotations = !o.instances.empty() && !o.coco_captions.empty() && !o.synonyms.empty();
   check<InvalidArgument>(all_annotations || (!o.evaluate && !any_annotation),
@@ -181,7 +142,7 @@ Options parse_options(const std::vector<std::string>& args) {
   for (const std::string& path : o.instances) require_file(kProgram, "--instances", path);
   for (const std::string& path : o.coco_captions) require_file(kProgram, "--coco-captions", path);
   if (!o.synonyms.empty()) require_file(kProgram, "--synonyms", o.synonyms);
-  method_options(o.method, o.settings.sampling);  // combinations the ranges allow but the method does not
+  check_run_options(kProgram, o.run);
   return o;
 }
 
@@ -271,50 +232,38 @@ eval::CocoChairFiles annotation_files(const Options& o, const std::string& capti
 int run_captions(Options o, std::ostream& out, std::ostream& err) {
   namespace fs = std::filesystem;
   std::vector<ImageItem> all = read_images(o);
-  if (o.limit && static_cast<std::size_t>(*o.limit) < all.size()) all.resize(static_cast<std::size_t>(*o.limit));
-  const eval::ChunkRange chunk = eval::chunk_range(all.size(), o.num_chunks, o.chunk_idx);
+  if (o.run.limit && static_cast<std::size_t>(*o.run.limit) < all.size())
+    all.resize(static_cast<std::size_t>(*o.run.limit));
+  const eval::ChunkRange chunk = eval::chunk_range(all.size(), o.run.num_chunks, o.run.chunk_idx);
 
-  const std::string lvlm_dir = lvlm_directory(kProgram, o.lvlm);
-  const std::string family = detect_model_family(lvlm_dir).name;
-  std::optional<Protocol> protocol;
-  if (o.protocol) protocol = resolve_protocol(*o.protocol, Benchmark::Chair, family);
-  const nlohmann::json record =
-      apply_protocol(protocol, o.given, method_name(o.method), Benchmark::Chair, family, o.settings);
-  method_options(o.method, o.settings.sampling);
+  RunOptions& r = o.run;
+  const PreparedRun prepared = prepare_run(kProgram, r, o.given, Benchmark::Chair);
+  const nlohmann::json& record = prepared.record;
+  const std::string& model_id = prepared.model_id;
   const std::string itm_text = o.itm_caption_prompt ? *o.itm_caption_prompt
-                               : o.settings.instruction.empty() ? std::string(kCaptionItmText)
-                                                                : o.settings.instruction;
-
-  GeneratorOptions g;
-  g.program = kProgram;
-  g.lvlm_dir = lvlm_dir;
-  g.itm_dir = o.itm;
-  g.method = o.method;
-  g.settings = o.settings;
-  g.threads = o.threads;
-  ItemGenerator generator(g, err);
-  const std::string model_id =
-      !o.model_id.empty() ? o.model_id : fs::path(lvlm_dir).lexically_normal().filename().string();
+                               : r.settings.instruction.empty() ? std::string(kCaptionItmText)
+                                                                : r.settings.instruction;
+  ItemGenerator generator(prepared.generator, err);
 
   std::ofstream captions(o.captions, std::ios::binary | std::ios::trunc);
   check<FormatError>(captions.good(), kProgram, ": cannot open '", o.captions, "' for writing (--captions)");
   std::optional<eval::ProgressBar> bar;
-  if (!o.quiet) bar.emplace(chunk.size(), err, "agla_chair " + std::string(method_name(o.method)));
+  if (!r.quiet) bar.emplace(chunk.size(), err, "agla_chair " + std::string(method_name(r.method)));
   std::size_t capped = 0;
   const auto start = std::chrono::steady_clock::now();
   for (std::size_t i = chunk.begin; i < chunk.end; ++i) {
     const ImageItem& item = all[i];
-    Generation c = generator.generate((fs::path(o.images) / item.file).string(), o.settings.instruction, itm_text, i);
+    Generation c = generator.generate((fs::path(o.images) / item.file).string(), r.settings.instruction, itm_text, i);
     std::string caption = c.text;
     if (c.hit_cap) {
       ++capped;
-      if (o.settings.drop_incomplete_sentence) {
+      if (r.settings.drop_incomplete_sentence) {
         caption = drop_incomplete_sentence(caption);
         c.metadata["generated_text"] = c.text;
       }
     }
     const nlohmann::json line{{"image_id", item.image_id}, {"image", item.file},       {"caption", caption},
-                              {"method", method_name(o.method)}, {"model_id", model_id}, {"protocol", record},
+                              {"method", method_name(r.method)}, {"model_id", model_id}, {"protocol", record},
                               {"metadata", c.metadata}};
     captions << line.dump() << '\n' << std::flush;
     check<FormatError>(captions.good(), kProgram, ": write failed for '", o.captions, "'");
@@ -325,31 +274,31 @@ int run_captions(Options o, std::ostream& out, std::ostream& err) {
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   nlohmann::json run{{"program", kProgram},
                      {"model_id", model_id},
-                     {"lvlm", lvlm_dir},
-                     {"method", method_name(o.method)},
+                     {"lvlm", prepared.generator.lvlm_dir},
+                     {"method", method_name(r.method)},
                      {"protocol", record},
                      {"alpha", generator.decoding().alpha},
                      {"beta", generator.decoding().beta},
                      {"images", chunk.size()},
                      {"captions_at_token_cap", capped},
-                     {"chunk", {{"index", o.chunk_idx}, {"count", o.num_chunks}}},
+                     {"chunk", {{"index", r.chunk_idx}, {"count", r.num_chunks}}},
                      {"captions", o.captions},
                      {"threads", generator.threads()},
                      {"seconds", seconds},
                      {"tokens_per_second",
                       seconds > 0 ? static_cast<double>(generator.generated_tokens()) / seconds : 0.0}};
-  if (capped > 0 && !o.settings.drop_incomplete_sentence)
+  if (capped > 0 && !r.settings.drop_incomplete_sentence)
     err << "agla_chair: warning: " << capped << " of " << chunk.size() << " captions stopped at the token cap ("
-        << o.settings.max_new_tokens << "); their last sentence may be cut\n";
+        << r.settings.max_new_tokens << "); their last sentence may be cut\n";
   std::string not_scored;
-  if (o.num_chunks > 1)
-    not_scored = "one chunk of " + std::to_string(o.num_chunks) + "; concatenate the chunks and run --evaluate";
+  if (r.num_chunks > 1)
+    not_scored = "one chunk of " + std::to_string(r.num_chunks) + "; concatenate the chunks and run --evaluate";
   else if (o.instances.empty())
     not_scored = "no --instances, --coco-captions, --synonyms given";
   else if (!generator.has_tokenizer())
     not_scored = "captions are token ids (the LVLM has no tokenizer)";
   if (!not_scored.empty()) {
-    if (o.json)
+    if (r.json)
       out << nlohmann::json{{"run", run}, {"not_scored", not_scored}}.dump() << "\n";
     else
       out << "agla_chair: wrote " << chunk.size() << " captions to " << o.captions << "; not scored: " << not_scored
@@ -358,13 +307,13 @@ int run_captions(Options o, std::ostream& out, std::ostream& err) {
   }
   const eval::CocoChairReport report =
       eval::evaluate_coco_chair_files(annotation_files(o, o.captions, "image_id", "caption"));
-  if (o.json) {
+  if (r.json) {
     nlohmann::json j = eval::to_json(report);
     j["run"] = run;
     out << j.dump() << "\n";
   } else {
-    out << eval::format_coco_chair(report) << "Model: " << model_id << ", method " << method_name(o.method)
-        << ", protocol " << record["name"].get<std::string>() << ", seed " << o.settings.seed << ", " << chunk.size()
+    out << eval::format_coco_chair(report) << "Model: " << model_id << ", method " << method_name(r.method)
+        << ", protocol " << record["name"].get<std::string>() << ", seed " << r.settings.seed << ", " << chunk.size()
         << " images in " << std::fixed << std::setprecision(1) << seconds << " s\nCaptions: " << o.captions << "\n";
   }
   return 0;
@@ -380,11 +329,11 @@ int run_chair(const std::vector<std::string>& args, std::ostream& out, std::ostr
       return 0;
     }
     if (!o.evaluate) return run_captions(o, out, err);
-    use_threads(o.threads, 0);
+    use_threads(o.run.threads, 0);
     require_file(kProgram, "--evaluate", o.captions);
     const eval::CocoChairReport report =
         eval::evaluate_coco_chair_files(annotation_files(o, o.captions, o.image_id_key, o.caption_key));
-    out << (o.json ? eval::to_json(report).dump() + "\n" : eval::format_coco_chair(report));
+    out << (o.run.json ? eval::to_json(report).dump() + "\n" : eval::format_coco_chair(report));
     return 0;
   });
 }

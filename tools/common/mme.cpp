@@ -35,10 +35,10 @@ void usage(std::ostream& out) {
   out << "usage: agla_mme --benchmark DIR --method NAME [options]   run a model over MME, write results, score\n"
          "       agla_mme --evaluate RESULTS_DIR [--json]           score results files made elsewhere\n"
          "Run mode:\n"
-         "  --benchmark DIR       MME_Benchmark_release_version/MME_Benchmark: one folder per subtask (images and\n"
-         "                        question files side by side, or images/ and questions_answers_YN/)\n"
+         "  --benchmark DIR       the MME folder that holds one folder per subtask (MME_Benchmark_release_version):\n"
+         "                        images and question files side by side, or images/ and questions_answers_YN/\n"
          "  --subtasks LIST       comma-separated subtasks, 'hallucination' (existence,count,position,color) or\n"
-         "                        'all' (default all)\n"
+         "                        'all' (default: every subtask whose folder is in DIR)\n"
          "  --results DIR         results folder to write: <subtask>.txt in the official tool's format, plus\n"
          "                        answers.jsonl (every answer with its metadata) and run.json (protocol,\n"
          "                        method, model, chunk, timing) (default mme_results)\n"
@@ -70,15 +70,11 @@ void usage(std::ostream& out) {
 }
 
 struct Options {
-  bool evaluate = false, quiet = false, json = false, help = false;
-  std::string benchmark, results = "mme_results", lvlm, itm, model_id, evaluate_dir;
+  bool evaluate = false, help = false;
+  std::string benchmark, results = "mme_results", evaluate_dir;
   std::vector<std::string> subtasks;
-  std::optional<std::string> protocol;
-  Method method = Method::Agla;
-  RunSettings settings;
-  int num_chunks = 1, chunk_idx = 0, threads = 0;
-  std::optional<std::int64_t> limit;
-  std::set<std::string> given;
+  RunOptions run;
+  std::set<std::string> given;  // the options named on the command line (they override a protocol)
 };
 
 std::vector<std::string> parse_subtasks(const std::string& text) {
@@ -104,8 +100,8 @@ std::vector<std::string> parse_subtasks(const std::string& text) {
 
 Options parse_options(const std::vector<std::string>& args) {
   Options o;
-  o.settings.instruction = kQuestionKey;
-  o.settings.parser = "mme";
+  o.run.settings.instruction = kQuestionKey;
+  o.run.settings.parser = "mme";
   bool run = false;
   ArgCursor cursor(args, kProgram);
   while (cursor.more()) {
@@ -123,93 +119,56 @@ Options parse_options(const std::vector<std::string>& args) {
       o.subtasks = parse_subtasks(cursor.value(arg));
     } else if (arg == "--results") {
       o.results = cursor.value(arg);
-    } else if (arg == "--protocol") {
-      o.protocol = parse_protocol_name(kProgram, cursor.value(arg));
-    } else if (arg == "--method") {
-      o.method = parse_method(cursor.value(arg));
-    } else if (arg == "--lvlm") {
-      o.lvlm = cursor.value(arg);
-    } else if (arg == "--itm") {
-      o.itm = cursor.value(arg);
-    } else if (arg == "--model-id") {
-      o.model_id = cursor.value(arg);
-    } else if (parse_sampling_option(arg, cursor, o.settings.sampling)) {
-    } else if (arg == "--seed") {
-      o.settings.seed = parse_seed(kProgram, arg, cursor.value(arg));
-    } else if (arg == "--noise-step") {
-      o.settings.noise_step = parse_integer(kProgram, arg, cursor.value(arg), 0, 999);
-    } else if (arg == "--max-new-tokens") {
-      o.settings.max_new_tokens = parse_integer(kProgram, arg, cursor.value(arg), 1, 4096);
     } else if (arg == "--question-template") {
-      o.settings.instruction = cursor.value(arg);
-      check<InvalidArgument>(o.settings.instruction.find(kQuestionKey) != std::string::npos,
-                             "agla_mme: --question-template must contain {question}; got '", o.settings.instruction,
-                             "'");
-    } else if (arg == "--llava-hf-template") {
-      o.settings.lvlm.llava_hf_template = true;
-    } else if (arg == "--pad-to-square") {
-      o.settings.lvlm.pad_to_square = true;
-    } else if (arg == "--num-chunks") {
-      o.num_chunks = static_cast<int>(parse_integer(kProgram, arg, cursor.value(arg), 1, 1 << 20));
-    } else if (arg == "--chunk-idx") {
-      o.chunk_idx = static_cast<int>(parse_integer(kProgram, arg, cursor.value(arg), 0, 1 << 20));
-    } else if (arg == "--limit") {
-      o.limit = parse_integer(kProgram, arg, cursor.value(arg), 1, 100000000);
-    } else if (arg == "--quiet") {
-      o.quiet = true;
-    } else if (arg == "--json") {
-      o.json = true;
-    } else if (arg == "--threads") {
-      o.threads = parse_threads(kProgram, cursor.value(arg));
-    } else {
+      o.run.settings.instruction = cursor.value(arg);
+      check<InvalidArgument>(o.run.settings.instruction.find(kQuestionKey) != std::string::npos,
+                             "agla_mme: --question-template must contain {question}; got '",
+                             o.run.settings.instruction, "'");
+    } else if (!parse_run_option(arg, cursor, o.run)) {
       throw InvalidArgument("agla_mme: unknown option '" + arg + "' (see --help)");
     }
   }
   if (o.help) return o;
   check<InvalidArgument>(static_cast<int>(o.evaluate) + static_cast<int>(run) == 1,
                          "agla_mme: give exactly one of --benchmark DIR (run) or --evaluate RESULTS_DIR (see --help)");
-  check<InvalidArgument>(o.chunk_idx < o.num_chunks, "agla_mme: --chunk-idx must be below --num-chunks (",
-                         o.num_chunks, "); got ", o.chunk_idx);
-  method_options(o.method, o.settings.sampling);  // combinations the ranges allow but the method does not
+  check_run_options(kProgram, o.run);
   return o;
 }
 
 int run_benchmark(Options o, std::ostream& out, std::ostream& err) {
   namespace fs = std::filesystem;
+  if (o.subtasks.empty()) {
+    std::error_code ec;
+    for (const std::string& name : eval::mme_subtasks())
+      if (fs::is_directory(fs::path(o.benchmark) / name, ec)) o.subtasks.push_back(name);
+    check<FormatError>(!o.subtasks.empty(), kProgram, ": --benchmark: no subtask folder (existence, count, ...) in '",
+                       o.benchmark, "'",
+                       fs::is_directory(fs::path(o.benchmark) / "MME_Benchmark", ec)
+                           ? "; they are in " + (fs::path(o.benchmark) / "MME_Benchmark").string()
+                           : std::string());
+  }
   std::vector<eval::MmeQuestion> questions = eval::read_mme_benchmark(o.benchmark, o.subtasks);
   std::size_t images = questions.size() / 2;  // two consecutive questions per image
-  if (o.limit && static_cast<std::size_t>(*o.limit) < images) images = static_cast<std::size_t>(*o.limit);
-  const eval::ChunkRange chunk = eval::chunk_range(images, o.num_chunks, o.chunk_idx);
+  if (o.run.limit && static_cast<std::size_t>(*o.run.limit) < images)
+    images = static_cast<std::size_t>(*o.run.limit);
+  const eval::ChunkRange chunk = eval::chunk_range(images, o.run.num_chunks, o.run.chunk_idx);
 
-  const std::string lvlm_dir = lvlm_directory(kProgram, o.lvlm);
-  const std::string family = detect_model_family(lvlm_dir).name;
-  std::optional<Protocol> protocol;
-  if (o.protocol) protocol = resolve_protocol(*o.protocol, Benchmark::Mme, family);
-  const nlohmann::json record =
-      apply_protocol(protocol, o.given, method_name(o.method), Benchmark::Mme, family, o.settings);
-  method_options(o.method, o.settings.sampling);
-
-  GeneratorOptions g;
-  g.program = kProgram;
-  g.lvlm_dir = lvlm_dir;
-  g.itm_dir = o.itm;
-  g.method = o.method;
-  g.settings = o.settings;
-  g.threads = o.threads;
-  ItemGenerator generator(g, err);
-  const std::string model_id =
-      !o.model_id.empty() ? o.model_id : fs::path(lvlm_dir).lexically_normal().filename().string();
+  RunOptions& r = o.run;
+  const PreparedRun prepared = prepare_run(kProgram, r, o.given, Benchmark::Mme);
+  const nlohmann::json& record = prepared.record;
+  const std::string& model_id = prepared.model_id;
+  ItemGenerator generator(prepared.generator, err);
 
   make_directory(kProgram, o.results);
   eval::AnswerWriter writer((fs::path(o.results) / "answers.jsonl").string());
   std::optional<eval::ProgressBar> bar;
-  if (!o.quiet) bar.emplace(chunk.size() * 2, err, "agla_mme " + std::string(method_name(o.method)));
+  if (!r.quiet) bar.emplace(chunk.size() * 2, err, "agla_mme " + std::string(method_name(r.method)));
   std::vector<eval::MmeQuestion> asked;
   std::vector<eval::ModelAnswer> answers;
   const auto start = std::chrono::steady_clock::now();
   for (std::size_t q = chunk.begin * 2; q < chunk.end * 2; ++q) {
     const eval::MmeQuestion& question = questions[q];
-    std::string instruction = o.settings.instruction;
+    std::string instruction = r.settings.instruction;
     instruction.replace(instruction.find(kQuestionKey), kQuestionKey.size(), question.question);
     Generation answer = generator.generate(question.image_path, instruction, question.question, q);
     eval::AnswerRecord a;
@@ -231,15 +190,15 @@ int run_benchmark(Options o, std::ostream& out, std::ostream& err) {
 
   nlohmann::json run{{"program", kProgram},
                      {"model_id", model_id},
-                     {"lvlm", lvlm_dir},
-                     {"method", method_name(o.method)},
+                     {"lvlm", prepared.generator.lvlm_dir},
+                     {"method", method_name(r.method)},
                      {"protocol", record},
                      {"alpha", generator.decoding().alpha},
                      {"beta", generator.decoding().beta},
                      {"benchmark", o.benchmark},
                      {"images", chunk.size()},
                      {"questions", chunk.size() * 2},
-                     {"chunk", {{"index", o.chunk_idx}, {"count", o.num_chunks}}},
+                     {"chunk", {{"index", r.chunk_idx}, {"count", r.num_chunks}}},
                      {"results", o.results},
                      {"threads", generator.threads()},
                      {"seconds", seconds},
@@ -250,29 +209,32 @@ int run_benchmark(Options o, std::ostream& out, std::ostream& err) {
     file << run.dump(2) << "\n";
     check<FormatError>(file.good(), kProgram, ": cannot write '", path, "'");
   }
-  if (o.num_chunks > 1 || chunk.size() == 0) {
-    out << "agla_mme: wrote " << chunk.size() * 2 << " answers (chunk " << o.chunk_idx << " of " << o.num_chunks
+  if (r.num_chunks > 1 || chunk.size() == 0) {
+    if (r.json) {
+      out << nlohmann::json{{"run", run}}.dump() << "\n";
+      return 0;
+    }
+    out << "agla_mme: wrote " << chunk.size() * 2 << " answers (chunk " << r.chunk_idx << " of " << r.num_chunks
         << ") to " << o.results << "; concatenate the chunks' <subtask>.txt files and score them with agla_mme "
         << "--evaluate DIR\n";
-    if (o.json) out << nlohmann::json{{"run", run}}.dump() << "\n";
     return 0;
   }
   if (!generator.has_tokenizer()) {
     const std::string why = "answers are token ids (the LVLM has no tokenizer); not scored";
-    if (o.json)
+    if (r.json)
       out << nlohmann::json{{"run", run}, {"not_scored", why}}.dump() << "\n";
     else
       out << why << "\n";
     return 0;
   }
   const eval::MmeReport report = eval::evaluate_mme_results(o.results);
-  if (o.json) {
+  if (r.json) {
     nlohmann::json j = eval::to_json(report);
     j["run"] = run;
     out << j.dump() << "\n";
   } else {
-    out << eval::format_mme_report(report) << "Model: " << model_id << ", method " << method_name(o.method)
-        << ", protocol " << record["name"].get<std::string>() << ", seed " << o.settings.seed << ", "
+    out << eval::format_mme_report(report) << "Model: " << model_id << ", method " << method_name(r.method)
+        << ", protocol " << record["name"].get<std::string>() << ", seed " << r.settings.seed << ", "
         << chunk.size() * 2 << " questions in " << std::fixed << std::setprecision(1) << seconds << " s\n"
         << "Results: " << o.results << "\n";
   }
@@ -289,9 +251,9 @@ int run_mme(const std::vector<std::string>& args, std::ostream& out, std::ostrea
       return 0;
     }
     if (!o.evaluate) return run_benchmark(o, out, err);
-    use_threads(o.threads, 0);
+    use_threads(o.run.threads, 0);
     const eval::MmeReport report = eval::evaluate_mme_results(o.evaluate_dir);
-    out << (o.json ? eval::to_json(report).dump() + "\n" : eval::format_mme_report(report));
+    out << (o.run.json ? eval::to_json(report).dump() + "\n" : eval::format_mme_report(report));
     return 0;
   });
 }

@@ -185,6 +185,73 @@ std::string lvlm_directory(const std::string& program, const std::string& given)
   return given.empty() ? shipped_model(program, "shapesworld-lvlm", "--lvlm") : given;
 }
 
+bool parse_run_option(const std::string& arg, ArgCursor& cursor, RunOptions& o) {
+  const std::string& program = cursor.program();
+  if (arg == "--protocol") {
+    o.protocol = parse_protocol_name(program, cursor.value(arg));
+  } else if (arg == "--method") {
+    o.method = parse_method(cursor.value(arg));
+  } else if (arg == "--lvlm") {
+    o.lvlm = cursor.value(arg);
+  } else if (arg == "--itm") {
+    o.itm = cursor.value(arg);
+  } else if (arg == "--model-id") {
+    o.model_id = cursor.value(arg);
+  } else if (parse_sampling_option(arg, cursor, o.settings.sampling)) {
+  } else if (arg == "--seed") {
+    o.settings.seed = parse_seed(program, arg, cursor.value(arg));
+  } else if (arg == "--noise-step") {
+    o.settings.noise_step = parse_integer(program, arg, cursor.value(arg), 0, 999);
+  } else if (arg == "--max-new-tokens") {
+    o.settings.max_new_tokens = parse_integer(program, arg, cursor.value(arg), 1, 4096);
+  } else if (arg == "--llava-hf-template") {
+    o.settings.lvlm.llava_hf_template = true;
+  } else if (arg == "--pad-to-square") {
+    o.settings.lvlm.pad_to_square = true;
+  } else if (arg == "--num-chunks") {
+    o.num_chunks = static_cast<int>(parse_integer(program, arg, cursor.value(arg), 1, 1 << 20));
+  } else if (arg == "--chunk-idx") {
+    o.chunk_idx = static_cast<int>(parse_integer(program, arg, cursor.value(arg), 0, 1 << 20));
+  } else if (arg == "--limit") {
+    o.limit = parse_integer(program, arg, cursor.value(arg), 1, 100000000);
+  } else if (arg == "--quiet") {
+    o.quiet = true;
+  } else if (arg == "--json") {
+    o.json = true;
+  } else if (arg == "--threads") {
+    o.threads = parse_threads(program, cursor.value(arg));
+  } else {
+    return false;
+  }
+  return true;
+}
+
+void check_run_options(const std::string& program, const RunOptions& o) {
+  check<InvalidArgument>(o.chunk_idx < o.num_chunks, program, ": --chunk-idx must be below --num-chunks (",
+                         o.num_chunks, "); got ", o.chunk_idx);
+  method_options(o.method, o.settings.sampling);  // combinations the ranges allow but the method does not
+}
+
+PreparedRun prepare_run(const std::string& program, RunOptions& o, const std::set<std::string>& given,
+                        Benchmark benchmark) {
+  PreparedRun run;
+  const std::string lvlm_dir = lvlm_directory(program, o.lvlm);
+  run.family = detect_model_family(lvlm_dir).name;
+  std::optional<Protocol> protocol;
+  if (o.protocol) protocol = resolve_protocol(*o.protocol, benchmark, run.family);
+  run.record = apply_protocol(protocol, given, method_name(o.method), benchmark, run.family, o.settings);
+  method_options(o.method, o.settings.sampling);
+  run.generator.program = program;
+  run.generator.lvlm_dir = lvlm_dir;
+  run.generator.itm_dir = o.itm;
+  run.generator.method = o.method;
+  run.generator.settings = o.settings;
+  run.generator.threads = o.threads;
+  run.model_id =
+      !o.model_id.empty() ? o.model_id : std::filesystem::path(lvlm_dir).lexically_normal().filename().string();
+  return run;
+}
+
 struct ItemGenerator::Models {
   AnyLvlm lvlm;
   std::optional<blip::BlipItm> itm;

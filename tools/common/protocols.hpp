@@ -91,6 +91,28 @@ std::string drop_incomplete_sentence(const std::string& text);
 /// The LVLM directory of a run: `given`, else the shipped ShapesWorld LVLM.
 std::string lvlm_directory(const std::string& program, const std::string& given);
 
+/// The run options `agla_mme` and `agla_chair` share: protocol, method, models, decoding settings,
+/// chunking, output and threads.
+struct RunOptions {
+  std::optional<std::string> protocol;  ///< `--protocol`
+  Method method = Method::Agla;
+  std::string lvlm, itm, model_id;
+  RunSettings settings;
+  int num_chunks = 1, chunk_idx = 0, threads = 0;
+  std::optional<std::int64_t> limit;  ///< only the first N items
+  bool quiet = false, json = false;
+};
+
+/// Consumes `arg` when it is one of the shared run options (`--protocol`, `--method`, `--lvlm`,
+/// `--itm`, `--model-id`, the sampling options, `--seed`, `--noise-step`, `--max-new-tokens`,
+/// `--llava-hf-template`, `--pad-to-square`, `--num-chunks`, `--chunk-idx`, `--limit`, `--quiet`,
+/// `--json`, `--threads`) and stores its range-checked value; false otherwise.
+bool parse_run_option(const std::string& arg, ArgCursor& cursor, RunOptions& options);
+
+/// Checks what the shared options allow one by one but not together (chunk index, method and
+/// sampling); throws `agla::InvalidArgument` naming `program` and the option.
+void check_run_options(const std::string& program, const RunOptions& options);
+
 /// What one program run needs to generate: models, method and settings.
 struct GeneratorOptions {
   std::string program;
@@ -108,6 +130,19 @@ struct Generation {
   bool hit_cap = false;        ///< the token cap ended the generation
   nlohmann::json metadata;     ///< method, seed, alpha, beta, ids, IPM measurements, unknown words
 };
+
+/// A run made ready: its LVLM directory and family, its settings with the protocol applied, the
+/// protocol record and the model id.
+struct PreparedRun {
+  GeneratorOptions generator;
+  std::string family, model_id;
+  nlohmann::json record;  ///< see `apply_protocol`
+};
+
+/// Resolves the LVLM directory and family of `options`, applies its protocol for `benchmark`
+/// (options named in `given` win) and returns what the run needs; `options.settings` is updated.
+PreparedRun prepare_run(const std::string& program, RunOptions& options, const std::set<std::string>& given,
+                        Benchmark benchmark);
 
 /// Loads the models of a run once and generates one item at a time: the prompt from the
 /// instruction, the method's augmented view and the decoding, each item drawing from its own
