@@ -417,6 +417,20 @@ TEST(ChairProgramTest, CaptionsAnImageListWithTheShippedModels) {
   const nlohmann::json s = nlohmann::json::parse(scored.out);
   for (const char* key : {"chair_s", "chair_i", "recall"}) EXPECT_EQ(s[key], j[key]) << key;
 
+  // Two chunks, concatenated, hold the whole run's captions; a chunk is not scored.
+  std::string parts;
+  for (const char* chunk : {"0", "1"}) {
+    const std::string part = (dir / (std::string("part") + chunk + ".jsonl")).string();
+    const Output c = chair({"--images", (dir / "images").string(), "--image-list", (dir / "list.jsonl").string(),
+                            "--lvlm", kLvlm, "--protocol", "greedy-64", "--method", "greedy", "--caption-prompt", "",
+                            "--max-new-tokens", "12", "--captions", part, "--num-chunks", "2", "--chunk-idx", chunk,
+                            "--quiet", "--json"});
+    ASSERT_EQ(c.status, 0) << c.err;
+    EXPECT_NE(nlohmann::json::parse(c.out)["not_scored"].get<std::string>().find("one chunk of 2"), std::string::npos);
+    parts += read(part);
+  }
+  EXPECT_EQ(parts, read(dir / "captions.jsonl"));
+
   // Without a list: every image of the folder, by name; a name without an image id is an error.
   const Output unlisted = chair({"--images", (dir / "images").string(), "--lvlm", kLvlm, "--method", "greedy",
                                  "--captions", (dir / "all.jsonl").string(), "--quiet"});
@@ -503,6 +517,10 @@ TEST(ProtocolTest, AglaPopeRecordsItsProtocol) {
   for (const nlohmann::json& line : read_lines(dir + "/answers.jsonl"))
     EXPECT_EQ(line["metadata"]["protocol"], summary["protocol"]);
   EXPECT_EQ(read_lines(dir + "/results.jsonl")[0]["protocol"], summary["protocol"]);
+  // --evaluate takes the protocol's parser.
+  const Output scored = pope({"--evaluate", questions, dir + "/answers.jsonl", "--protocol", "vcd", "--json"});
+  ASSERT_EQ(scored.status, 0) << scored.err;
+  EXPECT_EQ(nlohmann::json::parse(scored.out)["parser"], "substring");
   const Output help = pope({"--help"});
   EXPECT_NE(help.out.find("--protocol NAME"), std::string::npos);
   const Output bad = pope({"--questions", questions, "--lvlm", kLvlm, "--protocol", "greedy-64"});
