@@ -240,6 +240,11 @@ TEST(MmeProgramTest, RunsTheShippedModelsOverAnMmeTree) {
   EXPECT_EQ(answers[0]["question_id"], "existence/a.png/1");
   EXPECT_EQ(answers[0]["metadata"]["protocol"], protocol);
   EXPECT_TRUE(answers[0]["metadata"].contains("kept_fraction"));  // AGLA's IPM view
+  // "or" is no word of the ShapesWorld vocabulary: each answer lists it, the run warns once.
+  EXPECT_EQ(answers[0]["metadata"]["prompt_unknown_words"], nlohmann::json::parse(R"(["or"])"));
+  EXPECT_NE(whole.err.find("agla_mme: warning: 6 of 6 prompts have words outside the model's vocabulary"),
+            std::string::npos)
+      << whole.err;
 
   // The official results format: image, question, ground truth, prediction; pairs in order.
   const std::string existence = read(dir + "/whole/existence.txt");

@@ -270,6 +270,7 @@ int run_captions(Options o, std::ostream& out, std::ostream& err) {
     if (bar) bar->advance();
   }
   if (bar) bar->finish();
+  generator.warn_unknown_words(err, chunk.size());
   captions.close();
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   nlohmann::json run{{"program", kProgram},

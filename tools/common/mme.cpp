@@ -185,6 +185,7 @@ int run_benchmark(Options o, std::ostream& out, std::ostream& err) {
     if (bar) bar->advance();
   }
   if (bar) bar->finish();
+  generator.warn_unknown_words(err, chunk.size() * 2);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   eval::write_mme_results(o.results, asked, answers);
 

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
+#include <tuple>
 
 #include "agla/error.hpp"
 #include "agla/io/image.hpp"
@@ -318,9 +319,24 @@ Generation ItemGenerator::generate(const std::string& image_path, const std::str
     g.metadata["kept_fraction"] = view.kept_fraction;
     g.metadata["ipm_ms"] = view.ipm_ms;
   }
-  if (!itm_unknown.empty()) g.metadata["itm_unknown_words"] = itm_unknown;
-  if (!prompt_unknown.empty()) g.metadata["prompt_unknown_words"] = prompt_unknown;
+  if (!itm_unknown.empty()) {
+    g.metadata["itm_unknown_words"] = itm_unknown;
+    ++itm_unknown_items_;
+  }
+  if (!prompt_unknown.empty()) {
+    g.metadata["prompt_unknown_words"] = prompt_unknown;
+    ++prompt_unknown_items_;
+  }
   return g;
+}
+
+void ItemGenerator::warn_unknown_words(std::ostream& err, std::size_t items) const {
+  for (const auto& [count, what, field] : {std::tuple{itm_unknown_items_, "IPM texts", "itm_unknown_words"},
+                                           std::tuple{prompt_unknown_items_, "prompts", "prompt_unknown_words"}})
+    if (count > 0)
+      err << options_.program << ": warning: " << count << " of " << items << " " << what
+          << " have words outside the model's vocabulary, read as [UNK] (listed per answer in metadata." << field
+          << ")\n";
 }
 
 }  // namespace agla::tools

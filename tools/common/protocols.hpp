@@ -172,6 +172,10 @@ class ItemGenerator {
   const DecodeOptions& decoding() const { return decoding_; }
   /// Generated tokens so far.
   long long generated_tokens() const { return generated_; }
+  /// Writes one warning to `err` for each kind of text (prompts, IPM texts) in which some of the
+  /// `items` generated so far had words outside the model's vocabulary (listed per item in its
+  /// metadata); nothing when there were none.
+  void warn_unknown_words(std::ostream& err, std::size_t items) const;
 
  private:
   struct Models;
@@ -181,6 +185,7 @@ class ItemGenerator {
   int threads_ = 1;
   DecodeOptions decoding_;
   long long generated_ = 0;
+  std::size_t prompt_unknown_items_ = 0, itm_unknown_items_ = 0;
 };
 
 }  // namespace agla::tools
