@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "agla/error.hpp"
+#include "agla/models/llava/prompt.hpp"
 #include "agla/text/sentencepiece.hpp"
 #include "scratch.hpp"
 
@@ -20,7 +21,7 @@ void exercise(const agla::text::SentencePieceTokenizer& tokenizer, const std::st
     if (id < 0 || id >= tokenizer.size()) __builtin_trap();
   }
   (void)tokenizer.decode(ids);
-  const std::vector<int64_t> prompt = tokenizer.encode_prompt(text, tokenizer.size());
+  const std::vector<int64_t> prompt = agla::llava::encode_prompt(tokenizer, text, tokenizer.size());
   if (prompt.empty() || prompt.front() != tokenizer.bos_id()) __builtin_trap();
   // Arbitrary ids, in and out of range, decode without failing.
   std::vector<int64_t> raw;
