@@ -8,6 +8,6 @@ SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
 $SUDO apt-get update -q
 DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q \
   build-essential cmake libtorch-dev libopenblas0-pthread libeigen3-dev libstb-dev \
-  libjpeg62-turbo-dev nlohmann-json3-dev libgtest-dev libbenchmark-dev libsentencepiece-dev
+  libjpeg62-turbo-dev nlohmann-json3-dev libgtest-dev libbenchmark-dev
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release
 cmake --build build -j"$(nproc)"

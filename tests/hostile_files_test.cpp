@@ -36,7 +36,7 @@
 #include "agla/io/safetensors.hpp"
 #include "agla/io/sharded_index.hpp"
 #include "agla/io/zip.hpp"
-#include "agla/models/llava/tokenizer.hpp"
+#include "agla/text/sentencepiece.hpp"
 
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
 #define AGLA_TEST_SANITIZED 1
@@ -683,7 +683,7 @@ std::vector<HostileCase> npy_cases() {
 
 std::vector<HostileCase> tokenizer_cases() {
   std::vector<HostileCase> cases;
-  auto load = [](const std::string& path) { return [path] { agla::llava::SentencePieceTokenizer{path}; }; };
+  auto load = [](const std::string& path) { return [path] { agla::text::SentencePieceTokenizer{path}; }; };
   {
     const std::string path = symlink_to_dev_zero("zero.model");
     cases.push_back({"tokenizer.model -> /dev/zero", load(path), {path, "not a regular file"}});

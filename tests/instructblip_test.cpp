@@ -8,14 +8,14 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <functional>
-#include <utility>
-
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "agla/decode.hpp"
@@ -773,4 +773,34 @@ TEST(InstructBlipPromptTest, LvlmPromptAndDecodeWithTokenizers) {
   EXPECT_EQ(lvlm.decode({0}), "");
   EXPECT_NE(sp.decode({0}), "");
   EXPECT_EQ(loaded.decode({0}), sp.decode({0}));  // "LlamaForCausalLM": no mapping
+  // ICD's text view: the disturbance goes into the Q-Former's text only, before the instruction.
+  const agla::Prompt disturbed = lvlm.disturbed_prompt(question, "a dog is there ");
+  EXPECT_EQ(disturbed.ids, p.ids);
+  EXPECT_EQ(disturbed.instruction_ids, lvlm.prompt("a dog is there " + question).instruction_ids);
+  EXPECT_NE(disturbed.instruction_ids, p.instruction_ids);
+}
+
+TEST(InstructBlipLvlmTest, PaiBoostsTheQueryOutputsOfImageViewsOnly) {
+  auto f = load_fixture();
+  const auto ids = f.get("input_ids"), qids = f.get("qformer_input_ids"), pixels = f.get("pixel_values");
+  auto in = inputs(ids, qids, pixels);
+  in.views.push_back(agla::ExtraView{agla::ViewKind::NoImage, {}, {}});
+  auto run = [&](std::optional<ib::PaiAttention> pai) {
+    ib::InstructBlipLvlm lvlm(f.model);
+    lvlm.set_pai_attention(pai);
+    const at::Tensor prefill = lvlm(lvlm.begin(in), agla::AllViews{});
+    const at::Tensor step = lvlm(prefill.narrow(0, 0, 1).argmax(-1).view({1, 1}), agla::AllViews{});
+    return std::make_pair(prefill, step);
+  };
+  const auto off = run(std::nullopt);
+  const auto zero = run(ib::PaiAttention{0.0, 0, 2});
+  const auto on = run(ib::PaiAttention{0.5, 0, 2});
+  EXPECT_TRUE(at::equal(zero.first, off.first) && at::equal(zero.second, off.second));
+  EXPECT_GT(max_diff(on.first[0], off.first[0]), 1e-3);  // the image view changes
+  EXPECT_GT(max_diff(on.second[0], off.second[0]), 1e-3);
+  EXPECT_TRUE(at::equal(on.first[1], off.first[1]));  // the no-image view is never boosted
+  EXPECT_TRUE(at::equal(on.second[1], off.second[1]));
+  ib::InstructBlipLvlm lvlm(f.model);
+  EXPECT_THROW(lvlm.set_pai_attention(ib::PaiAttention{-1.0, 0, 2}), agla::InvalidArgument);
+  EXPECT_THROW(lvlm.set_pai_attention(ib::PaiAttention{0.5, 3, 2}), agla::InvalidArgument);
 }

@@ -368,3 +368,17 @@ TEST(ImageTest, BadArgumentsThrow) {
   EXPECT_THROW(agla::io::center_crop(img, 0, 2), agla::InvalidArgument);
   EXPECT_THROW(agla::io::resize_shortest_side(img, -1), agla::InvalidArgument);
 }
+
+TEST(ImageTest, DevicesDirectoriesAndOversizedFilesAreRefusedBeforeReading) {
+  // /dev/zero would never end; a directory is no image; both are refused by name before a read.
+  for (const std::string& path : std::vector<std::string>{"/dev/zero", AGLA_TEST_DATA_DIR}) {
+    try {
+      agla::io::read_image(path);
+      ADD_FAILURE() << path << ": no FormatError";
+    } catch (const agla::FormatError& e) {
+      EXPECT_NE(std::string(e.what()).find("not a regular file"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find(path), std::string::npos) << e.what();
+    }
+  }
+  EXPECT_THROW(agla::io::read_image(std::string(AGLA_TEST_DATA_DIR) + "/no-such-image.png"), agla::FormatError);
+}

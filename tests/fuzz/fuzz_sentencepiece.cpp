@@ -9,18 +9,19 @@
 #include <vector>
 
 #include "agla/error.hpp"
-#include "agla/models/llava/tokenizer.hpp"
+#include "agla/models/llava/prompt.hpp"
+#include "agla/text/sentencepiece.hpp"
 #include "scratch.hpp"
 
 namespace {
 
-void exercise(const agla::llava::SentencePieceTokenizer& tokenizer, const std::string& text) {
+void exercise(const agla::text::SentencePieceTokenizer& tokenizer, const std::string& text) {
   const std::vector<int64_t> ids = tokenizer.encode(text);
   for (int64_t id : ids) {
     if (id < 0 || id >= tokenizer.size()) __builtin_trap();
   }
   (void)tokenizer.decode(ids);
-  const std::vector<int64_t> prompt = tokenizer.encode_prompt(text, tokenizer.size());
+  const std::vector<int64_t> prompt = agla::llava::encode_prompt(tokenizer, text, tokenizer.size());
   if (prompt.empty() || prompt.front() != tokenizer.bos_id()) __builtin_trap();
   // Arbitrary ids, in and out of range, decode without failing.
   std::vector<int64_t> raw;
@@ -33,7 +34,7 @@ void exercise(const agla::llava::SentencePieceTokenizer& tokenizer, const std::s
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  static const agla::llava::SentencePieceTokenizer fixture(std::string(AGLA_TEST_DATA_DIR) +
+  static const agla::text::SentencePieceTokenizer fixture(std::string(AGLA_TEST_DATA_DIR) +
                                                            "/llava/tokenizer/tiny_llama_bpe.model");
   static const std::string path = agla_fuzz::scratch_path("tokenizer.model");
   if (size < 2) return 0;
@@ -42,7 +43,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   agla_fuzz::write_file(path, data + 2 + text_size, size - 2 - text_size);
   exercise(fixture, text);
   try {
-    const agla::llava::SentencePieceTokenizer tokenizer(path);
+    const agla::text::SentencePieceTokenizer tokenizer(path);
     exercise(tokenizer, text);
   } catch (const agla::FormatError&) {
   }

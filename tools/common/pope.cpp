@@ -33,6 +33,7 @@
 #include "common/methods.hpp"
 #include "common/models.hpp"
 #include "common/programs.hpp"
+#include "common/protocols.hpp"
 #include "common/threads.hpp"
 
 namespace agla::tools {
@@ -51,6 +52,9 @@ void usage(std::ostream& out) {
          "                        (question_id, image, objects: CHAIR); a line may carry prompt_ids (token ids\n"
          "                        used as given, for checkpoints without a tokenizer)\n"
          "  --image-folder DIR    where the images are (default: FILE's folder + /images, ShapesWorld's layout)\n"
+         "  --protocol NAME       agla | vcd | greedy: the reference scripts' prompt, sampling, seeds, token cap,\n"
+         "                        preprocessing and parser (docs/reproducing.md); explicit options override it;\n"
+         "                        every answer and results line records the resolved protocol\n"
          "  --method NAME         regular | greedy | sharpened | cutoff-only | vcd | agla | agla-random-mask |\n"
          "                        agla-released (default agla)\n"
          "  --lvlm DIR            BLIP captioning or llava-hf LLaVA-1.5 directory (default:\n"
@@ -110,6 +114,8 @@ struct Options {
   bool quiet = false, json = false, help = false;
   eval::AnswerParser parser = eval::AnswerParser::Pope;
   int threads = 0;
+  std::optional<std::string> protocol;  // --protocol
+  std::set<std::string> given;          // the options named on the command line (they override a protocol)
 };
 
 Options parse_options(const std::vector<std::string>& args) {
@@ -118,8 +124,11 @@ Options parse_options(const std::vector<std::string>& args) {
   ArgCursor cursor(args, kProgram);
   while (cursor.more()) {
     const std::string arg = cursor.next();
+    o.given.insert(arg);
     if (arg == "--help" || arg == "-h") {
       o.help = true;
+    } else if (arg == "--protocol") {
+      o.protocol = parse_protocol_name(kProgram, cursor.value(arg));
     } else if (arg == "--evaluate") {
       o.ground_truth = cursor.value(arg);
       check<InvalidArgument>(cursor.more(), "agla_pope: --evaluate needs GT.jsonl and ANSWERS.jsonl");
@@ -197,6 +206,8 @@ Options parse_options(const std::vector<std::string>& args) {
   check<InvalidArgument>(o.chunk_idx < o.num_chunks, "agla_pope: --chunk-idx must be below --num-chunks (",
                          o.num_chunks, "); got ", o.chunk_idx);
   method_options(o.method, o.sampling);  // combinations the ranges allow but the method does not
+  if (o.protocol && !o.given.count("--parser"))
+    o.parser = eval::parse_answer_parser(resolve_protocol(*o.protocol, Benchmark::Pope, "").parser);
   return o;
 }
 
@@ -280,7 +291,7 @@ double finite_mean(const std::vector<double>& values) {
 }
 
 /// Run mode: answers every item of the chunk, then scores the answers when the run covers them.
-int run_questions(const Options& o, std::ostream& out, std::ostream& err) {
+int run_questions(Options o, std::ostream& out, std::ostream& err) {
   require_file(kProgram, "--questions", o.questions);
   const std::vector<eval::JsonLine> lines = eval::read_jsonl(o.questions, kProgram);
   check<FormatError>(!lines.empty(), "agla_pope: ", o.questions, ": no questions");
@@ -297,6 +308,26 @@ int run_questions(const Options& o, std::ostream& out, std::ostream& err) {
   const std::string itm_dir = !o.itm.empty() ? o.itm
                               : needs_itm    ? shipped_model(kProgram, "shapesworld-itm", "--itm")
                                              : std::string();
+  // The protocol fills what the command line left open; its record goes with every answer.
+  const std::string family = detect_model_family(lvlm_dir).name;
+  const Benchmark benchmark = captions ? Benchmark::Chair : Benchmark::Pope;
+  RunSettings settings{captions ? o.caption_prompt : o.question_template,
+                       o.sampling,
+                       o.seed,
+                       o.max_new_tokens.value_or(captions ? 64 : 16),
+                       o.noise_step,
+                       o.lvlm_settings,
+                       eval::parser_name(o.parser)};
+  const nlohmann::json protocol = apply_protocol(
+      o.protocol ? std::optional<Protocol>(resolve_protocol(*o.protocol, benchmark, family)) : std::nullopt, o.given,
+      method_name(o.method), benchmark, family, settings);
+  (captions ? o.caption_prompt : o.question_template) = settings.instruction;
+  o.sampling = settings.sampling;
+  o.seed = settings.seed;
+  o.max_new_tokens = settings.max_new_tokens;
+  o.noise_step = settings.noise_step;
+  o.lvlm_settings = settings.lvlm;
+  if (!captions) o.parser = eval::parse_answer_parser(settings.parser);
   const int threads =
       use_threads(o.threads, weight_bytes(lvlm_dir) + (needs_itm ? weight_bytes(itm_dir) : std::uintmax_t{0}));
   if (auto warning = agla::blas_warning()) err << *warning << "\n";
@@ -362,6 +393,7 @@ int run_questions(const Options& o, std::ostream& out, std::ostream& err) {
     record.image = item.image;
     record.metadata = {{"method", method_name(o.method)}, {"seed", o.seed},    {"alpha", decoding.alpha},
                        {"beta", decoding.beta},           {"output_ids", ids}, {"prompt_ids", prompt}};
+    record.metadata["protocol"] = protocol;
     if (view.match) {
       record.metadata["itc"] = view.itc;
       record.metadata["kept_fraction"] = view.kept_fraction;
@@ -396,6 +428,7 @@ int run_questions(const Options& o, std::ostream& out, std::ostream& err) {
                          {"alpha", decoding.alpha},
                          {"beta", decoding.beta},
                          {"split", split_name(o.questions)},
+                         {"protocol", protocol},
                          {"questions", chunk.size()},
                          {"answers", o.answers},
                          {"threads", threads},

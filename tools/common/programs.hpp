@@ -20,6 +20,15 @@ int run_caption(const std::vector<std::string>& args, std::ostream& out, std::os
 /// results of many runs into markdown tables.
 int run_pope(const std::vector<std::string>& args, std::ostream& out, std::ostream& err);
 
+/// `agla_mme`: runs an LVLM with one decoding method over the MME benchmark's folders, writes the
+/// official tool's results files and scores them as its calculation.py does; `--evaluate` scores a
+/// results folder.
+int run_mme(const std::vector<std::string>& args, std::ostream& out, std::ostream& err);
+
+/// `agla_chair`: captions COCO images with one decoding method, writes the captions and scores them
+/// with CHAIR as the reference chair.py does; `--evaluate` scores a captions file.
+int run_chair(const std::vector<std::string>& args, std::ostream& out, std::ostream& err);
+
 /// `agla_ipm`: AGLA's image-prompt matching on one image and prompt (GradCAM, ITC, mask,
 /// augmented view), as text or one JSON object.
 int run_ipm(const std::vector<std::string>& args, std::ostream& out, std::ostream& err);

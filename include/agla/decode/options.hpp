@@ -74,7 +74,7 @@ struct DecodeOptions {
   /// How many generated tokens the augmented view shapes; afterwards no augmented forward is
   /// made and the original logits stand in for it. `kEveryToken` is the paper's method. 1
   /// reproduces the released code, whose augmented branch reused the original branch's KV cache
-  /// from the second token on (DESIGN section 2); 0 gives "sharpened" decoding.
+  /// from the second token on (docs/design.md §3); 0 gives "sharpened" decoding.
   std::int64_t local_view_tokens = kEveryToken;
   FiniteCheck finite_check = FiniteCheck::Auto;  ///< NaN / +inf detection policy.
 

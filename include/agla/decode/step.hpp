@@ -1,6 +1,6 @@
 #pragma once
 /// \file
-/// `agla::decode_step`: one token per stream from an LVLM forward functor (DESIGN section 4), and
+/// `agla::decode_step`: one token per stream from an LVLM forward functor (docs/design.md §4), and
 /// `agla::decode_logits`, the same step on logits the caller already has.
 
 #include <ATen/ATen.h>

@@ -1,7 +1,7 @@
 #pragma once
 /// \file
 /// The views a decoding step conditions on, and the tags by which the library asks an LVLM forward
-/// functor for them (the forward-functor contract, docs/design.md "Contracts").
+/// functor for them (the forward-functor contract, docs/design.md §4).
 ///
 /// A view is an index: 0 is the original input (image `v`, prompt `t`), 1..K are the extra views a
 /// method adds (AGLA's augmented image is view 1). An LVLM forward functor offers one or both of

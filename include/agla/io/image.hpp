@@ -32,7 +32,9 @@
 #include <stb_image_write.h>
 
 #include "agla/error.hpp"
+#include "agla/io/file.hpp"
 #include "agla/io/jpeg.hpp"
+#include "agla/io/limits.hpp"
 
 namespace agla::io {
 
@@ -246,11 +248,9 @@ inline at::Tensor decode_image(const uint8_t* data, size_t size, const std::stri
 }
 
 /// Reads and decodes an image file (JPEG, PNG, BMP) to RGB uint8 `[H, W, 3]` (CPU); see decode_image.
+/// The file must be a regular file of at most `kMaxImageFileBytes` (a device or directory is refused).
 inline at::Tensor read_image(const std::string& path, int64_t max_pixels = kMaxImagePixels) {
-  std::ifstream in(path, std::ios::binary);
-  check<FormatError>(in.good(), "agla::io::read_image: cannot open '", path, "'");
-  const std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  check<FormatError>(!in.bad(), "agla::io::read_image: error reading '", path, "'");
+  const std::string bytes = read_file(path, kMaxImageFileBytes, "agla::io::read_image: '" + path + "'");
   return decode_image(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), path, max_pixels);
 }
 

@@ -47,6 +47,13 @@ inline constexpr uint64_t kMaxNpyHeaderBytes = 65535;
 /// vocabularies' about 5 MB).
 inline constexpr uint64_t kMaxTokenizerModelBytes = uint64_t{64} << 20;
 
+/// Largest image file read: 256 MiB (a 2^28-pixel PNG compresses far below it only when it is
+/// nearly uniform; camera JPEGs are a few MB).
+inline constexpr uint64_t kMaxImageFileBytes = uint64_t{256} << 20;
+
+/// Largest WordPiece `vocab.txt` read: 64 MiB (BERT's is 0.2 MB).
+inline constexpr uint64_t kMaxVocabFileBytes = uint64_t{64} << 20;
+
 /// Most pieces a SentencePiece model may hold: 2^20 (LLaMA has 32,000).
 inline constexpr uint64_t kMaxTokenizerPieces = uint64_t{1} << 20;
 

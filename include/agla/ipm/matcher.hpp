@@ -2,7 +2,7 @@
 /// \file
 /// `ImagePromptMatcher<Itm>`: image + prompt(s) -> GradCAM relevance, ITC similarity, adaptive
 /// mask and AGLA's augmented (local) view, as AGLA's `eval/augmentation.py` computes them, over
-/// any model that meets the ITM contract (DESIGN section 4):
+/// any model that meets the ITM contract (docs/design.md §4):
 ///
 /// ```
 /// struct Itm {                       // all const

@@ -2,7 +2,7 @@
 /// \file
 /// The LVLM contract: the one interface every LVLM the library ships offers (`blip::BlipCaptioner`,
 /// `llava::LlavaLvlm`, `instructblip::InstructBlipLvlm`), so that programs drive any of them the
-/// same way (docs/design.md "Contracts"). It extends the forward-functor contract of
+/// same way (docs/design.md §4). It extends the forward-functor contract of
 /// `agla/decode/view.hpp` (the part `agla::decode_step` needs, which a user's own functor may offer
 /// alone) with what a whole generation needs:
 ///

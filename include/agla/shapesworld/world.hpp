@@ -2,7 +2,7 @@
 /// \file
 /// ShapesWorld: a seeded synthetic world of flat shapes in which small vision-language models
 /// learn a co-occurrence bias, so that decoding methods can be measured on object hallucination
-/// offline (DESIGN section 5). A scene is sampled as a `Layout` (classes, colours, positions,
+/// offline (docs/design.md §5). A scene is sampled as a `Layout` (classes, colours, positions,
 /// background, clutter, noise seed) and rendered to RGB uint8 `[H, W, 3]` with a per-pixel object
 /// label map. All geometry and colour arithmetic is integer, so the bytes are the same on every
 /// platform and compiler; no libtorch is needed.

@@ -23,6 +23,8 @@
 #include <vector>
 
 #include "agla/error.hpp"
+#include "agla/io/file.hpp"
+#include "agla/io/limits.hpp"
 #include "agla/text/detail/bert_base_uncased_vocab.hpp"
 #include "agla/text/detail/unicode.hpp"
 
@@ -113,9 +115,8 @@ class WordPieceTokenizer {
   /// Loads a `vocab.txt` (one token per line, line n = id n; LF or CRLF). `[DEC]` and `[ENC]` are
   /// appended after the last line when the file lacks them, as LAVIS's `add_special_tokens` does.
   static WordPieceTokenizer from_vocab_file(const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
-    check<FormatError>(in.good(), "agla::text::WordPieceTokenizer::from_vocab_file: cannot open '", path, "'");
-    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const std::string text = io::read_file(path, io::kMaxVocabFileBytes,
+                                           "agla::text::WordPieceTokenizer::from_vocab_file: '" + path + "'");
     return from_vocab_text(text, path);
   }
 

@@ -1,7 +1,7 @@
 #pragma once
 /// \file
 /// BLIP image-text matching (`BlipForImageTextRetrieval` weights, e.g. `Salesforce/blip-itm-large-coco`)
-/// with the ITM model contract of DESIGN section 4 that `agla::ipm::ImagePromptMatcher` uses: the image
+/// with the ITM model contract of docs/design.md §4 that `agla::ipm::ImagePromptMatcher` uses: the image
 /// encoded once, the match logits with one layer's cross-attention probabilities as an autograd leaf,
 /// and the ITC similarity. Input conventions follow LAVIS `BlipITM.forward` (ITM: first token `[ENC]`;
 /// ITC: `[CLS]`, text-only encoder).

@@ -38,7 +38,7 @@ class BertSelfAttentionImpl : public torch::nn::Module {
     if (additive_mask.defined()) scores = scores + additive_mask;
     at::Tensor probs = at::softmax(scores, -1);
     if (leaf) {
-      // GradCAM (DESIGN section 4): differentiate the match logit w.r.t. these probabilities only.
+      // GradCAM (docs/design.md §4): differentiate the match logit w.r.t. these probabilities only.
       probs = probs.detach().requires_grad_(true);
       *leaf = probs;
     }
