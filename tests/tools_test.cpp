@@ -854,6 +854,37 @@ TEST(ToolsPopeTest, PaiBoostsAttentionOnLlava) {
   EXPECT_TRUE(logit_only["parameters"]["pai_attention"].is_null());
 }
 
+TEST(ToolsPopeTest, DrivesInstructBlipByPromptIdsInTheQuestionFile) {
+  const std::string dir = temp_dir("pope_instructblip");
+  const std::string questions = dir + "/questions.jsonl";
+  std::ofstream(questions)
+      << R"({"question_id": 1, "image": "sw_000000.png", "text": "Is there a star?", "label": "yes", "prompt_ids": [1, 23, 57, 9], "qformer_prompt_ids": [101, 37, 58, 102]})"
+      << "\n"
+      << R"({"question_id": 2, "image": "sw_000000.png", "text": "Is there a ring?", "label": "no", "prompt_ids": [1, 23, 40, 9]})"
+      << "\n";
+  const auto run_ib = [&](const std::string& method, const std::vector<std::string>& extra) {
+    std::vector<std::string> args = {"--questions", questions, "--image-folder", eval_set_dir() + "/images",
+                                     "--method", method, "--lvlm", kInstructBlip, "--answers", dir + "/a.jsonl",
+                                     "--max-new-tokens", "3", "--json", "--quiet"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    return pope(args);
+  };
+  // Line 2 has no Q-Former ids of its own: --qformer-prompt-ids gives them.
+  const Output missing = run_ib("m3id", {});
+  EXPECT_EQ(missing.status, 1);
+  EXPECT_NE(missing.err.find("--qformer-prompt-ids"), std::string::npos) << missing.err;
+  const Output o = run_ib("m3id", {"--qformer-prompt-ids", "101,12,102"});
+  ASSERT_EQ(o.status, 0) << o.err;
+  const auto lines = read_lines(dir + "/a.jsonl");
+  EXPECT_EQ(lines[0]["metadata"]["qformer_prompt_ids"], (std::vector<int64_t>{101, 37, 58, 102}));
+  EXPECT_EQ(lines[1]["metadata"]["qformer_prompt_ids"], (std::vector<int64_t>{101, 12, 102}));
+  EXPECT_EQ(lines[1]["metadata"]["views"][0]["kind"], "no-image");
+  // ICD disturbs the instruction's text, which a prompt of ids does not have.
+  const Output icd = run_ib("icd", {"--qformer-prompt-ids", "101,12,102"});
+  EXPECT_EQ(icd.status, 1);
+  EXPECT_NE(icd.err.find("icd needs the instruction as text"), std::string::npos) << icd.err;
+}
+
 TEST(ToolsCaptionTest, MethodChoosesTheSecondCaption) {
   const std::string out_dir = temp_dir("caption_method");
   const DataDirScope scope(kToolsData);
