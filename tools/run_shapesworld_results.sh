@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Produces the ShapesWorld results tables (docs/shapesworld.md): writes the evaluation set, runs
 # every decoding method x seed x model (biased, control) over the random / popular / adversarial /
-# contrast / caption splits with agla_pope, and prints markdown tables of mean ± sd over the seeds.
+# contrast / caption splits with agla_pope, prints markdown tables of mean ± sd over the seeds, and
+# compares every method with sharpened decoding on the same questions, with standard errors over the
+# questions (tools/shapesworld_differences.py; adversarial and contrast splits).
 #
 #   tools/run_shapesworld_results.sh [BUILD_DIR]
 #
@@ -11,7 +13,8 @@
 #   CAPTIONS   images in the caption split (default QUESTIONS / 2)
 #   SEEDS      decoding seeds (default "1 2 3"); greedy decoding and PAI (greedy, no random view) are
 #              deterministic and run once
-#   OUT        output folder (default shapesworld_results): eval/, answers/, results.jsonl, results.md
+#   OUT        output folder (default shapesworld_results): eval/, answers/, results.jsonl, results.md,
+#              differences.md
 #   MODELS     folder with shapesworld-itm, shapesworld-lvlm, shapesworld-lvlm-control
 #              (default tools/data/models)
 #   JOBS       runs in parallel (default 1; one thread each)
@@ -90,3 +93,4 @@ xargs -P "$jobs" -L 1 bash -c 'run_one "$@"' _ < "$plan"
 echo "all runs done in $(( $(date +%s) - start )) s" >&2
 
 "$pope" --summarize "$out/results.jsonl" | tee "$out/results.md"
+python3 "$here/shapesworld_differences.py" "$out" | tee "$out/differences.md"
