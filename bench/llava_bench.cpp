@@ -1,9 +1,12 @@
 // Decoding speed of LLaVA-1.5 under AGLA: regular decoding, AGLA with one forward per view, and
 // AGLA with both views in one batched forward, on a LLaVA-shaped model with random weights
-// (sizes below; override with --llava-small for a quick check). Prints tokens per second and the
-// ratios to regular decoding measured in the same process.
+// (sizes below; override with --llava-small for a quick check); and the same for every decoding
+// method of docs/decoding.md (BM_LlavaMethod_*: one or two extra views of the method's kinds,
+// PAI with its attention boost). Prints tokens per second and the ratios to regular decoding
+// measured in the same process.
 //
 //   llava_bench [--threads N] [--llava-small] [google-benchmark flags]
+//   llava_bench --benchmark_filter=Method      # the method table only
 //
 // On a machine shared with other jobs, run with OMP_WAIT_POLICY=PASSIVE: libgomp's spinning
 // workers otherwise compete with OpenBLAS's own threads (Debian's openblas-pthread), which made
@@ -15,6 +18,7 @@
 #include <cstdio>
 #include <cstring>
 #include <memory>
+#include <vector>
 
 #include "agla/models/llava.hpp"
 #include "support/harness.hpp"
@@ -51,6 +55,7 @@ nlohmann::json bench_config() {
 struct BenchModel {
   llava::LlavaModel model{nullptr};
   at::Tensor prompt;     // [1, 60]: a POPE-length prompt with the image token at index 35
+  at::Tensor disturbed;  // [1, 72]: ICD's text view, 12 more tokens where the system prompt is
   at::Tensor original;   // [1, 3, 224, 224]
   at::Tensor augmented;  // [1, 3, 224, 224]: the original with its right half blacked out
 };
@@ -65,6 +70,9 @@ BenchModel& bench_model() {
     b.prompt = at::randint(3, 31000, {1, 60}, gen, at::kLong);
     b.prompt[0][0] = 1;
     b.prompt[0][35] = b.model->config().image_token_index;
+    b.disturbed = at::cat({b.prompt.narrow(1, 0, 1), at::randint(3, 31000, {1, 12}, gen, at::kLong),
+                           b.prompt.narrow(1, 1, b.prompt.size(1) - 1)},
+                          1);
     b.original = at::randn({1, 3, 224, 224}, gen);
     b.augmented = b.original.clone();
     b.augmented.narrow(3, 112, 112).fill_(0.0);
@@ -87,7 +95,21 @@ const agla::bench::LvlmCase<llava::LlavaLvlm>& bench_case() {
         const auto& m = bench_model();
         return agla::LvlmInputs::images(m.prompt.repeat({streams, 1}), m.original.repeat({streams, 1, 1, 1}),
                                         {m.augmented.repeat({streams, 1, 1, 1})}, max_new_tokens);
-      }};
+      },
+      [](int64_t streams, int64_t max_new_tokens, const std::vector<agla::ViewKind>& kinds) {
+        const auto& m = bench_model();
+        agla::LvlmInputs inputs =
+            agla::LvlmInputs::images(m.prompt.repeat({streams, 1}), m.original.repeat({streams, 1, 1, 1}), {},
+                                     max_new_tokens);
+        for (agla::ViewKind kind : kinds) {
+          agla::ExtraView view{kind, {}, {}};
+          if (kind == agla::ViewKind::Image) view.pixels = m.augmented.repeat({streams, 1, 1, 1});
+          if (kind == agla::ViewKind::Text) view.prompt.ids = m.disturbed.repeat({streams, 1});
+          inputs.views.push_back(view);
+        }
+        return inputs;
+      },
+      [](llava::LlavaLvlm& lvlm) { lvlm.set_pai_attention(llava::PaiAttention{}); }};
   return c;
 }
 
@@ -95,6 +117,7 @@ const agla::bench::LvlmCase<llava::LlavaLvlm>& bench_case() {
 
 int main(int argc, char** argv) {
   agla::bench::register_lvlm_benchmarks("BM_Llava", &bench_case());
+  agla::bench::register_lvlm_method_benchmarks("BM_Llava", &bench_case());
   agla::bench::LvlmRatioReporter reporter("BM_Llava");
   return agla::bench::run_benchmarks(argc, argv, 0, &reporter, [](const char* arg) {
     if (std::strcmp(arg, "--llava-small") != 0) return false;

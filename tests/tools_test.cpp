@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstdio>
@@ -22,6 +23,7 @@
 #include "agla/shapesworld/eval_set.hpp"
 #include "agla/shapesworld/random.hpp"
 #include "agla/shapesworld/tensor.hpp"
+#include "agla/views/instruction.hpp"
 #include "common/cli.hpp"
 #include "common/data.hpp"
 #include "common/methods.hpp"
@@ -39,8 +41,10 @@ const std::string kData = AGLA_TEST_DATA_DIR;
 const std::string kItm = kData + "/blip/itm";
 const std::string kCaption = kData + "/blip/caption";
 const std::string kLlava = kData + "/llava/tiny_t";
+const std::string kInstructBlip = kData + "/instructblip/tiny_t";
 const std::string kToolsData = std::string(AGLA_SOURCE_DIR) + "/tools/data";
 const std::string kShippedItm = kToolsData + "/models/shapesworld-itm";
+const std::string kShippedLvlm = kToolsData + "/models/shapesworld-lvlm";
 
 struct Output {
   int status = 0;
@@ -293,6 +297,92 @@ TEST(ToolsMethodTest, DefinitionsFollowTheDesign) {
   EXPECT_TRUE(at::equal(log_probs(tl::Method::Sharpened).isinf(), ~kept));
 }
 
+TEST(ToolsMethodTest, EveryMethodIsItsReferencePresetWithItsViews) {
+  const tl::SamplingSettings s;
+  const auto o = [&](tl::Method m) { return tl::method_options(m, s); };
+  using V = tl::LocalView;
+  // Two-view methods are the presets of agla/decode/options.hpp (docs/decoding.md).
+  const auto same = [](const agla::DecodeOptions& a, const agla::DecodeOptions& b) {
+    return a.method == b.method && a.alpha == b.alpha && a.beta == b.beta && a.space == b.space &&
+           a.greedy == b.greedy && a.further_views.size() == b.further_views.size() &&
+           a.m3id_first_t == b.m3id_first_t && a.m3id_lambda == b.m3id_lambda;
+  };
+  EXPECT_TRUE(same(o(tl::Method::Vcd), agla::DecodeOptions::vcd()));
+  EXPECT_TRUE(same(o(tl::Method::Agla), agla::DecodeOptions::agla()));
+  EXPECT_TRUE(same(o(tl::Method::Ritual), agla::DecodeOptions::ritual()));
+  EXPECT_TRUE(same(o(tl::Method::Icd), agla::DecodeOptions::icd()));
+  EXPECT_TRUE(same(o(tl::Method::Pai), agla::DecodeOptions::pai()));
+  EXPECT_TRUE(same(o(tl::Method::Vacode), agla::DecodeOptions::vacode()));
+  EXPECT_EQ(o(tl::Method::Ritual).alpha, 3.0);
+  EXPECT_EQ(o(tl::Method::Ritual).method, agla::FusionMethod::Assembly);
+  EXPECT_EQ(o(tl::Method::Pai).space, agla::FusionSpace::LogProbs);
+  EXPECT_TRUE(o(tl::Method::Pai).greedy);
+  // M3ID: the paper's log-probabilities and the RITUAL harness's raw logits, both from t = 1.
+  EXPECT_EQ(o(tl::Method::M3id).method, agla::FusionMethod::M3id);
+  EXPECT_EQ(o(tl::Method::M3id).space, agla::FusionSpace::LogProbs);
+  EXPECT_EQ(o(tl::Method::M3idLogits).space, agla::FusionSpace::Logits);
+  EXPECT_EQ(o(tl::Method::M3idLogits).m3id_first_t, 1);
+  tl::MethodSettings m3id;
+  m3id.m3id_first_t = 0;
+  m3id.m3id_lambda = 0.05;
+  EXPECT_EQ(tl::method_options(tl::Method::M3idLogits, s, m3id).m3id_first_t, 0);
+  EXPECT_EQ(tl::method_options(tl::Method::M3idLogits, s, m3id).m3id_lambda, 0.05);
+  // AGLA + VCD: AGLA's assembly, then VCD's contrast as a third view.
+  const agla::DecodeOptions both = o(tl::Method::AglaVcd);
+  EXPECT_EQ(both.extra_views(), 2);
+  EXPECT_EQ(both.further_views[0].method, agla::FusionMethod::Contrast);
+  EXPECT_EQ(both.further_views[0].alpha, 1.0);
+  EXPECT_EQ(both.beta, 0.5);
+  EXPECT_EQ(tl::method_views(tl::Method::AglaVcd), (std::vector<V>{V::IpmMask, V::Noise}));
+  EXPECT_EQ(tl::method_views(tl::Method::Ritual), (std::vector<V>{V::Transform}));
+  EXPECT_EQ(tl::method_views(tl::Method::Icd), (std::vector<V>{V::Disturbed}));
+  for (tl::Method m : {tl::Method::M3id, tl::Method::M3idLogits, tl::Method::Pai})
+    EXPECT_EQ(tl::method_views(m), (std::vector<V>{V::NoImage})) << tl::method_name(m);
+  EXPECT_EQ(tl::method_views(tl::Method::Vacode), (std::vector<V>{V::Selected}));
+  EXPECT_TRUE(tl::method_needs_itm(tl::Method::AglaVcd));
+  EXPECT_FALSE(tl::method_needs_itm(tl::Method::Ritual));
+  // Every method that runs views gets one per fused term.
+  for (tl::Method m : tl::all_methods()) {
+    const agla::DecodeOptions d = o(m);
+    if (d.local_view_tokens > 0)
+      EXPECT_EQ(static_cast<std::size_t>(d.extra_views()), tl::method_views(m).size()) << tl::method_name(m);
+  }
+  // The sampling settings reach every method; PAI stays greedy (its reference commands).
+  tl::SamplingSettings hot;
+  hot.temperature = 0.5;
+  hot.top_k = 7;
+  EXPECT_EQ(tl::method_options(tl::Method::Ritual, hot).temperature, 0.5);
+  EXPECT_EQ(tl::method_options(tl::Method::Icd, hot).top_k, 7);
+  EXPECT_TRUE(tl::method_options(tl::Method::Pai, hot).greedy);
+}
+
+TEST(ToolsMethodTest, OptionsAMethodWouldIgnoreAreRefused) {
+  tl::MethodSettings m;
+  m.disturbance = "You are blind.";
+  EXPECT_NO_THROW(tl::check_method_settings("p", tl::Method::Icd, m));
+  EXPECT_THROW(tl::check_method_settings("p", tl::Method::Vcd, m), agla::InvalidArgument);
+  tl::SamplingSettings s;
+  s.alpha = 1.0;
+  EXPECT_THROW(tl::check_sampling_settings("p", tl::Method::Regular, s), agla::InvalidArgument);
+  EXPECT_THROW(tl::check_sampling_settings("p", tl::Method::M3id, s), agla::InvalidArgument);
+  EXPECT_NO_THROW(tl::check_sampling_settings("p", tl::Method::Ritual, s));
+  const std::string q = "q.jsonl";
+  expect_errors(tl::run_pope,
+                {
+                    {{"--questions", q, "--method", "vcd", "--disturbance", "x"}, "--disturbance applies to icd only"},
+                    {{"--questions", q, "--method", "agla", "--pai-alpha", "0.5"}, "--pai-alpha applies to pai only"},
+                    {{"--questions", q, "--method", "pai", "--pai-layers", "5,2"}, "--pai-layers takes START,END"},
+                    {{"--questions", q, "--method", "vcd", "--m3id-lambda", "0.1"}, "--m3id-lambda applies to"},
+                    {{"--questions", q, "--method", "m3id", "--m3id-first-t", "2"}, "--m3id-first-t must be in [0, 1]"},
+                    {{"--questions", q, "--method", "agla", "--noise-step", "10"}, "--noise-step applies to vcd"},
+                    {{"--questions", q, "--method", "regular", "--alpha", "2"}, "--alpha weights an extra view"},
+                    {{"--questions", q, "--method", "greedy", "--beta", "0.5"}, "--beta sets the plausibility cutoff"},
+                    {{"--questions", q, "--method", "ritual+vcd"}, "--method must be one of"},
+                });
+  expect_errors(tl::run_caption, {{{"--method", "icd", "--pai-alpha", "1"}, "--pai-alpha applies to pai only"},
+                                  {{"--qformer-prompt-ids", "101,102"}, "--qformer-prompt-ids goes with --prompt-ids"}});
+}
+
 TEST(ToolsMethodTest, RandomMaskKeepsTheRequestedFraction) {
   for (double keep : {0.3, 0.75, 0.9}) {
     const at::Tensor mask = tl::random_mask(8, 64, 64, keep, tl::seeded_generator(7));
@@ -320,6 +410,9 @@ TEST(ToolsModelTest, DetectsFamiliesFromConfigByTable) {
   EXPECT_STREQ(tl::detect_model_family(dir).name, "blip-itm");
   std::ofstream(dir + "/config.json") << R"({"model_type": "llava"})";
   EXPECT_STREQ(tl::detect_model_family(dir).name, "llava");
+  EXPECT_STREQ(tl::detect_model_family(kInstructBlip).name, "instructblip");
+  std::ofstream(dir + "/config.json") << R"({"model_type": "instructblip"})";
+  EXPECT_STREQ(tl::detect_model_family(dir).name, "instructblip");
   // Every LVLM row loads into its own AnyLvlm alternative.
   std::vector<std::size_t> alternatives;
   for (const tl::ModelFamily& family : tl::model_families())
@@ -330,6 +423,9 @@ TEST(ToolsModelTest, DetectsFamiliesFromConfigByTable) {
   const tl::AnyLvlm llava = tl::load_lvlm(kLlava, {});
   EXPECT_STREQ(tl::lvlm_family_name(llava), "llava");
   EXPECT_FALSE(tl::lvlm_has_tokenizer(llava));
+  const tl::AnyLvlm instructblip = tl::load_lvlm(kInstructBlip, {});
+  EXPECT_STREQ(tl::lvlm_family_name(instructblip), "instructblip");
+  EXPECT_FALSE(tl::lvlm_has_tokenizer(instructblip));
   EXPECT_THROW(tl::load_lvlm(kItm, {}), agla::FormatError);
   EXPECT_THROW(tl::load_itm(kCaption), agla::FormatError);
 }
@@ -638,6 +734,210 @@ TEST(ToolsPopeTest, UnknownIpmWordsAreRecordedAndAllUnknownRefused) {
   EXPECT_EQ(refused.status, 1);
   EXPECT_NE(refused.err.find("question 1"), std::string::npos) << refused.err;
   EXPECT_NE(refused.err.find("outside the ITM model's vocabulary"), std::string::npos) << refused.err;
+}
+
+// Every method through agla_pope on the shipped ShapesWorld models: each answer records the
+// method's parameters and the views it ran, and the views are the ones the method is defined by.
+TEST(ToolsPopeTest, EveryMethodOnTheShippedModelsRecordsItsViews) {
+  const std::string dir = temp_dir("pope_methods");
+  const std::string questions = eval_set_dir() + "/shapesworld_pope_adversarial.jsonl";
+  const auto run_method = [&](const std::string& method, const std::vector<std::string>& extra, std::uint64_t seed) {
+    const std::string answers = dir + "/" + method + std::to_string(seed) + ".jsonl";
+    std::vector<std::string> args = {"--questions", questions, "--method", method, "--itm", kShippedItm, "--lvlm",
+                                     kShippedLvlm, "--answers", answers, "--json", "--quiet", "--threads", "1",
+                                     "--seed", std::to_string(seed)};
+    args.insert(args.end(), extra.begin(), extra.end());
+    const Output o = pope(args);
+    EXPECT_EQ(o.status, 0) << method << ": " << o.err;
+    const nlohmann::json summary = nlohmann::json::parse(o.out);
+    EXPECT_EQ(summary["parameters"]["method"], method);
+    return read_lines(answers);
+  };
+  const std::vector<std::string> pool = {"horizontal flip", "vertical flip", "rotation", "color jitter",
+                                         "gaussian blur",   "crop"};
+  for (const tl::Method m : tl::all_methods()) {
+    const std::string name = tl::method_name(m);
+    const auto lines = run_method(name, {}, 1);
+    ASSERT_EQ(lines.size(), 4u) << name;
+    for (const auto& line : lines) {
+      const nlohmann::json& meta = line["metadata"];
+      const nlohmann::json& views = meta["views"];
+      const std::vector<tl::LocalView> expected = tl::method_views(m);
+      ASSERT_EQ(views.size(), expected.size()) << name;
+      for (std::size_t k = 0; k < expected.size(); ++k)
+        EXPECT_EQ(views[k]["source"], tl::local_view_name(expected[k])) << name;
+      EXPECT_EQ(meta["parameters"]["beta"], tl::method_options(m, {}).beta) << name;
+      EXPECT_EQ(meta["parameters"]["view_terms"].size(),
+                static_cast<std::size_t>(tl::method_options(m, {}).extra_views()))
+          << name;
+      EXPECT_TRUE(line["text"] == "yes" || line["text"] == "no") << name << ": " << line["text"];
+    }
+    const nlohmann::json& view = lines[0]["metadata"]["views"];
+    switch (m) {
+      case tl::Method::Ritual:
+        EXPECT_EQ(view[0]["kind"], "image");
+        EXPECT_NE(std::find(pool.begin(), pool.end(), view[0]["transform"].get<std::string>()), pool.end());
+        break;
+      case tl::Method::Icd:
+        EXPECT_EQ(view[0]["kind"], "text");
+        EXPECT_EQ(view[0]["disturbance"], std::string(agla::views::default_icd_disturbance()));
+        // The disturbed prompt is the instruction behind the disturbance (unknown words: [UNK]).
+        EXPECT_GT(view[0]["prompt_ids"].size(), lines[0]["metadata"]["prompt_ids"].size());
+        break;
+      case tl::Method::M3id:
+      case tl::Method::M3idLogits:
+        EXPECT_EQ(view[0]["kind"], "no-image");
+        EXPECT_EQ(lines[0]["metadata"]["parameters"]["space"], m == tl::Method::M3id ? "log-probs" : "logits");
+        EXPECT_EQ(lines[0]["metadata"]["parameters"]["m3id_first_t"], 1);
+        break;
+      case tl::Method::Pai:
+        // BLIP has no LLaMA attention: the logit part alone, and the record says so.
+        EXPECT_TRUE(lines[0]["metadata"]["parameters"]["pai_attention"].is_null());
+        EXPECT_TRUE(lines[0]["metadata"]["parameters"].contains("pai_attention_note"));
+        EXPECT_EQ(lines[0]["metadata"]["parameters"]["greedy"], true);
+        break;
+      case tl::Method::Vacode: {
+        // The chosen view is the pool's farthest from the original.
+        const nlohmann::json& distances = view[0]["distances"];
+        ASSERT_EQ(distances.size(), 7u);
+        double best = -1;
+        std::string chosen;
+        for (const std::string& candidate : {"horizontal flip", "vertical flip", "rotation", "color jitter",
+                                             "gaussian blur", "crop", "noise"})
+          if (distances[candidate].get<double>() > best) best = distances[candidate].get<double>(), chosen = candidate;
+        EXPECT_EQ(view[0]["selected"], chosen);
+        break;
+      }
+      case tl::Method::AglaVcd:
+        EXPECT_EQ(view[0]["source"], "ipm-mask");
+        EXPECT_EQ(view[1]["source"], "noise");
+        EXPECT_EQ(view[1]["noise_step"], 500);
+        break;
+      default:
+        break;
+    }
+  }
+  // The same seed draws the same transforms; another seed draws its own per question.
+  const auto a = run_method("ritual", {}, 5), b = run_method("ritual", {}, 5);
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    EXPECT_EQ(a[i]["metadata"]["views"], b[i]["metadata"]["views"]);
+    EXPECT_EQ(a[i]["text"], b[i]["text"]);
+  }
+  // Method options reach the views and the record.
+  const auto icd = run_method("icd", {"--disturbance", "Is there a"}, 1);
+  EXPECT_EQ(icd[0]["metadata"]["views"][0]["disturbance"], "Is there a");
+  const auto m3id = run_method("m3id-logits", {"--m3id-first-t", "0", "--m3id-lambda", "0.1"}, 1);
+  EXPECT_EQ(m3id[0]["metadata"]["parameters"]["m3id_first_t"], 0);
+  EXPECT_EQ(m3id[0]["metadata"]["parameters"]["m3id_lambda"], 0.1);
+}
+
+TEST(ToolsPopeTest, PaiBoostsAttentionOnLlava) {
+  const std::string dir = temp_dir("pope_pai");
+  const std::string questions = dir + "/questions.jsonl";
+  std::ofstream(questions)
+      << R"({"question_id": 1, "image": "sw_000000.png", "text": "Is there a star?", "label": "yes", "prompt_ids": [1, 7, 95, 9]})"
+      << "\n";
+  const auto run_pai = [&](const std::vector<std::string>& extra) {
+    std::vector<std::string> args = {"--questions", questions, "--image-folder", eval_set_dir() + "/images",
+                                     "--method", "pai", "--lvlm", kLlava, "--answers", dir + "/a.jsonl",
+                                     "--max-new-tokens", "4", "--json", "--quiet"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    const Output o = pope(args);
+    EXPECT_EQ(o.status, 0) << o.err;
+    return read_lines(dir + "/a.jsonl")[0]["metadata"];
+  };
+  const nlohmann::json boosted = run_pai({"--pai-alpha", "50", "--pai-layers", "0,2"});
+  EXPECT_EQ(boosted["parameters"]["pai_attention"]["alpha"], 50.0);
+  EXPECT_EQ(boosted["parameters"]["pai_attention"]["start_layer"], 0);
+  EXPECT_EQ(boosted["views"][0]["kind"], "no-image");
+  const nlohmann::json logit_only = run_pai({"--pai-alpha", "0"});
+  EXPECT_TRUE(logit_only["parameters"]["pai_attention"].is_null());
+}
+
+TEST(ToolsPopeTest, DrivesInstructBlipByPromptIdsInTheQuestionFile) {
+  const std::string dir = temp_dir("pope_instructblip");
+  const std::string questions = dir + "/questions.jsonl";
+  std::ofstream(questions)
+      << R"({"question_id": 1, "image": "sw_000000.png", "text": "Is there a star?", "label": "yes", "prompt_ids": [1, 23, 57, 9], "qformer_prompt_ids": [101, 37, 58, 102]})"
+      << "\n"
+      << R"({"question_id": 2, "image": "sw_000000.png", "text": "Is there a ring?", "label": "no", "prompt_ids": [1, 23, 40, 9]})"
+      << "\n";
+  const auto run_ib = [&](const std::string& method, const std::vector<std::string>& extra) {
+    std::vector<std::string> args = {"--questions", questions, "--image-folder", eval_set_dir() + "/images",
+                                     "--method", method, "--lvlm", kInstructBlip, "--answers", dir + "/a.jsonl",
+                                     "--max-new-tokens", "3", "--json", "--quiet"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    return pope(args);
+  };
+  // Line 2 has no Q-Former ids of its own: --qformer-prompt-ids gives them.
+  const Output missing = run_ib("m3id", {});
+  EXPECT_EQ(missing.status, 1);
+  EXPECT_NE(missing.err.find("--qformer-prompt-ids"), std::string::npos) << missing.err;
+  const Output o = run_ib("m3id", {"--qformer-prompt-ids", "101,12,102"});
+  ASSERT_EQ(o.status, 0) << o.err;
+  const auto lines = read_lines(dir + "/a.jsonl");
+  EXPECT_EQ(lines[0]["metadata"]["qformer_prompt_ids"], (std::vector<int64_t>{101, 37, 58, 102}));
+  EXPECT_EQ(lines[1]["metadata"]["qformer_prompt_ids"], (std::vector<int64_t>{101, 12, 102}));
+  EXPECT_EQ(lines[1]["metadata"]["views"][0]["kind"], "no-image");
+  // ICD disturbs the instruction's text, which a prompt of ids does not have.
+  const Output icd = run_ib("icd", {"--qformer-prompt-ids", "101,12,102"});
+  EXPECT_EQ(icd.status, 1);
+  EXPECT_NE(icd.err.find("icd needs the instruction as text"), std::string::npos) << icd.err;
+}
+
+TEST(ToolsCaptionTest, MethodChoosesTheSecondCaption) {
+  const std::string out_dir = temp_dir("caption_method");
+  const DataDirScope scope(kToolsData);
+  for (const std::string method : {"vcd", "ritual", "icd", "m3id", "vacode"}) {
+    const Output o = caption({"--json", "--threads", "1", "--out", out_dir, "--timing-runs", "1", "--method", method,
+                              "--max-new-tokens", "8"});
+    ASSERT_EQ(o.status, 0) << method << ": " << o.err;
+    const nlohmann::json j = nlohmann::json::parse(o.out);
+    EXPECT_EQ(j["method"], method);
+    EXPECT_EQ(j["parameters"]["method"], method);
+    EXPECT_EQ(j["views"].size(), 1u) << method;
+    EXPECT_TRUE(j[method]["ids"].is_array()) << method;
+    EXPECT_FALSE(j.contains("agla")) << method;
+  }
+}
+
+TEST(ToolsCaptionTest, DrivesInstructBlipByTokenIds) {
+  const std::string out_dir = temp_dir("caption_instructblip");
+  // The fixture's reference prompt: language model ids (BOS first) and the Q-Former's [CLS] ... [SEP].
+  const std::vector<std::string> ids = {"--prompt-ids", "1,23,57,9,71,40,15", "--qformer-prompt-ids",
+                                        "101,37,58,12,91,44,102"};
+  std::vector<std::string> args = {"--itm",   kItm,    "--lvlm",         kInstructBlip, "--image",
+                                   kInstructBlip + "/image.png", "--json", "--greedy", "--max-new-tokens",
+                                   "7",       "--threads", "1",          "--out",       out_dir,
+                                   "--timing-runs", "1"};
+  args.insert(args.end(), ids.begin(), ids.end());
+  const Output o = caption(args);
+  ASSERT_EQ(o.status, 0) << o.err;
+  const nlohmann::json j = nlohmann::json::parse(o.out);
+  EXPECT_EQ(j["lvlm"]["kind"], "instructblip");
+  EXPECT_EQ(j["qformer_prompt_ids"], (std::vector<int64_t>{101, 37, 58, 12, 91, 44, 102}));
+  // Regular greedy decoding gives the reference's greedy tokens (transformers v4.37.2).
+  const nlohmann::json reference = nlohmann::json::parse(std::ifstream(kInstructBlip + "/reference.json"));
+  const std::vector<int64_t> greedy = reference["greedy_tokens"];
+  const std::vector<int64_t> got = j["regular"]["ids"];
+  ASSERT_FALSE(got.empty());
+  EXPECT_EQ(got, std::vector<int64_t>(greedy.begin(), greedy.begin() + static_cast<std::ptrdiff_t>(got.size())));
+  // PAI's attention part is taken by InstructBLIP.
+  std::vector<std::string> pai = args;
+  pai.insert(pai.end(), {"--method", "pai"});
+  const Output p = caption(pai);
+  ASSERT_EQ(p.status, 0) << p.err;
+  EXPECT_EQ(nlohmann::json::parse(p.out)["parameters"]["pai_attention"]["alpha"], 0.2);
+  // Without the Q-Former's ids the prompt is incomplete, and the message says what is missing.
+  std::vector<std::string> missing(args.begin(), args.end() - 2);
+  const Output m = caption(missing);
+  EXPECT_EQ(m.status, 1);
+  EXPECT_NE(m.err.find("--qformer-prompt-ids"), std::string::npos) << m.err;
+  // Q-Former ids for a model without a Q-Former are refused.
+  const Output blip = caption({"--itm", kItm, "--lvlm", kCaption, "--image", kInstructBlip + "/image.png", "--out",
+                               out_dir, "--prompt-ids", "126,5", "--qformer-prompt-ids", "101,102"});
+  EXPECT_EQ(blip.status, 1);
+  EXPECT_NE(blip.err.find("no Q-Former"), std::string::npos) << blip.err;
 }
 
 TEST(ToolsPopeTest, DrivesLlavaByPromptIdsInTheQuestionFile) {

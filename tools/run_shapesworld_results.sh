@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Produces the ShapesWorld results table of the README: writes the evaluation set, runs every
-# decoding method x seed x model (biased, control) over the random / popular / adversarial /
-# contrast / caption splits with agla_pope, and prints markdown tables of mean ± sd over the seeds.
+# Produces the ShapesWorld results tables (docs/shapesworld.md): writes the evaluation set, runs
+# every decoding method x seed x model (biased, control) over the random / popular / adversarial /
+# contrast / caption splits with agla_pope, prints markdown tables of mean ± sd over the seeds, and
+# compares every method with sharpened decoding on the same questions, with standard errors over the
+# questions (tools/shapesworld_differences.py; adversarial and contrast splits).
 #
 #   tools/run_shapesworld_results.sh [BUILD_DIR]
 #
@@ -9,13 +11,15 @@
 # (environment variables):
 #   QUESTIONS  questions per POPE split and in the contrast split (default 1000; even)
 #   CAPTIONS   images in the caption split (default QUESTIONS / 2)
-#   SEEDS      decoding seeds (default "1 2 3"); greedy decoding is deterministic and runs once
-#   OUT        output folder (default shapesworld_results): eval/, answers/, results.jsonl, results.md
+#   SEEDS      decoding seeds (default "1 2 3"); greedy decoding and PAI (greedy, no random view) are
+#              deterministic and run once
+#   OUT        output folder (default shapesworld_results): eval/, answers/, results.jsonl, results.md,
+#              differences.md
 #   MODELS     folder with shapesworld-itm, shapesworld-lvlm, shapesworld-lvlm-control
 #              (default tools/data/models)
 #   JOBS       runs in parallel (default 1; one thread each)
 #   SPLITS     splits to run (default "random popular adversarial contrast captions")
-#   METHODS    methods to run (default: all nine rows; vcd-2 is VCD with alpha 2 / beta 0.5)
+#   METHODS    methods to run (default: all sixteen rows; vcd-2 is VCD with alpha 2 / beta 0.5)
 #   VARIANTS   models to run (default "biased control"); results of separate runs can be merged with
 #              cat A/results.jsonl B/results.jsonl > all.jsonl && agla_pope --summarize all.jsonl
 set -euo pipefail
@@ -32,7 +36,7 @@ models="${MODELS:-$here/data/models}"
 jobs="${JOBS:-1}"
 splits="${SPLITS:-random popular adversarial contrast captions}"
 variants="${VARIANTS:-biased control}"
-methods="${METHODS:-regular greedy sharpened cutoff-only vcd vcd-2 agla agla-random-mask agla-released}"
+methods="${METHODS:-regular greedy sharpened cutoff-only vcd vcd-2 agla agla-random-mask agla-released ritual icd m3id m3id-logits pai vacode agla+vcd}"
 
 for program in "$pope" "$world"; do
   [[ -x "$program" ]] || { echo "error: $program not found; build it first (cmake --build $build --target $(basename "$program"))" >&2; exit 1; }
@@ -65,7 +69,7 @@ for variant in $variants; do
       for split in $splits; do
         echo "$dir shapesworld-lvlm-$variant $method $seed $split" >> "$plan"
       done
-      [[ $method == greedy ]] && break
+      [[ $method == greedy || $method == pai ]] && break
     done
   done
 done
@@ -89,3 +93,4 @@ xargs -P "$jobs" -L 1 bash -c 'run_one "$@"' _ < "$plan"
 echo "all runs done in $(( $(date +%s) - start )) s" >&2
 
 "$pope" --summarize "$out/results.jsonl" | tee "$out/results.md"
+python3 "$here/shapesworld_differences.py" "$out" | tee "$out/differences.md"

@@ -1,7 +1,8 @@
 // Decoding-speed measurements every LVLM bench program shares (llava_bench, instructblip_bench):
 // regular decoding, AGLA with one forward per view, and AGLA with both views in one batched
-// forward, on any LVLM of the contract in agla/models/lvlm.hpp; and the ratio table printed after
-// the run. A program supplies its model through an `LvlmCase` and registers the benchmarks.
+// forward, on any LVLM of the contract in agla/models/lvlm.hpp; the same for every decoding method
+// of docs/decoding.md (K = 1 or 2 extra views of each kind); and the ratio tables printed after the
+// run. A program supplies its model through an `LvlmCase` and registers the benchmarks.
 #pragma once
 
 #include <ATen/CPUGeneratorImpl.h>
@@ -63,19 +64,69 @@ struct SequentialViews {
 };
 
 /// What a program measures: how to wrap its shared model in a fresh LVLM, and the inputs of a
-/// generation of `streams` streams (original image plus AGLA's augmented image view).
+/// generation of `streams` streams (original image plus AGLA's augmented image view). For the
+/// method table also: the inputs with extra views of the given kinds, and how to turn PAI's
+/// attention boost on (null for a model without it).
 template <typename Lvlm>
 struct LvlmCase {
   std::function<std::unique_ptr<Lvlm>()> make;
   std::function<LvlmInputs(int64_t streams, int64_t max_new_tokens)> inputs;
+  std::function<LvlmInputs(int64_t streams, int64_t max_new_tokens, const std::vector<ViewKind>& kinds)> view_inputs;
+  std::function<void(Lvlm&)> pai_attention;
 };
 
-/// One decoding step of `mode`: the tokens chosen for every stream, `[B]`.
+/// One row of the method table: a method's decoding options and the kinds of its extra views.
+struct MethodCost {
+  std::string name;
+  DecodeOptions options;
+  std::vector<ViewKind> views;
+  bool pai_attention = false;  ///< PAI: the attention boost on as well (when the model has it)
+};
+
+/// The methods of docs/decoding.md with their presets. Views of one kind cost the same whatever
+/// fills them (a masked, noised or transformed image), so each method runs with a stand-in of its
+/// kind; VACoDe's one-off selection forward is a prefill cost and not part of the step.
+inline const std::vector<MethodCost>& method_costs() {
+  static const std::vector<MethodCost> costs = [] {
+    DecodeOptions agla_vcd = DecodeOptions::agla();
+    agla_vcd.further_views.push_back(ViewFusion{FusionMethod::Contrast, 1.0});
+    return std::vector<MethodCost>{
+        {"agla", DecodeOptions::agla(), {ViewKind::Image}},
+        {"vcd", DecodeOptions::vcd(), {ViewKind::Image}},
+        {"ritual", DecodeOptions::ritual(), {ViewKind::Image}},
+        {"vacode", DecodeOptions::vacode(), {ViewKind::Image}},
+        {"icd", DecodeOptions::icd(), {ViewKind::Text}},
+        {"m3id", DecodeOptions::m3id(), {ViewKind::NoImage}},
+        {"pai", DecodeOptions::pai(), {ViewKind::NoImage}, true},
+        {"agla_vcd", agla_vcd, {ViewKind::Image, ViewKind::Image}},
+    };
+  }();
+  return costs;
+}
+
+/// A measured row of the method table.
+struct MethodRatio {
+  std::string method;
+  int64_t views = 0, streams = 0;
+  double regular_tokens_per_second = 0;
+  double plain_wall = 0, plain_cpu = 0, batched_wall = 0, batched_cpu = 0;  ///< regular time / method time
+};
+
+/// The rows measured so far (printed by `LvlmRatioReporter`).
+inline std::vector<MethodRatio>& method_ratios() {
+  static std::vector<MethodRatio> rows;
+  return rows;
+}
+
+/// One decoding step of `mode` generating token `step`: the tokens chosen for every stream, `[B]`.
 template <typename Lvlm>
 at::Tensor lvlm_step(LvlmMode mode, Lvlm& lvlm, const at::Tensor& tokens, const DecodeOptions& options,
-                     const at::Generator& gen) {
-  if (mode == LvlmMode::AglaSequential) return decode_step(SequentialViews<Lvlm>{&lvlm}, tokens, options, gen);
-  return decode_step(lvlm, tokens, options, gen);
+                     const at::Generator& gen, int64_t step = 0) {
+  StepControl control;
+  control.step = step;  // M3ID's weight reads it
+  if (mode == LvlmMode::AglaSequential)
+    return decode_step(SequentialViews<Lvlm>{&lvlm}, tokens, options, gen, control);
+  return decode_step(lvlm, tokens, options, gen, control);
 }
 
 /// One generated token per stream (`state.range(0)` streams) per iteration, after a prefill outside
@@ -126,6 +177,68 @@ void lvlm_interleaved_bench(benchmark::State& state, const LvlmCase<Lvlm>& c) {
   state.counters["seq_cpu"] = spent[0].cpu / spent[1].cpu;
   state.counters["batched_wall"] = spent[0].wall / spent[2].wall;
   state.counters["batched_cpu"] = spent[0].cpu / spent[2].cpu;
+}
+
+/// Regular decoding, `m` with one forward per view and `m` with every view in one batched forward,
+/// step by step in turn (so that the load of a shared machine falls on all three alike), after the
+/// prefills; records the throughput of both forms relative to regular in `method_ratios()`.
+template <typename Lvlm>
+void lvlm_method_bench(benchmark::State& state, const LvlmCase<Lvlm>& c, const MethodCost& m) {
+  const int64_t streams = state.range(0);
+  struct Runner {
+    LvlmMode mode;
+    DecodeOptions options;
+    std::unique_ptr<Lvlm> lvlm;
+    at::Tensor tokens;
+    Clocks spent{};
+  };
+  std::array<Runner, 3> runners{Runner{LvlmMode::Regular, DecodeOptions::regular()},
+                                Runner{LvlmMode::AglaSequential, m.options}, Runner{LvlmMode::AglaBatched, m.options}};
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(1);
+  for (Runner& r : runners) {
+    r.lvlm = c.make();
+    const bool regular = r.mode == LvlmMode::Regular;
+    if (!regular && m.pai_attention && c.pai_attention) c.pai_attention(*r.lvlm);
+    const auto prompt = r.lvlm->begin(c.view_inputs(streams, 64, regular ? std::vector<ViewKind>{} : m.views));
+    r.tokens = lvlm_step(r.mode, *r.lvlm, prompt, r.options, gen).unsqueeze(1);
+  }
+  int64_t step = 1;
+  for (auto _ : state) {
+    for (Runner& r : runners) {
+      const Clocks start = Clocks::now();
+      r.tokens = lvlm_step(r.mode, *r.lvlm, r.tokens, r.options, gen, step).unsqueeze(1);
+      const Clocks took = Clocks::now() - start;
+      r.spent.wall += took.wall;
+      r.spent.cpu += took.cpu;
+    }
+    ++step;
+  }
+  MethodRatio row{m.name, static_cast<int64_t>(m.views.size()), streams};
+  row.regular_tokens_per_second = static_cast<double>(streams * state.iterations()) / runners[0].spent.wall;
+  row.plain_wall = runners[0].spent.wall / runners[1].spent.wall;
+  row.plain_cpu = runners[0].spent.cpu / runners[1].spent.cpu;
+  row.batched_wall = runners[0].spent.wall / runners[2].spent.wall;
+  row.batched_cpu = runners[0].spent.cpu / runners[2].spent.cpu;
+  state.counters["regular_tok/s"] = row.regular_tokens_per_second;
+  state.counters["plain_wall"] = row.plain_wall;
+  state.counters["batched_wall"] = row.batched_wall;
+  method_ratios().push_back(row);
+}
+
+/// Registers `<prefix>Method_<name>` for every method of `method_costs()` at 1 and 4 streams,
+/// `iterations` tokens each (`c.view_inputs` must be set).
+template <typename Lvlm>
+void register_lvlm_method_benchmarks(const std::string& prefix, const LvlmCase<Lvlm>* c, int64_t iterations = 4) {
+  for (const MethodCost& m : method_costs()) {
+    benchmark::RegisterBenchmark((prefix + "Method_" + m.name).c_str(),
+                                 [c, &m](benchmark::State& s) { lvlm_method_bench(s, *c, m); })
+        ->Arg(1)
+        ->Arg(4)
+        ->Iterations(iterations)
+        ->Unit(benchmark::kMillisecond)
+        ->UseRealTime()
+        ->MeasureProcessCPUTime();
+  }
 }
 
 /// The prompt step of one question (images through the vision side, the language model over the
@@ -197,6 +310,24 @@ class LvlmRatioReporter : public benchmark::ConsoleReporter {
   void Finalize() override {
     ConsoleReporter::Finalize();
     print_ratios();
+    print_method_ratios();
+  }
+
+  // The method table: each method's tokens/s relative to regular decoding in the same benchmark,
+  // with one forward per view (plain) and every view in one forward (batched); the targets are
+  // batched >= 0.75 with one extra view and >= 0.6 with two (wall time).
+  static void print_method_ratios() {
+    if (method_ratios().empty()) return;
+    std::printf("\nMethods: tokens/s relative to regular decoding in the same benchmark, wall / CPU time:\n");
+    std::printf("| method | K | streams | regular tok/s | plain | batched | batched target |\n");
+    std::printf("|---|---|---|---|---|---|---|\n");
+    for (const MethodRatio& r : method_ratios()) {
+      const double target = r.views == 1 ? 0.75 : 0.6;
+      std::printf("| %s | %lld | %lld | %.2f | %.2f / %.2f | %.2f / %.2f | >= %.2f: %s |\n", r.method.c_str(),
+                  static_cast<long long>(r.views), static_cast<long long>(r.streams), r.regular_tokens_per_second,
+                  r.plain_wall, r.plain_cpu, r.batched_wall, r.batched_cpu, target,
+                  r.batched_wall >= target ? "met" : "not met");
+    }
   }
 
   // Ratios of wall-clock and of process CPU time (the latter is steadier on a shared machine).

@@ -1,5 +1,6 @@
-// agla_caption: regular and AGLA captions of one image, side by side (same seed), their decoding
-// speed (median of repeated runs), and IPM's heat-map, mask and augmented view as PNG files.
+// agla_caption: regular and AGLA (or another method's) captions of one image, side by side (same
+// seed), their decoding speed (median of repeated runs), and IPM's heat-map, mask and augmented view
+// as PNG files.
 
 #include <ATen/ATen.h>
 
@@ -31,9 +32,9 @@ const std::string kProgram = "agla_caption";
 
 void usage(std::ostream& out) {
   out << "usage: agla_caption [options]\n"
-         "Captions an image with regular and with AGLA decoding (same seed) and writes IPM's heat-map and\n"
-         "augmented view. Without options it runs the shipped ShapesWorld models (data/models) on the\n"
-         "ShapesWorld sample image (data/sample.png).\n"
+         "Captions an image with regular decoding and with a method (AGLA by default; same seed) and writes\n"
+         "IPM's heat-map and augmented view. Without options it runs the shipped ShapesWorld models\n"
+         "(data/models) on the ShapesWorld sample image (data/sample.png).\n"
          "  --image PATH          input image (PNG, JPEG, BMP; default: data/sample.png)\n"
          "  --prompt TEXT         captioning instruction, put into the LVLM's prompt template (BLIP: text\n"
          "                        after [DEC], default none; LLaVA: the user turn of the conversation)\n"
@@ -41,11 +42,13 @@ void usage(std::ostream& out) {
          "  --itm DIR             BLIP ITM model directory (default: data/models/shapesworld-itm)\n"
          "  --lvlm DIR            captioning LVLM: a BLIP captioning directory (e.g.\n"
          "                        Salesforce/blip-image-captioning-large) or a llava-hf LLaVA-1.5 directory,\n"
-         "                        detected from config.json (default: data/models/shapesworld-lvlm)\n"
+         "                        or an InstructBLIP directory, detected from config.json (default:\n"
+         "                        data/models/shapesworld-lvlm)\n"
          "  --prompt-ids IDS      comma-separated prompt token ids, used as given (no tokenizer, no template;\n"
-         "                        BLIP: start with [DEC]; LLaVA: include the image token)\n"
-         "  --alpha A             weight of the augmented view, [0, 1000] (default 2)\n"
-         "  --beta B              plausibility cutoff, (0, 1] (default 0.5)\n"
+         "                        BLIP: start with [DEC]; LLaVA: include the image token; InstructBLIP: BOS first)\n"
+         "  --qformer-prompt-ids IDS  InstructBLIP without a tokenizer: the Q-Former's ids, [CLS] ... [SEP]\n"
+      << method_options_help()
+      << "                        (default method agla)\n"
          "  --temperature T       sampling temperature, [0.001, 1000] (default 1)\n"
          "  --top-k K             top-k filter (default 0 = off)\n"
          "  --top-p P             nucleus filter, (0, 1] (default 1 = off)\n"
@@ -68,7 +71,10 @@ struct Options {
   std::optional<std::string> itm_prompt;  // IPM's text
   std::string itm, lvlm;                  // empty: the shipped models
   std::optional<std::vector<std::int64_t>> prompt_ids;
+  std::vector<std::int64_t> qformer_prompt_ids;
+  Method method = Method::Agla;
   SamplingSettings sampling;
+  MethodSettings method_settings;
   std::uint64_t seed = 1;
   std::int64_t max_new_tokens = 30;
   std::optional<int> timing_runs;
@@ -97,7 +103,12 @@ Options parse_options(const std::vector<std::string>& args) {
       o.lvlm = cursor.value(arg);
     } else if (arg == "--prompt-ids") {
       o.prompt_ids = parse_id_list(kProgram, arg, cursor.value(arg));
+    } else if (arg == "--qformer-prompt-ids") {
+      o.qformer_prompt_ids = parse_id_list(kProgram, arg, cursor.value(arg));
+    } else if (arg == "--method") {
+      o.method = parse_method(cursor.value(arg));
     } else if (parse_sampling_option(arg, cursor, o.sampling)) {
+    } else if (parse_method_option(arg, cursor, o.method_settings)) {
     } else if (arg == "--seed") {
       o.seed = parse_seed(kProgram, arg, cursor.value(arg));
     } else if (arg == "--max-new-tokens") {
@@ -117,7 +128,11 @@ Options parse_options(const std::vector<std::string>& args) {
   }
   check<InvalidArgument>(!(o.prompt && o.prompt_ids), kProgram,
                          ": give --prompt or --prompt-ids, not both (ids are used as given)");
-  method_options(Method::Agla, o.sampling);  // combinations the ranges allow but the method does not
+  check<InvalidArgument>(o.qformer_prompt_ids.empty() || o.prompt_ids, kProgram,
+                         ": --qformer-prompt-ids goes with --prompt-ids (a checkpoint without a tokenizer)");
+  check_method_settings(kProgram, o.method, o.method_settings);
+  check_sampling_settings(kProgram, o.method, o.sampling);
+  method_options(o.method, o.sampling, o.method_settings);  // combinations the ranges allow but the method does not
   return o;
 }
 
@@ -173,25 +188,35 @@ int run(const Options& o, std::ostream& out, std::ostream& err) {
   std::vector<std::string> prompt_unknown;
   if (!o.prompt_ids && o.prompt)
     prompt_unknown = warn_unknown(err, check_lvlm_text(kProgram, "--prompt", lvlm, *o.prompt), "--prompt");
-  const std::vector<std::int64_t> prompt =
-      o.prompt_ids ? *o.prompt_ids : lvlm_prompt(lvlm, o.prompt.value_or(std::string())).ids;
+  const Prompt prompt = o.prompt_ids ? lvlm_prompt_from_ids(kProgram, lvlm, *o.prompt_ids, o.qformer_prompt_ids)
+                                     : lvlm_prompt(lvlm, o.prompt.value_or(std::string()));
+  const std::optional<std::string> instruction =
+      o.prompt_ids ? std::nullopt : std::optional<std::string>(o.prompt.value_or(std::string()));
   const std::string itm_prompt =
       o.itm_prompt ? *o.itm_prompt : (o.prompt && !o.prompt->empty() ? *o.prompt : std::string(kCaptionItmText));
   const std::vector<std::string> itm_unknown = warn_unknown(
       err, check_itm_text(kProgram, o.itm_prompt ? "--itm-prompt" : "the IPM text", itm, itm_prompt), "the IPM text");
 
-  // IPM once: the augmented view both modes share (regular decoding ignores it).
-  const ViewBuilder views(&itm, lvlm);
+  // IPM once for the pictures; the method's views once, shared by every timing run.
+  const ViewBuilder views(&itm, lvlm, o.method_settings.noise_step_value());
   const at::Tensor original = lvlm_pixels(lvlm, image);
   const AugmentedView view = views.build(LocalView::IpmMask, image, itm_prompt, original, seeded_generator(o.seed));
+  const MethodViews method_views = views.build_views(o.method, o.method_settings, image, itm_prompt, prompt,
+                                                     instruction, original, seeded_generator(o.seed), kProgram);
 
-  const DecodeOptions regular_options = method_options(Method::Regular, o.sampling);
-  const DecodeOptions agla_options = method_options(Method::Agla, o.sampling);
+  const DecodeOptions regular_options = method_options(Method::Regular, SamplingSettings{
+      std::nullopt, std::nullopt, o.sampling.temperature, o.sampling.top_k, o.sampling.top_p, o.sampling.greedy});
+  const DecodeOptions agla_options = method_options(o.method, o.sampling, o.method_settings);
+  const bool pai_applied =
+      o.method == Method::Pai && lvlm_set_pai_attention(lvlm, o.method_settings.pai_attention());
+  const nlohmann::json parameters = method_parameters(o.method, agla_options, o.method_settings, pai_applied);
   CaptionRun regular, assembled;
   const auto decode = [&](const DecodeOptions& options, CaptionRun& run) {
     const auto start = std::chrono::steady_clock::now();
-    std::vector<std::int64_t> ids = lvlm_generate(lvlm, prompt, original, view.pixels, options, o.max_new_tokens,
-                                                  seeded_generator(o.seed), kProgram);
+    // PAI's attention boost belongs to the method's run only.
+    if (pai_applied) lvlm_set_pai_attention(lvlm, &run == &regular ? std::nullopt : o.method_settings.pai_attention());
+    std::vector<std::int64_t> ids = lvlm_generate(lvlm, prompt, original, method_views.views, options,
+                                                  o.max_new_tokens, seeded_generator(o.seed), kProgram);
     run.seconds.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
     if (run.seconds.size() == 1) run.ids = std::move(ids);  // the same seed gives the same ids every run
   };
@@ -220,7 +245,10 @@ int run(const Options& o, std::ostream& out, std::ostream& err) {
     nlohmann::json j{{"image", image_path},
                      {"lvlm", {{"dir", lvlm_dir}, {"kind", lvlm_family_name(lvlm)}}},
                      {"itm", {{"dir", itm_dir}}},
-                     {"prompt_ids", prompt},
+                     {"prompt_ids", prompt.ids},
+                     {"method", method_name(o.method)},
+                     {"parameters", parameters},
+                     {"views", method_views.record},
                      {"prompt_unknown_words", prompt_unknown},
                      {"itm_prompt", itm_prompt},
                      {"itm_unknown_words", itm_unknown},
@@ -242,9 +270,10 @@ int run(const Options& o, std::ostream& out, std::ostream& err) {
                        {"kept_fraction", view.kept_fraction},
                        {"milliseconds", view.ipm_ms}}},
                      {"regular", run_json(regular)},
-                     {"agla", run_json(assembled)},
+                     {method_name(o.method), run_json(assembled)},
                      {"files", {{"heatmap", heatmap}, {"augmented", augmented}, {"mask", mask}}}};
     if (o.prompt) j["prompt"] = *o.prompt;
+    if (!prompt.instruction_ids.empty()) j["qformer_prompt_ids"] = prompt.instruction_ids;
     out << j.dump() << std::endl;
     return 0;
   }
@@ -255,18 +284,19 @@ int run(const Options& o, std::ostream& out, std::ostream& err) {
       << itm_prompt << "'\n"
       << "decoding:  " << (agla_options.greedy ? "greedy" : "sampling") << ", seed " << o.seed << ", temperature "
       << agla_options.temperature << ", top-k " << agla_options.top_k << ", top-p " << agla_options.top_p
-      << "; AGLA alpha " << agla_options.alpha << ", beta " << agla_options.beta << "\n"
+      << "; " << method_name(o.method) << " alpha " << agla_options.alpha << ", beta " << agla_options.beta
+      << ", views " << method_views.record.dump() << "\n"
       << "IPM:       itc " << view.itc << ", match probability " << view.match->itm_probability << ", kept "
       << view.kept_fraction << " of the pixels, " << std::fixed << std::setprecision(1) << view.ipm_ms << " ms\n"
       << "threads:   " << threads << "\n\n";
-  out << std::left << std::setw(9) << "mode" << std::right << std::setw(10) << "tokens/s"
+  out << std::left << std::setw(12) << "mode" << std::right << std::setw(10) << "tokens/s"
       << "  caption\n";
   const auto row = [&](const char* name, const CaptionRun& run) {
-    out << std::left << std::setw(9) << name << std::right << std::setw(10) << std::fixed << std::setprecision(1)
+    out << std::left << std::setw(12) << name << std::right << std::setw(10) << std::fixed << std::setprecision(1)
         << run.median_tokens_per_second() << "  " << run.text << "\n";
   };
   row("regular", regular);
-  row("AGLA", assembled);
+  row(o.method == Method::Agla ? "AGLA" : method_name(o.method), assembled);
   out << "(tokens/s: median of " << regular.seconds.size() << " runs per mode, prompt prefill included, IPM not)\n";
   out << "\nwrote:     " << heatmap << ", " << augmented << ", " << mask << "\n";
   return 0;

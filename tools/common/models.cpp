@@ -11,6 +11,7 @@
 #include "agla/error.hpp"
 #include "agla/io/hf_config.hpp"
 #include "agla/text/wordpiece.hpp"
+#include "agla/views/selection.hpp"
 
 namespace agla::tools {
 
@@ -84,24 +85,25 @@ void refuse_all_unknown(const std::string& program, const std::string& what, con
 }
 
 template <typename Model>
-std::vector<std::int64_t> generate_with(Model& model, const std::vector<std::int64_t>& prompt_ids,
-                                        const at::Tensor& original, const at::Tensor& augmented,
-                                        const DecodeOptions& options, std::int64_t max_new_tokens,
-                                        const at::Generator& generator, const std::string& program) {
+std::vector<std::int64_t> generate_with(Model& model, const Prompt& prompt, const at::Tensor& original,
+                                        const std::vector<ExtraView>& views, const DecodeOptions& options,
+                                        std::int64_t max_new_tokens, const at::Generator& generator,
+                                        const std::string& program) {
   const TokenSpec tokens = model.tokens();
-  check<InvalidArgument>(!prompt_ids.empty(), program, ": the prompt has no token ids");
-  for (std::int64_t id : prompt_ids)
+  check<InvalidArgument>(!prompt.ids.empty(), program, ": the prompt has no token ids");
+  for (std::int64_t id : prompt.ids)
     check<InvalidArgument>(id >= 0 && id < tokens.vocab_size, program, ": prompt token id ", id,
                            " is outside the vocabulary [0, ", tokens.vocab_size, ")");
-  const bool local = options.uses_local_view(0);
-  check<InvalidArgument>(augmented.defined() || !local, program,
-                         ": this decoding method needs an augmented view; none was given");
+  const bool extra = options.uses_local_view(0);
+  const auto needed = static_cast<std::size_t>(options.extra_views());
+  check<InvalidArgument>(!extra || views.size() == needed, program, ": this decoding method fuses ", needed,
+                         " extra view(s); ", views.size(), " were given");
   LvlmInputs inputs;
-  inputs.prompt = batch_prompts({Prompt{prompt_ids, {}}}, tokens.pad_id);
+  inputs.prompt = batch_prompts({prompt}, tokens.pad_id);
   inputs.pixels = original;
-  if (local) inputs.views.push_back(ExtraView{ViewKind::Image, augmented, {}});
+  if (extra) inputs.views = views;
   const std::int64_t room = model.room(inputs.prompt);
-  check<InvalidArgument>(room >= 1, program, ": the prompt (", prompt_ids.size(),
+  check<InvalidArgument>(room >= 1, program, ": the prompt (", prompt.ids.size(),
                          " token ids) fills the model's positions, leaving none to generate");
   GenerateOptions limits;
   limits.max_new_tokens = std::min(max_new_tokens, room);
@@ -122,6 +124,8 @@ const std::vector<ModelFamily>& model_families() {
       lvlm_family<blip::BlipCaptioner>("blip-caption", "BlipForConditionalGeneration", "blip"),
       ModelFamily{"blip-itm", "BlipForImageTextRetrieval", nullptr, nullptr, 0},
       lvlm_family<llava::LlavaLvlm>("llava", "LlavaForConditionalGeneration", "llava"),
+      lvlm_family<instructblip::InstructBlipLvlm>("instructblip", "InstructBlipForConditionalGeneration",
+                                                  "instructblip"),
   };
   return families;
 }
@@ -217,13 +221,71 @@ std::vector<std::string> check_itm_text(const std::string& program, const std::s
   return unknown;
 }
 
-std::vector<std::int64_t> lvlm_generate(AnyLvlm& lvlm, const std::vector<std::int64_t>& prompt_ids,
-                                        const at::Tensor& original, const at::Tensor& augmented,
-                                        const DecodeOptions& options, std::int64_t max_new_tokens,
-                                        const at::Generator& generator, const std::string& program) {
+Prompt lvlm_prompt_from_ids(const std::string& program, const AnyLvlm& lvlm, const std::vector<std::int64_t>& ids,
+                            const std::vector<std::int64_t>& qformer_ids) {
+  Prompt prompt{ids, qformer_ids};
+  if (const auto* model = std::get_if<instructblip::InstructBlipLvlm>(&lvlm)) {
+    check<InvalidArgument>(!qformer_ids.empty(), program,
+                           ": an InstructBLIP checkpoint without a tokenizer needs the Q-Former's prompt ids too "
+                           "(--qformer-prompt-ids, [CLS] ... [SEP])");
+    const std::int64_t vocab = model->model()->config().qformer.vocab_size;
+    for (std::int64_t id : qformer_ids)
+      check<InvalidArgument>(id >= 0 && id < vocab, program, ": Q-Former prompt id ", id,
+                             " is outside the Q-Former's vocabulary [0, ", vocab, ")");
+  } else {
+    check<InvalidArgument>(qformer_ids.empty(), program, ": Q-Former prompt ids were given, but the ",
+                           lvlm_family_name(lvlm), " model has no Q-Former (they are for InstructBLIP)");
+  }
+  return prompt;
+}
+
+Prompt lvlm_disturbed_prompt(const AnyLvlm& lvlm, const std::string& instruction, const std::string& disturbance) {
+  return std::visit([&](const auto& model) { return model.disturbed_prompt(instruction, disturbance); }, lvlm);
+}
+
+bool lvlm_set_pai_attention(AnyLvlm& lvlm, const std::optional<llama::PaiAttention>& pai) {
   return std::visit(
       [&](auto& model) {
-        return generate_with(model, prompt_ids, original, augmented, options, max_new_tokens, generator, program);
+        if constexpr (std::is_same_v<std::decay_t<decltype(model)>, blip::BlipCaptioner>) {
+          return false;
+        } else {
+          model.set_pai_attention(pai);
+          return true;
+        }
+      },
+      lvlm);
+}
+
+std::vector<double> lvlm_view_distances(AnyLvlm& lvlm, const Prompt& prompt, const at::Tensor& original,
+                                        const std::vector<ExtraView>& candidates, const std::string& program) {
+  check<InvalidArgument>(!candidates.empty(), program, ": no candidate views to choose from");
+  return std::visit(
+      [&](auto& model) {
+        LvlmInputs inputs;
+        inputs.prompt = batch_prompts({prompt}, model.tokens().pad_id);
+        inputs.pixels = original;
+        inputs.views = candidates;
+        inputs.max_new_tokens = 1;
+        at::Tensor logits;
+        {
+          const at::NoGradGuard no_grad;
+          logits = model(model.begin(inputs), AllViews{}).to(at::kCPU, at::kFloat);
+        }
+        model.reset();
+        const std::vector<at::Tensor> blocks = logits.chunk(static_cast<std::int64_t>(candidates.size()) + 1, 0);
+        const at::Tensor distances = agla::views::softmax_distances(blocks).to(at::kDouble).contiguous();
+        return std::vector<double>(distances.data_ptr<double>(), distances.data_ptr<double>() + distances.numel());
+      },
+      lvlm);
+}
+
+std::vector<std::int64_t> lvlm_generate(AnyLvlm& lvlm, const Prompt& prompt, const at::Tensor& original,
+                                        const std::vector<ExtraView>& views, const DecodeOptions& options,
+                                        std::int64_t max_new_tokens, const at::Generator& generator,
+                                        const std::string& program) {
+  return std::visit(
+      [&](auto& model) {
+        return generate_with(model, prompt, original, views, options, max_new_tokens, generator, program);
       },
       lvlm);
 }

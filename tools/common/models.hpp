@@ -8,6 +8,7 @@
 #include <ATen/ATen.h>
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <variant>
 #include <vector>
@@ -15,13 +16,14 @@
 #include "agla/decode/options.hpp"
 #include "agla/models/blip/captioner.hpp"
 #include "agla/models/blip/itm.hpp"
+#include "agla/models/instructblip/lvlm.hpp"
 #include "agla/models/llava/lvlm.hpp"
 #include "agla/models/lvlm.hpp"
 
 namespace agla::tools {
 
 /// Any LVLM the programs drive.
-using AnyLvlm = std::variant<blip::BlipCaptioner, llava::LlavaLvlm>;
+using AnyLvlm = std::variant<blip::BlipCaptioner, llava::LlavaLvlm, instructblip::InstructBlipLvlm>;
 
 /// How LVLM prompts and images are shaped where a family offers a choice.
 struct LvlmSettings {
@@ -88,14 +90,34 @@ std::vector<std::string> check_lvlm_text(const std::string& program, const std::
 std::vector<std::string> check_itm_text(const std::string& program, const std::string& what, const blip::BlipItm& itm,
                                         const std::string& text);
 
+/// The prompt of a checkpoint without a tokenizer: the language model's `ids` as given and, for
+/// InstructBLIP, the Q-Former's `qformer_ids` (`[CLS] ... [SEP]`). Throws `agla::InvalidArgument`
+/// naming `program` when the family needs Q-Former ids and none were given (or gets ids it cannot read).
+Prompt lvlm_prompt_from_ids(const std::string& program, const AnyLvlm& lvlm, const std::vector<std::int64_t>& ids,
+                            const std::vector<std::int64_t>& qformer_ids);
+
+/// ICD's text view of `instruction`: the disturbance where the family's reference code puts it
+/// (`disturbed_prompt` of each LVLM).
+Prompt lvlm_disturbed_prompt(const AnyLvlm& lvlm, const std::string& instruction, const std::string& disturbance);
+
+/// Turns PAI's attention boost on (`pai`) or off (`nullopt`) on the LLaMA-based families (LLaVA,
+/// InstructBLIP); returns false for a family without it (BLIP: PAI is its logit part alone there).
+bool lvlm_set_pai_attention(AnyLvlm& lvlm, const std::optional<llama::PaiAttention>& pai);
+
+/// VACoDe's choice: runs the first step of `prompt` on `original` pixels with every candidate of
+/// `candidates` as an extra view (one batched forward) and returns the L2 distances of each
+/// candidate's softmax from the original's (`views::softmax_distances`, `[K]`).
+std::vector<double> lvlm_view_distances(AnyLvlm& lvlm, const Prompt& prompt, const at::Tensor& original,
+                                        const std::vector<ExtraView>& candidates, const std::string& program);
+
 /// One generation of one stream: the ids generated (up to and including the stop id) from
-/// `prompt_ids` on `original` pixels `[1, 3, S, S]` and, when `options` runs the local view,
-/// `augmented` pixels. At most `max_new_tokens`, fewer when the prompt leaves less room. Throws
-/// `agla::InvalidArgument` naming `program` for ids outside the vocabulary, a prompt that leaves no
-/// room, or a missing augmented view.
-std::vector<std::int64_t> lvlm_generate(AnyLvlm& lvlm, const std::vector<std::int64_t>& prompt_ids,
-                                        const at::Tensor& original, const at::Tensor& augmented,
-                                        const DecodeOptions& options, std::int64_t max_new_tokens,
-                                        const at::Generator& generator, const std::string& program);
+/// `prompt` on `original` pixels `[1, 3, S, S]` and, when `options` runs extra views, `views` (one
+/// per view `options` fuses). At most `max_new_tokens`, fewer when the prompt leaves less room.
+/// Throws `agla::InvalidArgument` naming `program` for ids outside the vocabulary, a prompt that
+/// leaves no room, or views missing.
+std::vector<std::int64_t> lvlm_generate(AnyLvlm& lvlm, const Prompt& prompt, const at::Tensor& original,
+                                        const std::vector<ExtraView>& views, const DecodeOptions& options,
+                                        std::int64_t max_new_tokens, const at::Generator& generator,
+                                        const std::string& program);
 
 }  // namespace agla::tools

@@ -55,19 +55,16 @@ void usage(std::ostream& out) {
          "  --protocol NAME       agla | vcd | greedy: the reference scripts' prompt, sampling, seeds, token cap,\n"
          "                        preprocessing and parser (docs/reproducing.md); explicit options override it;\n"
          "                        every answer and results line records the resolved protocol\n"
-         "  --method NAME         regular | greedy | sharpened | cutoff-only | vcd | agla | agla-random-mask |\n"
-         "                        agla-released (default agla)\n"
-         "  --lvlm DIR            BLIP captioning or llava-hf LLaVA-1.5 directory (default:\n"
+      << method_options_help()
+      << "                        (default method agla)\n"
+         "  --lvlm DIR            BLIP captioning, llava-hf LLaVA-1.5 or InstructBLIP directory (default:\n"
          "                        data/models/shapesworld-lvlm)\n"
          "  --itm DIR             BLIP ITM directory for the IPM views (default: data/models/shapesworld-itm);\n"
          "                        when given it is loaded and checked even if the method needs no IPM view\n"
          "  --answers FILE        answers jsonl to write (default answers.jsonl)\n"
          "  --model-id NAME       model_id written with each answer (default: the LVLM folder's name)\n"
-         "  --alpha A, --beta B   fusion weight [0, 1000] and cutoff (0, 1] (defaults: vcd 1 / 0.1, the others\n"
-         "                        2 / 0.5)\n"
          "  --temperature T, --top-k K, --top-p P, --greedy   sampling (defaults 1, 0 = off, 1 = off, sampling)\n"
          "  --seed N              seed (default 1); question i samples from its own generator\n"
-         "  --noise-step N        VCD's diffusion step, [0, 999] (default 500 of 1000)\n"
          "  --max-new-tokens N    [1, 4096]; default 16 for questions, 64 for captions\n"
          "  --question-suffix S   appended to each question to make the instruction the LVLM's prompt template\n"
          "                        receives (default ' Please answer this question with one word.', as the\n"
@@ -78,6 +75,8 @@ void usage(std::ostream& out) {
          "  --itm-caption-prompt T  IPM's text for captions (default: the caption prompt, else 'the image')\n"
          "  --prompt-ids IDS      comma-separated prompt token ids for every item without its own prompt_ids\n"
          "                        (e.g. the caption prompt of a checkpoint without a tokenizer)\n"
+         "  --qformer-prompt-ids IDS  InstructBLIP without a tokenizer: the Q-Former's ids ([CLS] ... [SEP]) for\n"
+         "                        every item without its own qformer_prompt_ids\n"
          "  --llava-hf-template   LLaVA: the bare llava-hf template instead of llava_v1 (system prompt)\n"
          "  --pad-to-square       LLaVA: pad images to square (original LLaVA) instead of centre-cropping\n"
          "  --num-chunks N --chunk-idx I   run chunk I of N (LLaVA's split; concatenate the answer files)\n"
@@ -101,8 +100,8 @@ struct Options {
   std::string ground_truth, summarize;  // evaluate: ground_truth + answers; summarize: results file
   Method method = Method::Agla;
   SamplingSettings sampling;
+  MethodSettings method_settings;
   std::uint64_t seed = 1;
-  std::int64_t noise_step = 500;
   std::optional<std::int64_t> max_new_tokens;
   LvlmSettings lvlm_settings;
   std::string question_template = kQuestionKey + kPopeQuestionSuffix;
@@ -111,6 +110,7 @@ struct Options {
   int num_chunks = 1, chunk_idx = 0;
   std::optional<std::int64_t> limit;
   std::optional<std::vector<std::int64_t>> prompt_ids;  // for every item without its own prompt_ids
+  std::vector<std::int64_t> qformer_prompt_ids;         // likewise, InstructBLIP's Q-Former ids
   bool quiet = false, json = false, help = false;
   eval::AnswerParser parser = eval::AnswerParser::Pope;
   int threads = 0;
@@ -153,10 +153,9 @@ Options parse_options(const std::vector<std::string>& args) {
     } else if (arg == "--model-id") {
       o.model_id = cursor.value(arg);
     } else if (parse_sampling_option(arg, cursor, o.sampling)) {
+    } else if (parse_method_option(arg, cursor, o.method_settings)) {
     } else if (arg == "--seed") {
       o.seed = parse_seed(kProgram, arg, cursor.value(arg));
-    } else if (arg == "--noise-step") {
-      o.noise_step = parse_integer(kProgram, arg, cursor.value(arg), 0, 999);
     } else if (arg == "--max-new-tokens") {
       o.max_new_tokens = parse_integer(kProgram, arg, cursor.value(arg), 1, 4096);
     } else if (arg == "--question-suffix") {
@@ -181,6 +180,8 @@ Options parse_options(const std::vector<std::string>& args) {
       o.chunk_idx = static_cast<int>(parse_integer(kProgram, arg, cursor.value(arg), 0, 1 << 20));
     } else if (arg == "--prompt-ids") {
       o.prompt_ids = parse_id_list(kProgram, arg, cursor.value(arg));
+    } else if (arg == "--qformer-prompt-ids") {
+      o.qformer_prompt_ids = parse_id_list(kProgram, arg, cursor.value(arg));
     } else if (arg == "--limit") {
       o.limit = parse_integer(kProgram, arg, cursor.value(arg), 1, 100000000);
     } else if (arg == "--results") {
@@ -205,7 +206,9 @@ Options parse_options(const std::vector<std::string>& args) {
   o.mode = evaluate ? Options::Mode::Evaluate : summarize ? Options::Mode::Summarize : Options::Mode::Run;
   check<InvalidArgument>(o.chunk_idx < o.num_chunks, "agla_pope: --chunk-idx must be below --num-chunks (",
                          o.num_chunks, "); got ", o.chunk_idx);
-  method_options(o.method, o.sampling);  // combinations the ranges allow but the method does not
+  check_method_settings(kProgram, o.method, o.method_settings);
+  check_sampling_settings(kProgram, o.method, o.sampling);
+  method_options(o.method, o.sampling, o.method_settings);  // combinations the ranges allow but the method does not
   if (o.protocol && !o.given.count("--parser"))
     o.parser = eval::parse_answer_parser(resolve_protocol(*o.protocol, Benchmark::Pope, "").parser);
   return o;
@@ -235,7 +238,7 @@ struct RunItem {
   std::string key;    // question_id as a matching key
   std::string image;  // file name relative to the image folder
   std::string text;   // the question (empty for captions)
-  std::optional<std::vector<std::int64_t>> prompt_ids;
+  std::optional<std::vector<std::int64_t>> prompt_ids, qformer_prompt_ids;
   std::size_t index = 0;  // 0-based position in the file (seeds derive from it)
 };
 
@@ -250,16 +253,19 @@ std::vector<RunItem> read_run_items(const std::vector<eval::JsonLine>& lines, co
     item.question_id = line.value.at("question_id");
     item.image = eval::string_field(line, "image", path, kProgram);
     if (!captions) item.text = eval::string_field(line, "text", path, kProgram);
-    if (const auto it = line.value.find("prompt_ids"); it != line.value.end()) {
+    for (const auto& [field, target] : {std::pair{"prompt_ids", &item.prompt_ids},
+                                        std::pair{"qformer_prompt_ids", &item.qformer_prompt_ids}}) {
+      const auto it = line.value.find(field);
+      if (it == line.value.end()) continue;
       check<FormatError>(it->is_array() && !it->empty() && it->size() <= 4096, kProgram, ": ", path, ":", line.line,
-                         ": field \"prompt_ids\" must be a list of 1 to 4096 token ids");
+                         ": field \"", field, "\" must be a list of 1 to 4096 token ids");
       std::vector<std::int64_t> ids;
       for (const auto& id : *it) {
         check<FormatError>(id.is_number_integer() && id.get<std::int64_t>() >= 0, kProgram, ": ", path, ":", line.line,
-                           ": prompt_ids must hold non-negative integers; got ", id.dump());
+                           ": ", field, " must hold non-negative integers; got ", id.dump());
         ids.push_back(id.get<std::int64_t>());
       }
-      item.prompt_ids = std::move(ids);
+      *target = std::move(ids);
     }
     check<FormatError>(seen.insert(item.key).second, kProgram, ": ", path, ":", line.line, ": question_id ", item.key,
                        " repeats");
@@ -315,7 +321,7 @@ int run_questions(Options o, std::ostream& out, std::ostream& err) {
                        o.sampling,
                        o.seed,
                        o.max_new_tokens.value_or(captions ? 64 : 16),
-                       o.noise_step,
+                       o.method_settings.noise_step_value(),
                        o.lvlm_settings,
                        eval::parser_name(o.parser)};
   const nlohmann::json protocol = apply_protocol(
@@ -325,7 +331,9 @@ int run_questions(Options o, std::ostream& out, std::ostream& err) {
   o.sampling = settings.sampling;
   o.seed = settings.seed;
   o.max_new_tokens = settings.max_new_tokens;
-  o.noise_step = settings.noise_step;
+  // The protocol's noise step reaches the views of the methods that draw noise.
+  if (!method_views(o.method).empty() && settings.noise_step != o.method_settings.noise_step_value())
+    o.method_settings.noise_step = settings.noise_step;
   o.lvlm_settings = settings.lvlm;
   if (!captions) o.parser = eval::parse_answer_parser(settings.parser);
   const int threads =
@@ -335,16 +343,18 @@ int run_questions(Options o, std::ostream& out, std::ostream& err) {
   std::optional<blip::BlipItm> itm;
   if (!itm_dir.empty()) itm.emplace(load_itm(itm_dir));
   if (!needs_itm) itm.reset();  // checked, not needed by this method
-  const ViewBuilder views(itm ? &*itm : nullptr, lvlm, o.noise_step);
-  const DecodeOptions decoding = method_options(o.method, o.sampling);
-  const LocalView view_kind = method_view(o.method);
+  const ViewBuilder views(itm ? &*itm : nullptr, lvlm, o.method_settings.noise_step_value());
+  const DecodeOptions decoding = method_options(o.method, o.sampling, o.method_settings);
+  const bool pai_applied =
+      o.method == Method::Pai && lvlm_set_pai_attention(lvlm, o.method_settings.pai_attention());
+  const nlohmann::json parameters = method_parameters(o.method, decoding, o.method_settings, pai_applied);
   const std::int64_t max_new_tokens = o.max_new_tokens.value_or(captions ? 64 : 16);
   const std::string model_id =
       !o.model_id.empty() ? o.model_id : std::filesystem::path(lvlm_dir).lexically_normal().filename().string();
   const std::string itm_caption_prompt =
       o.itm_caption_prompt ? *o.itm_caption_prompt
                            : (o.caption_prompt.empty() ? std::string(kCaptionItmText) : o.caption_prompt);
-  std::optional<std::vector<std::int64_t>> caption_ids;
+  std::optional<Prompt> caption_prompt;
 
   eval::AnswerWriter writer(o.answers);
   std::optional<eval::ProgressBar> bar;
@@ -360,29 +370,32 @@ int run_questions(Options o, std::ostream& out, std::ostream& err) {
     require_file(kProgram, "the image of question " + item.key, image_path);
     const at::Tensor image = io::read_image(image_path);
     const at::Tensor original = lvlm_pixels(lvlm, image);
-    std::vector<std::int64_t> prompt;
+    Prompt prompt;
+    std::optional<std::string> instruction;  // the prompt's text, when it came as text
     std::vector<std::string> prompt_unknown;
-    if (item.prompt_ids) {
-      prompt = *item.prompt_ids;
-    } else if (o.prompt_ids) {
-      prompt = *o.prompt_ids;
+    if (item.prompt_ids || o.prompt_ids) {
+      prompt = lvlm_prompt_from_ids(kProgram, lvlm, item.prompt_ids ? *item.prompt_ids : *o.prompt_ids,
+                                    item.qformer_prompt_ids ? *item.qformer_prompt_ids : o.qformer_prompt_ids);
     } else if (captions) {
-      if (!caption_ids) caption_ids = lvlm_prompt(lvlm, o.caption_prompt).ids;
-      prompt = *caption_ids;
+      if (!caption_prompt) caption_prompt = lvlm_prompt(lvlm, o.caption_prompt);
+      prompt = *caption_prompt;
+      instruction = o.caption_prompt;
       prompt_unknown = check_lvlm_text(kProgram, "--caption-prompt", lvlm, o.caption_prompt);
     } else {
-      const std::string instruction = question_instruction(o.question_template, item.text);
-      prompt_unknown = check_lvlm_text(kProgram, "the instruction of question " + item.key, lvlm, instruction);
-      prompt = lvlm_prompt(lvlm, instruction).ids;
+      instruction = question_instruction(o.question_template, item.text);
+      prompt_unknown = check_lvlm_text(kProgram, "the instruction of question " + item.key, lvlm, *instruction);
+      prompt = lvlm_prompt(lvlm, *instruction);
     }
     const std::string itm_prompt = captions ? itm_caption_prompt : item.text;
     std::vector<std::string> itm_unknown;
     if (itm) itm_unknown = check_itm_text(kProgram, "the IPM text of question " + item.key, *itm, itm_prompt);
-    // Independent draws for the view (noise, random mask) and for sampling, per question.
-    const AugmentedView view = views.build(view_kind, image, itm_prompt, original,
-                                           seeded_generator(question_seed(o.seed ^ 0x5EEDF00Dull, item.index)));
-    const std::vector<std::int64_t> ids = lvlm_generate(lvlm, prompt, original, view.pixels, decoding, max_new_tokens,
-                                                        seeded_generator(question_seed(o.seed, item.index)), kProgram);
+    // Independent draws for the views (noise, random mask, transform) and for sampling, per question.
+    const MethodViews view =
+        views.build_views(o.method, o.method_settings, image, itm_prompt, prompt, instruction, original,
+                          seeded_generator(question_seed(o.seed ^ 0x5EEDF00Dull, item.index)), kProgram);
+    const std::vector<std::int64_t> ids =
+        lvlm_generate(lvlm, prompt, original, view.views, decoding, max_new_tokens,
+                      seeded_generator(question_seed(o.seed, item.index)), kProgram);
     generated += static_cast<long long>(ids.size());
 
     eval::AnswerRecord record;
@@ -392,12 +405,14 @@ int run_questions(Options o, std::ostream& out, std::ostream& err) {
     record.model_id = model_id;
     record.image = item.image;
     record.metadata = {{"method", method_name(o.method)}, {"seed", o.seed},    {"alpha", decoding.alpha},
-                       {"beta", decoding.beta},           {"output_ids", ids}, {"prompt_ids", prompt}};
+                       {"beta", decoding.beta},           {"output_ids", ids}, {"prompt_ids", prompt.ids},
+                       {"parameters", parameters},        {"views", view.record}};
+    if (!prompt.instruction_ids.empty()) record.metadata["qformer_prompt_ids"] = prompt.instruction_ids;
     record.metadata["protocol"] = protocol;
     if (view.match) {
       record.metadata["itc"] = view.itc;
       record.metadata["kept_fraction"] = view.kept_fraction;
-      record.metadata["ipm_ms"] = view.ipm_ms;
+      record.metadata["ipm_ms"] = view.ms;
       itcs.push_back(view.itc);
       kept.push_back(view.kept_fraction);
     }
@@ -429,6 +444,7 @@ int run_questions(Options o, std::ostream& out, std::ostream& err) {
                          {"beta", decoding.beta},
                          {"split", split_name(o.questions)},
                          {"protocol", protocol},
+                         {"parameters", parameters},
                          {"questions", chunk.size()},
                          {"answers", o.answers},
                          {"threads", threads},

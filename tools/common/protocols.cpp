@@ -199,10 +199,10 @@ bool parse_run_option(const std::string& arg, ArgCursor& cursor, RunOptions& o) 
   } else if (arg == "--model-id") {
     o.model_id = cursor.value(arg);
   } else if (parse_sampling_option(arg, cursor, o.settings.sampling)) {
+  } else if (parse_method_option(arg, cursor, o.method_settings)) {
+    if (o.method_settings.noise_step) o.settings.noise_step = *o.method_settings.noise_step;
   } else if (arg == "--seed") {
     o.settings.seed = parse_seed(program, arg, cursor.value(arg));
-  } else if (arg == "--noise-step") {
-    o.settings.noise_step = parse_integer(program, arg, cursor.value(arg), 0, 999);
   } else if (arg == "--max-new-tokens") {
     o.settings.max_new_tokens = parse_integer(program, arg, cursor.value(arg), 1, 4096);
   } else if (arg == "--llava-hf-template") {
@@ -230,7 +230,10 @@ bool parse_run_option(const std::string& arg, ArgCursor& cursor, RunOptions& o) 
 void check_run_options(const std::string& program, const RunOptions& o) {
   check<InvalidArgument>(o.chunk_idx < o.num_chunks, program, ": --chunk-idx must be below --num-chunks (",
                          o.num_chunks, "); got ", o.chunk_idx);
-  method_options(o.method, o.settings.sampling);  // combinations the ranges allow but the method does not
+  check_method_settings(program, o.method, o.method_settings);
+  check_sampling_settings(program, o.method, o.settings.sampling);
+  // Combinations the ranges allow but the method does not.
+  method_options(o.method, o.settings.sampling, o.method_settings);
 }
 
 PreparedRun prepare_run(const std::string& program, RunOptions& o, const std::set<std::string>& given,
@@ -241,11 +244,15 @@ PreparedRun prepare_run(const std::string& program, RunOptions& o, const std::se
   std::optional<Protocol> protocol;
   if (o.protocol) protocol = resolve_protocol(*o.protocol, benchmark, run.family);
   run.record = apply_protocol(protocol, given, method_name(o.method), benchmark, run.family, o.settings);
-  method_options(o.method, o.settings.sampling);
+  // The protocol's noise step reaches the views of the methods that draw noise.
+  if (!method_views(o.method).empty() && o.method_settings.noise_step.value_or(o.settings.noise_step) != 500)
+    o.method_settings.noise_step = o.settings.noise_step;
+  method_options(o.method, o.settings.sampling, o.method_settings);
   run.generator.program = program;
   run.generator.lvlm_dir = lvlm_dir;
   run.generator.itm_dir = o.itm;
   run.generator.method = o.method;
+  run.generator.method_settings = o.method_settings;
   run.generator.settings = o.settings;
   run.generator.threads = o.threads;
   run.model_id =
@@ -273,10 +280,14 @@ ItemGenerator::ItemGenerator(const GeneratorOptions& options, std::ostream& err)
   models_ = std::make_unique<Models>(Models{load_lvlm(options_.lvlm_dir, options_.settings.lvlm), {}, {}, {}});
   if (!itm_dir.empty()) models_->itm.emplace(load_itm(itm_dir));
   if (!needs_itm) models_->itm.reset();  // checked, not needed by this method
-  models_->views.emplace(models_->itm ? &*models_->itm : nullptr, models_->lvlm, options_.settings.noise_step);
+  models_->views.emplace(models_->itm ? &*models_->itm : nullptr, models_->lvlm,
+                         options_.method_settings.noise_step_value());
   models_->tokens = lvlm_tokens(models_->lvlm);
   family_ = lvlm_family_name(models_->lvlm);
-  decoding_ = method_options(options_.method, options_.settings.sampling);
+  decoding_ = method_options(options_.method, options_.settings.sampling, options_.method_settings);
+  const bool pai_applied = options_.method == Method::Pai &&
+                           lvlm_set_pai_attention(models_->lvlm, options_.method_settings.pai_attention());
+  parameters_ = method_parameters(options_.method, decoding_, options_.method_settings, pai_applied);
 }
 
 ItemGenerator::~ItemGenerator() = default;
@@ -292,15 +303,17 @@ Generation ItemGenerator::generate(const std::string& image_path, const std::str
   Generation g;
   const std::vector<std::string> prompt_unknown =
       check_lvlm_text(program, "the instruction for " + image_path, models_->lvlm, instruction);
-  g.prompt_ids = lvlm_prompt(models_->lvlm, instruction).ids;
+  const Prompt prompt = lvlm_prompt(models_->lvlm, instruction);
+  g.prompt_ids = prompt.ids;
   std::vector<std::string> itm_unknown;
   if (models_->itm) itm_unknown = check_itm_text(program, "the IPM text for " + image_path, *models_->itm, itm_text);
   const std::uint64_t seed = options_.settings.seed;
-  // Independent draws for the view (noise, random mask) and for sampling, per item.
-  const AugmentedView view = models_->views->build(method_view(options_.method), image, itm_text, original,
-                                                   seeded_generator(question_seed(seed ^ 0x5EEDF00Dull, index)));
+  // Independent draws for the views (noise, random mask, transform) and for sampling, per item.
+  const MethodViews view = models_->views->build_views(
+      options_.method, options_.method_settings, image, itm_text, prompt, instruction, original,
+      seeded_generator(question_seed(seed ^ 0x5EEDF00Dull, index)), program);
   const std::int64_t cap = options_.settings.max_new_tokens;
-  g.ids = lvlm_generate(models_->lvlm, g.prompt_ids, original, view.pixels, decoding_, cap,
+  g.ids = lvlm_generate(models_->lvlm, prompt, original, view.views, decoding_, cap,
                         seeded_generator(question_seed(seed, index)), program);
   generated_ += static_cast<long long>(g.ids.size());
   const auto& stops = models_->tokens.stop_ids;
@@ -313,7 +326,9 @@ Generation ItemGenerator::generate(const std::string& image_path, const std::str
                 {"beta", decoding_.beta},
                 {"output_ids", g.ids},
                 {"prompt_ids", g.prompt_ids},
-                {"hit_token_cap", g.hit_cap}};
+                {"hit_token_cap", g.hit_cap},
+                {"parameters", parameters_},
+                {"views", view.record}};
   if (view.match) {
     g.metadata["itc"] = view.itc;
     g.metadata["kept_fraction"] = view.kept_fraction;

@@ -96,6 +96,7 @@ std::string lvlm_directory(const std::string& program, const std::string& given)
 struct RunOptions {
   std::optional<std::string> protocol;  ///< `--protocol`
   Method method = Method::Agla;
+  MethodSettings method_settings;  ///< the method's own options (disturbance, PAI, M3ID, noise step)
   std::string lvlm, itm, model_id;
   RunSettings settings;
   int num_chunks = 1, chunk_idx = 0, threads = 0;
@@ -104,7 +105,7 @@ struct RunOptions {
 };
 
 /// Consumes `arg` when it is one of the shared run options (`--protocol`, `--method`, `--lvlm`,
-/// `--itm`, `--model-id`, the sampling options, `--seed`, `--noise-step`, `--max-new-tokens`,
+/// `--itm`, `--model-id`, the sampling and method options, `--seed`, `--max-new-tokens`,
 /// `--llava-hf-template`, `--pad-to-square`, `--num-chunks`, `--chunk-idx`, `--limit`, `--quiet`,
 /// `--json`, `--threads`) and stores its range-checked value; false otherwise.
 bool parse_run_option(const std::string& arg, ArgCursor& cursor, RunOptions& options);
@@ -119,6 +120,7 @@ struct GeneratorOptions {
   std::string lvlm_dir;  ///< resolved (see `lvlm_directory`)
   std::string itm_dir;   ///< empty: the shipped ShapesWorld ITM when the method needs one
   Method method = Method::Agla;
+  MethodSettings method_settings;
   RunSettings settings;
   int threads = 0;  ///< 0: the thread policy's default
 };
@@ -184,6 +186,7 @@ class ItemGenerator {
   std::string family_;
   int threads_ = 1;
   DecodeOptions decoding_;
+  nlohmann::json parameters_;  // the method's parameters as every answer records them
   long long generated_ = 0;
   std::size_t prompt_unknown_items_ = 0, itm_unknown_items_ = 0;
 };

@@ -1,0 +1,141 @@
+#!/usr/bin/env python3
+"""Paired comparison of the ShapesWorld runs of tools/run_shapesworld_results.sh against one
+reference method (default: sharpened), with standard errors over the questions.
+
+    tools/shapesworld_differences.py OUT [REFERENCE]
+
+OUT is the script's output folder (eval/, answers/). For every model, split and method it prints
+the adversarial false-positive rate and accuracy, and the contrast split's false-positive rates
+with the partner present and absent and their gap. Each value is the mean over the seeds. Its
+standard error treats the questions (for the gap: the image pairs) as the sample, after averaging
+each question's outcome over the seeds. The difference to REFERENCE is paired: it is computed per
+question on the same questions, so what the two methods share cancels. Answers are read with
+POPE's parser (first sentence; "no" if it has the word No, no or not).
+"""
+import collections
+import glob
+import json
+import math
+import os
+import re
+import sys
+
+
+def says_no(text):
+    first = text.split(".")[0].replace(",", "")
+    return any(word in ("No", "no", "not") for word in first.split(" "))
+
+
+def read_jsonl(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def mean_se(values):
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return mean, float("nan")
+    var = sum((v - mean) ** 2 for v in values) / (n - 1)
+    return mean, math.sqrt(var / n)
+
+
+def cell(values, percent=True):
+    mean, se = mean_se(values)
+    scale = 100.0 if percent else 1.0
+    return f"{scale * mean:.1f} ± {scale * se:.1f}"
+
+
+def main():
+    out = sys.argv[1]
+    reference = sys.argv[2] if len(sys.argv) > 2 else "sharpened"
+    questions = {}
+    for split, name in (("adversarial", "shapesworld_pope_adversarial.jsonl"), ("contrast", "shapesworld_contrast.jsonl")):
+        path = os.path.join(out, "eval", name)
+        if os.path.exists(path):
+            questions[split] = {str(q["question_id"]): q for q in read_jsonl(path)}
+    # (model, split, method) -> question id -> list over seeds of "answered yes"
+    yes = collections.defaultdict(lambda: collections.defaultdict(list))
+    methods = []
+    seeds = collections.defaultdict(set)
+    pattern = re.compile(r"^(?P<model>.+?)\.(?P<method>[^.]+)\.seed(?P<seed>\d+)\.(?P<split>[a-z]+)\.jsonl$")
+    for path in sorted(glob.glob(os.path.join(out, "answers", "*.jsonl"))):
+        m = pattern.match(os.path.basename(path))
+        if not m or m["split"] not in questions:
+            continue
+        key = (m["model"], m["split"], m["method"])
+        if m["method"] not in methods:
+            methods.append(m["method"])
+        seeds[key].add(int(m["seed"]))
+        for answer in read_jsonl(path):
+            yes[key][str(answer["question_id"])].append(0.0 if says_no(answer["text"]) else 1.0)
+    order = ["regular", "greedy", "sharpened", "cutoff-only", "vcd", "vcd-2", "agla", "agla-random-mask",
+             "agla-released", "ritual", "icd", "m3id", "m3id-logits", "pai", "vacode", "agla+vcd"]
+    methods.sort(key=lambda name: order.index(name) if name in order else len(order))
+    models = sorted({key[0] for key in yes})
+
+    def per_question(key, ids):
+        answers = yes.get(key, {})
+        if any(i not in answers for i in ids):
+            return None  # an unfinished run
+        return [sum(answers[i]) / len(answers[i]) for i in ids]
+
+    for model in models:
+        print(f"\n### {model}\n")
+        print(f"Mean over the seeds, ± standard error over the questions (percent); Δ = method − {reference}, "
+              "paired on the same questions.\n")
+        if "adversarial" in questions:
+            qs = questions["adversarial"]
+            negatives = [i for i, q in qs.items() if q["label"] == "no"]
+            ids = list(qs)
+            print(f"POPE adversarial ({len(ids)} questions, {len(negatives)} negatives):\n")
+            print("| method | seeds | accuracy | Δ accuracy | FP rate | Δ FP rate |")
+            print("| --- | ---: | ---: | ---: | ---: | ---: |")
+            ref_fp = per_question((model, "adversarial", reference), negatives)
+            ref_ok = per_question((model, "adversarial", reference), ids)
+            for method in methods:
+                key = (model, "adversarial", method)
+                fp = per_question(key, negatives)
+                said = per_question(key, ids)
+                if fp is None or said is None:
+                    continue
+                ok = [s if qs[i]["label"] == "yes" else 1.0 - s for i, s in zip(ids, said)]
+                row = [method, str(len(seeds[key])), cell(ok)]
+                if ref_ok is not None:
+                    ref_correct = [s if qs[i]["label"] == "yes" else 1.0 - s for i, s in zip(ids, ref_ok)]
+                    row.append(cell([a - b for a, b in zip(ok, ref_correct)]))
+                else:
+                    row.append("–")
+                row.append(cell(fp))
+                row.append(cell([a - b for a, b in zip(fp, ref_fp)]) if ref_fp is not None else "–")
+                print("| " + " | ".join(row) + " |")
+            print()
+        if "contrast" in questions:
+            qs = questions["contrast"]
+            pairs = collections.defaultdict(dict)
+            for i, q in qs.items():
+                pairs[q["pair_id"]][q["partner_present"]] = i
+            pair_ids = sorted(p for p, sides in pairs.items() if True in sides and False in sides)
+            present = [pairs[p][True] for p in pair_ids]
+            absent = [pairs[p][False] for p in pair_ids]
+            print(f"Within-class contrast ({len(pair_ids)} image pairs; all answers should be 'no'):\n")
+            print("| method | seeds | FP, partner present | FP, partner absent | gap | Δ gap |")
+            print("| --- | ---: | ---: | ---: | ---: | ---: |")
+            ref_p = per_question((model, "contrast", reference), present)
+            ref_a = per_question((model, "contrast", reference), absent)
+            ref_gap = [a - b for a, b in zip(ref_p, ref_a)] if ref_p is not None and ref_a is not None else None
+            for method in methods:
+                key = (model, "contrast", method)
+                p = per_question(key, present)
+                a = per_question(key, absent)
+                if p is None or a is None:
+                    continue
+                gap = [x - y for x, y in zip(p, a)]
+                row = [method, str(len(seeds[key])), cell(p), cell(a), cell(gap)]
+                row.append(cell([x - y for x, y in zip(gap, ref_gap)]) if ref_gap is not None else "–")
+                print("| " + " | ".join(row) + " |")
+            print()
+
+
+if __name__ == "__main__":
+    main()
