@@ -447,3 +447,16 @@ TEST(CocoChairTest, RejectsBadInputs) {
             }).find((dir / "bad.jsonl").string() + ":2:"),
             std::string::npos);
 }
+
+TEST(RunnerTest, GroupedChunksKeepEachImageWholeAndCoverEveryItemOnce) {
+  // Images in first-appearance order a, b, c; their items in file order inside each group.
+  const std::vector<std::string> keys = {"a", "b", "a", "c", "b", "a", "c"};
+  EXPECT_EQ(ev::grouped_chunk(keys, 1, 0), (std::vector<std::size_t>{0, 2, 5, 1, 4, 3, 6}));
+  // Two chunks over three groups: ceil(3 / 2) = 2 groups, then 1 (as chunk_range splits items).
+  EXPECT_EQ(ev::grouped_chunk(keys, 2, 0), (std::vector<std::size_t>{0, 2, 5, 1, 4}));
+  EXPECT_EQ(ev::grouped_chunk(keys, 2, 1), (std::vector<std::size_t>{3, 6}));
+  // More chunks than images: the extra chunks are empty.
+  EXPECT_TRUE(ev::grouped_chunk(keys, 5, 4).empty());
+  EXPECT_TRUE(ev::grouped_chunk({}, 2, 0).empty());
+  EXPECT_THROW(ev::grouped_chunk(keys, 2, 2), agla::InvalidArgument);
+}

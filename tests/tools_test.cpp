@@ -698,6 +698,54 @@ TEST(ToolsPopeTest, ChunksConcatenateToTheWholeRun) {
   }
 }
 
+TEST(ToolsPopeTest, QuestionsGroupByImageAndTheImageCacheChangesNoAnswer) {
+  const std::string dir = temp_dir("grouped");
+  // Two images, their questions interleaved (x y x y): grouped, each image is read, encoded and
+  // prefilled once; chunks hold whole images; answers come in file order and equal uncached ones.
+  const auto source = read_lines(eval_set_dir() + "/shapesworld_pope_random.jsonl");
+  std::size_t other = 1;
+  while (other < source.size() && source[other]["image"] == source[0]["image"]) ++other;
+  ASSERT_LT(other, source.size());
+  std::vector<nlohmann::json> lines = {source[0], source[other], source[0], source[other]};
+  for (std::size_t i = 2; i < 4; ++i) lines[i]["question_id"] = 100 + static_cast<int>(i);
+  const std::string questions = dir + "/questions.jsonl";
+  {
+    std::ofstream out(questions);
+    for (const auto& line : lines) out << line.dump() << "\n";
+  }
+  const auto run = [&](const std::string& method, const std::string& answers, std::vector<std::string> extra) {
+    std::vector<std::string> args = {"--questions", questions, "--image-folder", eval_set_dir() + "/images",
+                                     "--method",    method,    "--itm",          kItm,
+                                     "--lvlm",      kCaption,  "--answers",      answers,
+                                     "--quiet",     "--max-new-tokens", "3"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    const Output o = pope(args);
+    EXPECT_EQ(o.status, 0) << o.err;
+    auto result = read_lines(answers);
+    for (auto& line : result) line["metadata"].erase("ipm_ms");  // wall-clock time
+    return result;
+  };
+  for (const std::string method : {"agla", "vcd", "regular"}) {
+    const auto cached = run(method, dir + "/cached.jsonl", {});
+    const auto uncached = run(method, dir + "/uncached.jsonl", {"--no-image-cache"});
+    ASSERT_EQ(cached.size(), 4u);
+    for (std::size_t i = 0; i < 4; ++i) {
+      EXPECT_EQ(cached[i]["question_id"], lines[i]["question_id"]) << method << " " << i;  // file order
+      EXPECT_EQ(cached[i], uncached[i]) << method << " " << i;
+    }
+    const auto first = run(method, dir + "/c0.jsonl", {"--num-chunks", "2", "--chunk-idx", "0"});
+    const auto second = run(method, dir + "/c1.jsonl", {"--num-chunks", "2", "--chunk-idx", "1"});
+    ASSERT_EQ(first.size(), 2u);
+    ASSERT_EQ(second.size(), 2u);
+    for (const auto& line : first) EXPECT_EQ(line["image"], lines[0]["image"]);
+    for (const auto& line : second) EXPECT_EQ(line["image"], lines[1]["image"]);
+    EXPECT_EQ(first[0], cached[0]);
+    EXPECT_EQ(first[1], cached[2]);
+    EXPECT_EQ(second[0], cached[1]);
+    EXPECT_EQ(second[1], cached[3]);
+  }
+}
+
 TEST(ToolsPopeTest, CaptionSplitGivesChair) {
   const std::string dir = temp_dir("chair");
   const Output o =

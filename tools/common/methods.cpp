@@ -362,6 +362,14 @@ ViewBuilder::ViewBuilder(const blip::BlipItm* itm, AnyLvlm& lvlm, std::int64_t n
   if (itm != nullptr) matcher_.emplace(*itm);
 }
 
+const ipm::EncodedImage& ViewBuilder::encoded(const at::Tensor& image) const {
+  if (!encoded_ || !encoded_of_.is_same(image)) {
+    encoded_ = matcher_->encode(image);
+    encoded_of_ = image;
+  }
+  return *encoded_;
+}
+
 AugmentedView ViewBuilder::build(LocalView kind, const at::Tensor& image, const std::string& itm_prompt,
                                  const at::Tensor& original_pixels, const at::Generator& generator) const {
   const auto start = std::chrono::steady_clock::now();
@@ -371,13 +379,13 @@ AugmentedView ViewBuilder::build(LocalView kind, const at::Tensor& image, const 
   } else if (kind == LocalView::IpmMask || kind == LocalView::RandomMask) {
     check<InvalidArgument>(matcher_.has_value(), "agla::tools::ViewBuilder: the ",
                            kind == LocalView::IpmMask ? "IPM" : "random", " mask needs an ITM model (--itm DIR)");
-    ipm::Match match = matcher_->match(image, itm_prompt);
+    ipm::Match match = matcher_->match(encoded(image), itm_prompt);
     view.itc = match.itc;
     if (kind == LocalView::IpmMask) {
       view.image = match.augmented;
       view.kept_fraction = match.kept_fraction;
     } else {
-      const at::Tensor canvas = matcher_->resize_for_model(image);
+      const at::Tensor canvas = encoded(image).resized;
       const at::Tensor mask = random_mask(matcher_->grid(), canvas.size(0), canvas.size(1), match.kept_fraction,
                                           generator, matcher_->options().blur_sigma_fraction);
       view.image = ipm::apply_mask(canvas, mask);

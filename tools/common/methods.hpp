@@ -207,9 +207,15 @@ class ViewBuilder {
   const std::optional<ipm::ImagePromptMatcher<blip::BlipItm>>& matcher() const { return matcher_; }
 
  private:
+  // IPM's encoding of `image`, computed again only when another image tensor comes (the questions
+  // of one image share it; the matches equal those of `match(image, prompt)` bit for bit).
+  const ipm::EncodedImage& encoded(const at::Tensor& image) const;
+
   AnyLvlm* lvlm_;
   std::int64_t noise_step_;
   std::optional<ipm::ImagePromptMatcher<blip::BlipItm>> matcher_;
+  mutable std::optional<ipm::EncodedImage> encoded_;
+  mutable at::Tensor encoded_of_;  // the tensor `encoded_` was computed from
 };
 
 /// A CPU generator seeded with `seed` (the same seed gives the same draws).

@@ -83,6 +83,8 @@ void usage(std::ostream& out) {
          "  --limit N             only the first N questions\n"
          "  --results FILE        append one JSON line with the run's tags and metrics (for --summarize)\n"
          "  --quiet               no progress bar\n"
+         "  --no-image-cache      compute each image's encoding (and LLaVA's prompt prefix) for every question\n"
+         "                        (default: once per image; the answers are the same)\n"
          "Scoring:\n"
          "  --parser NAME         pope (default): POPE's evaluate.py -- first sentence, 'no' if it has the word\n"
          "                        No/no/not, else 'yes'; substring: the AGLA/VCD scripts -- 'yes' in the answer for\n"
@@ -112,6 +114,7 @@ struct Options {
   std::optional<std::vector<std::int64_t>> prompt_ids;  // for every item without its own prompt_ids
   std::vector<std::int64_t> qformer_prompt_ids;         // likewise, InstructBLIP's Q-Former ids
   bool quiet = false, json = false, help = false;
+  bool image_cache = true;  // --no-image-cache turns the per-image cache of the LVLM off
   eval::AnswerParser parser = eval::AnswerParser::Pope;
   int threads = 0;
   std::optional<std::string> protocol;  // --protocol
@@ -186,6 +189,8 @@ Options parse_options(const std::vector<std::string>& args) {
       o.limit = parse_integer(kProgram, arg, cursor.value(arg), 1, 100000000);
     } else if (arg == "--results") {
       o.results = cursor.value(arg);
+    } else if (arg == "--no-image-cache") {
+      o.image_cache = false;
     } else if (arg == "--quiet") {
       o.quiet = true;
     } else if (arg == "--parser") {
@@ -304,7 +309,11 @@ int run_questions(Options o, std::ostream& out, std::ostream& err) {
   const bool captions = is_caption_file(lines);
   std::vector<RunItem> all = read_run_items(lines, o.questions, captions);
   if (o.limit && static_cast<std::size_t>(*o.limit) < all.size()) all.resize(static_cast<std::size_t>(*o.limit));
-  const eval::ChunkRange chunk = eval::chunk_range(all.size(), o.num_chunks, o.chunk_idx);
+  // Questions grouped by image: a chunk never splits an image, and each image is read, encoded and
+  // prefilled once per run (docs/performance.md); answers are written in file order.
+  std::vector<std::string> image_keys;
+  for (const RunItem& item : all) image_keys.push_back(item.image);
+  const std::vector<std::size_t> chunk = eval::grouped_chunk(image_keys, o.num_chunks, o.chunk_idx);
   const std::string folder =
       !o.image_folder.empty() ? o.image_folder : (std::filesystem::path(o.questions).parent_path() / "images").string();
 
@@ -340,6 +349,8 @@ int run_questions(Options o, std::ostream& out, std::ostream& err) {
       use_threads(o.threads, weight_bytes(lvlm_dir) + (needs_itm ? weight_bytes(itm_dir) : std::uintmax_t{0}));
   if (auto warning = agla::blas_warning()) err << *warning << "\n";
   AnyLvlm lvlm = load_lvlm(lvlm_dir, o.lvlm_settings);
+  // Two entries: the original image and a reusable extra view of it.
+  if (o.image_cache) std::visit([](auto& model) { agla::enable_image_cache(model, 2); }, lvlm);
   std::optional<blip::BlipItm> itm;
   if (!itm_dir.empty()) itm.emplace(load_itm(itm_dir));
   if (!needs_itm) itm.reset();  // checked, not needed by this method
@@ -363,13 +374,19 @@ int run_questions(Options o, std::ostream& out, std::ostream& err) {
   std::map<std::string, std::string> texts;
   long long generated = 0;
   std::size_t itm_unknown_items = 0, prompt_unknown_items = 0;
+  std::vector<std::pair<std::size_t, eval::AnswerRecord>> records;
+  std::string image_name;
+  at::Tensor image, original;
   const auto start = std::chrono::steady_clock::now();
-  for (std::size_t i = chunk.begin; i < chunk.end; ++i) {
+  for (const std::size_t i : chunk) {
     const RunItem& item = all[i];
-    const std::string image_path = (std::filesystem::path(folder) / item.image).string();
-    require_file(kProgram, "the image of question " + item.key, image_path);
-    const at::Tensor image = io::read_image(image_path);
-    const at::Tensor original = lvlm_pixels(lvlm, image);
+    if (!image.defined() || item.image != image_name) {
+      const std::string image_path = (std::filesystem::path(folder) / item.image).string();
+      require_file(kProgram, "the image of question " + item.key, image_path);
+      image = io::read_image(image_path);
+      original = lvlm_pixels(lvlm, image);
+      image_name = item.image;
+    }
     Prompt prompt;
     std::optional<std::string> instruction;  // the prompt's text, when it came as text
     std::vector<std::string> prompt_unknown;
@@ -424,11 +441,13 @@ int run_questions(Options o, std::ostream& out, std::ostream& err) {
       record.metadata["prompt_unknown_words"] = prompt_unknown;
       ++prompt_unknown_items;
     }
-    writer.write(record);
     texts[item.key] = record.text;
+    records.emplace_back(i, std::move(record));
     if (bar) bar->advance();
   }
   if (bar) bar->finish();
+  std::sort(records.begin(), records.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  for (const auto& [index, record] : records) writer.write(record);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   for (const auto& [count, what, field] : {std::tuple{itm_unknown_items, "IPM texts", "itm_unknown_words"},
                                            std::tuple{prompt_unknown_items, "prompts", "prompt_unknown_words"}})
@@ -446,6 +465,7 @@ int run_questions(Options o, std::ostream& out, std::ostream& err) {
                          {"protocol", protocol},
                          {"parameters", parameters},
                          {"questions", chunk.size()},
+                         {"image_cache", o.image_cache},
                          {"answers", o.answers},
                          {"threads", threads},
                          {"seconds", seconds},

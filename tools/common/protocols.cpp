@@ -265,6 +265,8 @@ struct ItemGenerator::Models {
   std::optional<blip::BlipItm> itm;
   std::optional<ViewBuilder> views;
   TokenSpec tokens;
+  std::string image_path;      // the image last read, kept for the next item about it
+  at::Tensor image, original;  // its pixels and the LVLM's input
 };
 
 ItemGenerator::ItemGenerator(const GeneratorOptions& options, std::ostream& err) : options_(options) {
@@ -277,7 +279,10 @@ ItemGenerator::ItemGenerator(const GeneratorOptions& options, std::ostream& err)
   threads_ = use_threads(options_.threads, weight_bytes(options_.lvlm_dir) +
                                                (needs_itm ? weight_bytes(itm_dir) : std::uintmax_t{0}));
   if (auto warning = agla::blas_warning()) err << *warning << "\n";
-  models_ = std::make_unique<Models>(Models{load_lvlm(options_.lvlm_dir, options_.settings.lvlm), {}, {}, {}});
+  models_ = std::make_unique<Models>(Models{load_lvlm(options_.lvlm_dir, options_.settings.lvlm), {}, {}, {}, {}, {}, {}});
+  // The questions of one image come one after another: its encoding (and LLaVA's prompt prefix)
+  // is computed once (docs/performance.md); two entries: the original and a reusable extra view.
+  std::visit([](auto& model) { agla::enable_image_cache(model, 2); }, models_->lvlm);
   if (!itm_dir.empty()) models_->itm.emplace(load_itm(itm_dir));
   if (!needs_itm) models_->itm.reset();  // checked, not needed by this method
   models_->views.emplace(models_->itm ? &*models_->itm : nullptr, models_->lvlm,
@@ -297,9 +302,14 @@ bool ItemGenerator::has_tokenizer() const { return lvlm_has_tokenizer(models_->l
 Generation ItemGenerator::generate(const std::string& image_path, const std::string& instruction,
                                    const std::string& itm_text, std::size_t index) {
   const std::string& program = options_.program;
-  require_file(program, "image", image_path);
-  const at::Tensor image = io::read_image(image_path);
-  const at::Tensor original = lvlm_pixels(models_->lvlm, image);
+  if (!models_->image.defined() || image_path != models_->image_path) {
+    require_file(program, "image", image_path);
+    models_->image = io::read_image(image_path);
+    models_->original = lvlm_pixels(models_->lvlm, models_->image);
+    models_->image_path = image_path;
+  }
+  const at::Tensor& image = models_->image;
+  const at::Tensor& original = models_->original;
   Generation g;
   const std::vector<std::string> prompt_unknown =
       check_lvlm_text(program, "the instruction for " + image_path, models_->lvlm, instruction);
@@ -332,7 +342,7 @@ Generation ItemGenerator::generate(const std::string& image_path, const std::str
   if (view.match) {
     g.metadata["itc"] = view.itc;
     g.metadata["kept_fraction"] = view.kept_fraction;
-    g.metadata["ipm_ms"] = view.ipm_ms;
+    g.metadata["ipm_ms"] = view.ms;
   }
   if (!itm_unknown.empty()) {
     g.metadata["itm_unknown_words"] = itm_unknown;

@@ -12,7 +12,9 @@
 #include <nlohmann/json.hpp>
 #include <ostream>
 #include <string>
+#include <unordered_map>
 #include <utility>
+#include <vector>
 
 #include "agla/error.hpp"
 
@@ -36,6 +38,24 @@ inline ChunkRange chunk_range(std::size_t n, int num_chunks, int chunk_idx) {
   const std::size_t size = (n + static_cast<std::size_t>(num_chunks) - 1) / static_cast<std::size_t>(num_chunks);
   const std::size_t begin = std::min(n, size * static_cast<std::size_t>(chunk_idx));
   return {begin, std::min(n, begin + size)};
+}
+
+/// The items of chunk `chunk_idx` of `num_chunks` when items sharing a key (their image) must stay
+/// together: the keys' groups in order of first appearance are split as `chunk_range` splits
+/// items, and each group's items follow one another (in file order within the group). Returns
+/// indices into `keys`; concatenating the chunks covers every item once.
+inline std::vector<std::size_t> grouped_chunk(const std::vector<std::string>& keys, int num_chunks, int chunk_idx) {
+  std::vector<std::vector<std::size_t>> groups;
+  std::unordered_map<std::string, std::size_t> group_of;
+  for (std::size_t i = 0; i < keys.size(); ++i) {
+    const auto [it, added] = group_of.emplace(keys[i], groups.size());
+    if (added) groups.emplace_back();
+    groups[it->second].push_back(i);
+  }
+  const ChunkRange range = chunk_range(groups.size(), num_chunks, chunk_idx);
+  std::vector<std::size_t> items;
+  for (std::size_t g = range.begin; g < range.end; ++g) items.insert(items.end(), groups[g].begin(), groups[g].end());
+  return items;
 }
 
 /// "1:02:03" or "02:03" for a duration in seconds; "--:--" when unknown (negative or not finite).
