@@ -16,30 +16,14 @@
 
 #include "agla/models/blip.hpp"
 #include "support/harness.hpp"
+#include "support/model_shapes.hpp"
 
 namespace {
-
-agla::blip::BlipConfig blip_large() {
-  agla::blip::BlipConfig c;
-  c.vision.hidden_size = 1024;
-  c.vision.num_hidden_layers = 24;
-  c.vision.num_attention_heads = 16;
-  c.vision.intermediate_size = 4096;
-  c.vision.image_size = 384;
-  c.vision.patch_size = 16;
-  c.text.hidden_size = 768;
-  c.text.num_hidden_layers = 12;
-  c.text.num_attention_heads = 12;
-  c.text.intermediate_size = 3072;
-  c.text.encoder_hidden_size = 1024;
-  c.image_text_hidden_size = 256;
-  return c;
-}
 
 agla::blip::BlipItm& itm() {
   static agla::blip::BlipItm model = [] {
     at::manual_seed(0);
-    agla::blip::BlipItmModel module(blip_large());
+    agla::blip::BlipItmModel module(agla::bench::blip_large_config());
     agla::models::init_parameters(*module);
     return agla::blip::BlipItm(module, agla::text::WordPieceTokenizer::bert_base_uncased());
   }();
@@ -49,7 +33,7 @@ agla::blip::BlipItm& itm() {
 agla::blip::BlipCaptioner& captioner() {
   static agla::blip::BlipCaptioner model = [] {
     at::manual_seed(1);
-    agla::blip::BlipCaptionModel module(blip_large());
+    agla::blip::BlipCaptionModel module(agla::bench::blip_large_config());
     agla::models::init_parameters(*module);
     return agla::blip::BlipCaptioner(module, agla::text::WordPieceTokenizer::bert_base_uncased());
   }();

@@ -19,6 +19,7 @@
 
 #include "agla/agla.hpp"
 #include "support/harness.hpp"
+#include "support/model_shapes.hpp"
 
 namespace {
 
@@ -60,17 +61,10 @@ void BM_CudaDecodeOverhead(benchmark::State& state) {
   state.counters["step/floor"] = step_s / floor_s;
 }
 
-// LLaVA-1.5's layout at llava_bench's size: a ~0.94 B-parameter LLaMA behind a ViT-B-sized CLIP
-// tower (256 image tokens).
+// llava_bench's LLaVA-shaped model in float16 on the GPU.
 agla::llava::LlavaModel llava_model() {
-  nlohmann::json c;
-  c["image_token_index"] = 31999;
-  c["text_config"] = {{"hidden_size", 2048},      {"intermediate_size", 5504}, {"num_hidden_layers", 16},
-                      {"num_attention_heads", 32}, {"num_key_value_heads", 32}, {"vocab_size", 32000}};
-  c["vision_config"] = {{"hidden_size", 768},       {"intermediate_size", 3072}, {"num_hidden_layers", 12},
-                        {"num_attention_heads", 12}, {"image_size", 224},         {"patch_size", 14}};
   torch::manual_seed(0);
-  agla::llava::LlavaModel model(agla::llava::parse_config(c));
+  agla::llava::LlavaModel model(agla::llava::parse_config(agla::bench::llava_bench_config()));
   agla::models::init_parameters(*model);
   model->to(at::kCUDA, at::kHalf);
   model->eval();
@@ -114,17 +108,8 @@ void BM_CudaLlavaDecode(benchmark::State& state) {
 
 void BM_CudaIpm(benchmark::State& state) {
   if (skip_without_cuda(state)) return;
-  agla::blip::BlipConfig config;  // Salesforce/blip-itm-large-coco's sizes
-  config.vision.hidden_size = 1024;
-  config.vision.intermediate_size = 4096;
-  config.vision.num_hidden_layers = 24;
-  config.vision.num_attention_heads = 16;
-  config.vision.image_size = 384;
-  config.vision.patch_size = 16;
-  config.text.encoder_hidden_size = 1024;
-  config.image_text_hidden_size = 256;
   torch::manual_seed(0);
-  agla::blip::BlipItmModel module(config);
+  agla::blip::BlipItmModel module(agla::bench::blip_large_config());
   agla::models::init_parameters(*module);
   module->to(at::kCUDA);
   const agla::blip::BlipItm model(module, agla::text::WordPieceTokenizer::bert_base_uncased());

@@ -24,31 +24,14 @@
 #include "agla/ipm.hpp"
 #include "agla/models/blip.hpp"
 #include "support/harness.hpp"
+#include "support/model_shapes.hpp"
 
 namespace {
-
-// Salesforce/blip-itm-large-coco's sizes.
-agla::blip::BlipConfig blip_large_config() {
-  agla::blip::BlipConfig config;
-  config.vision.hidden_size = 1024;
-  config.vision.intermediate_size = 4096;
-  config.vision.num_hidden_layers = 24;
-  config.vision.num_attention_heads = 16;
-  config.vision.image_size = 384;
-  config.vision.patch_size = 16;
-  config.text.hidden_size = 768;
-  config.text.encoder_hidden_size = 1024;
-  config.text.intermediate_size = 3072;
-  config.text.num_hidden_layers = 12;
-  config.text.num_attention_heads = 12;
-  config.image_text_hidden_size = 256;
-  return config;
-}
 
 const agla::blip::BlipItm& model() {
   static const agla::blip::BlipItm instance = [] {
     torch::manual_seed(0);
-    agla::blip::BlipItmModel module(blip_large_config());
+    agla::blip::BlipItmModel module(agla::bench::blip_large_config());
     agla::models::init_parameters(*module);
     return agla::blip::BlipItm(module, agla::text::WordPieceTokenizer::bert_base_uncased());
   }();

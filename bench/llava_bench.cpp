@@ -1,6 +1,6 @@
 // Decoding speed of LLaVA-1.5 under AGLA: regular decoding, AGLA with one forward per view, and
 // AGLA with both views in one batched forward, on a LLaVA-shaped model with random weights
-// (sizes below; override with --llava-small for a quick check); and the same for every decoding
+// (sizes in bench/support/model_shapes.hpp; --llava-small for a quick check); and the same for every decoding
 // method of docs/decoding.md (BM_LlavaMethod_*: one or two extra views of the method's kinds,
 // PAI with its attention boost). Prints tokens per second and the ratios to regular decoding
 // measured in the same process.
@@ -22,6 +22,7 @@
 
 #include "agla/models/llava.hpp"
 #include "support/harness.hpp"
+#include "support/model_shapes.hpp"
 #include "support/lvlm_bench.hpp"
 
 namespace {
@@ -29,28 +30,6 @@ namespace {
 namespace llava = agla::llava;
 
 bool g_small = false;
-
-// LLaVA-1.5's layout at a size two CPU cores can run: a ~0.94 B-parameter LLaMA (hidden 2048,
-// 16 layers, 32 heads, SwiGLU 5504, vocabulary 32000) behind a ViT-B-sized CLIP tower at 224 px
-// with 14 px patches (256 image tokens, like LLaVA's 576 at a quarter of the pixels).
-nlohmann::json bench_config() {
-  nlohmann::json c;
-  c["image_token_index"] = 31999;
-  c["text_config"] = {{"hidden_size", g_small ? 256 : 2048},
-                      {"intermediate_size", g_small ? 688 : 5504},
-                      {"num_hidden_layers", g_small ? 2 : 16},
-                      {"num_attention_heads", g_small ? 4 : 32},
-                      {"num_key_value_heads", g_small ? 4 : 32},
-                      {"vocab_size", 32000},
-                      {"rms_norm_eps", 1e-5}};
-  c["vision_config"] = {{"hidden_size", g_small ? 128 : 768},
-                        {"intermediate_size", g_small ? 512 : 3072},
-                        {"num_hidden_layers", g_small ? 2 : 12},
-                        {"num_attention_heads", g_small ? 4 : 12},
-                        {"image_size", 224},
-                        {"patch_size", 14}};
-  return c;
-}
 
 struct BenchModel {
   llava::LlavaModel model{nullptr};
@@ -63,7 +42,7 @@ struct BenchModel {
 BenchModel& bench_model() {
   static BenchModel m = [] {
     BenchModel b;
-    b.model = llava::LlavaModel(llava::parse_config(bench_config()));
+    b.model = llava::LlavaModel(llava::parse_config(agla::bench::llava_bench_config(g_small)));
     auto gen = at::make_generator<at::CPUGeneratorImpl>(1234);
     agla::bench::init_bench_weights(*b.model, gen);
     b.model->eval();

@@ -26,6 +26,7 @@
 #include "agla/models/llava.hpp"
 #include "agla/views/noise.hpp"
 #include "support/harness.hpp"
+#include "support/model_shapes.hpp"
 #include "support/lvlm_bench.hpp"
 
 namespace {
@@ -38,28 +39,6 @@ int g_images = 2;
 int g_new_tokens = 2;
 constexpr int kQuestionsPerImage = 6;
 
-// The LLaVA-shaped model of llava_bench: a ~0.94 B-parameter LLaMA (hidden 2048, 16 layers, 32
-// heads, SwiGLU 5504, vocabulary 32000) behind a ViT-B-sized CLIP tower at 224 px with 14 px
-// patches (256 image tokens, like LLaVA's 576 at a quarter of the pixels).
-nlohmann::json bench_config() {
-  nlohmann::json c;
-  c["image_token_index"] = 31999;
-  c["text_config"] = {{"hidden_size", g_small ? 256 : 2048},
-                      {"intermediate_size", g_small ? 688 : 5504},
-                      {"num_hidden_layers", g_small ? 2 : 16},
-                      {"num_attention_heads", g_small ? 4 : 32},
-                      {"num_key_value_heads", g_small ? 4 : 32},
-                      {"vocab_size", 32000},
-                      {"rms_norm_eps", 1e-5}};
-  c["vision_config"] = {{"hidden_size", g_small ? 128 : 768},
-                        {"intermediate_size", g_small ? 512 : 3072},
-                        {"num_hidden_layers", g_small ? 2 : 12},
-                        {"num_attention_heads", g_small ? 4 : 12},
-                        {"image_size", 224},
-                        {"patch_size", 14}};
-  return c;
-}
-
 // The model and six POPE-length questions sharing llava_v1's prefix: BOS + 34 system-prompt and
 // "USER:" ids, the image token, then 20 to 25 question ids ("\n<question> Please answer this
 // question with one word. ASSISTANT:").
@@ -71,7 +50,7 @@ struct BenchModel {
 BenchModel& bench_model() {
   static BenchModel m = [] {
     BenchModel b;
-    b.model = llava::LlavaModel(llava::parse_config(bench_config()));
+    b.model = llava::LlavaModel(llava::parse_config(agla::bench::llava_bench_config(g_small)));
     auto gen = at::make_generator<at::CPUGeneratorImpl>(1234);
     agla::bench::init_bench_weights(*b.model, gen);
     b.model->eval();
