@@ -2,6 +2,7 @@
 // rules), on small benchmark trees, results folders and annotation files the tests write; the
 // expected values are worked out by hand in the comments.
 #include "agla/eval.hpp"
+#include "support/scratch.hpp"
 
 #include <filesystem>
 #include <fstream>
@@ -13,22 +14,11 @@ namespace fs = std::filesystem;
 
 namespace {
 
+using agla::test::read;
+using agla::test::write;
+
 std::string temp_dir(const std::string& name) {
-  const fs::path dir = fs::temp_directory_path() / ("agla_eval_test_" + name);
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  return dir.string();
-}
-
-void write(const fs::path& path, const std::string& text) {
-  fs::create_directories(path.parent_path());
-  std::ofstream out(path, std::ios::binary);
-  out << text;
-}
-
-std::string read(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  return agla::test::fresh_dir(fs::temp_directory_path(), "agla_eval_test_" + name);
 }
 
 // The message of the FormatError `f` throws ("" when it throws nothing).

@@ -16,6 +16,7 @@
 #include "agla/shapesworld/tensor.hpp"
 #include "agla/io/image.hpp"
 #include "common/programs.hpp"
+#include "support/scratch.hpp"
 #include "common/protocols.hpp"
 
 namespace tl = agla::tools;
@@ -28,58 +29,23 @@ const std::string kLvlm = kToolsData + "/models/shapesworld-lvlm";
 const std::string kItm = kToolsData + "/models/shapesworld-itm";
 const std::string kSample = kToolsData + "/sample.png";
 
-struct Output {
-  int status = 0;
-  std::string out, err;
-};
-
-using Program = int (*)(const std::vector<std::string>&, std::ostream&, std::ostream&);
-
-Output run(Program program, const std::vector<std::string>& args) {
-  std::ostringstream out, err;
-  Output o;
-  o.status = program(args, out, err);
-  o.out = out.str();
-  o.err = err.str();
-  return o;
-}
+using agla::test::Output;
+using agla::test::Program;
+using agla::test::read;
+using agla::test::read_lines;
+using agla::test::run;
+using agla::test::write;
 
 Output mme(const std::vector<std::string>& args) { return run(tl::run_mme, args); }
 Output chair(const std::vector<std::string>& args) { return run(tl::run_chair, args); }
 Output pope(const std::vector<std::string>& args) { return run(tl::run_pope, args); }
 
-// This process's scratch folder (ctest runs the tests of this file in parallel processes).
-fs::path temp_root() { return fs::temp_directory_path() / ("agla_eval_tools_test_" + std::to_string(getpid())); }
-
-class TempRootCleanup : public ::testing::Environment {
- public:
-  void TearDown() override { fs::remove_all(temp_root()); }
-};
-::testing::Environment* const kTempRootCleanup = ::testing::AddGlobalTestEnvironment(new TempRootCleanup);
-
-std::string temp_dir(const std::string& name) {
-  const fs::path dir = temp_root() / name;
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  return dir.string();
-}
-
-void write(const fs::path& path, const std::string& text) {
-  fs::create_directories(path.parent_path());
-  std::ofstream out(path, std::ios::binary);
-  out << text;
-}
-
-std::string read(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
-
-std::vector<nlohmann::json> read_lines(const std::string& path) {
-  std::vector<nlohmann::json> lines;
-  for (const auto& line : agla::eval::read_jsonl(path, "test")) lines.push_back(line.value);
-  return lines;
-}
+// This process's scratch folder (ctest runs the tests of this file in parallel processes), removed
+// at the end; a fresh folder per test.
+const fs::path kScratch = agla::test::scratch_root("agla_eval_tools_test");
+::testing::Environment* const kScratchCleanup =
+    ::testing::AddGlobalTestEnvironment(new agla::test::ScratchCleanup(kScratch));
+std::string temp_dir(const std::string& name) { return agla::test::fresh_dir(kScratch, name); }
 
 // An MME results folder whose scores are worked out by hand in MmeProgramTest.EvaluatesAResultsFolderByHand.
 void write_results(const fs::path& dir) {

@@ -24,6 +24,7 @@
 #include "agla/shapesworld/random.hpp"
 #include "agla/shapesworld/tensor.hpp"
 #include "agla/views/instruction.hpp"
+#include "support/scratch.hpp"
 #include "common/cli.hpp"
 #include "common/data.hpp"
 #include "common/methods.hpp"
@@ -46,49 +47,21 @@ const std::string kToolsData = std::string(AGLA_SOURCE_DIR) + "/tools/data";
 const std::string kShippedItm = kToolsData + "/models/shapesworld-itm";
 const std::string kShippedLvlm = kToolsData + "/models/shapesworld-lvlm";
 
-struct Output {
-  int status = 0;
-  std::string out, err;
-};
-
-using Program = int (*)(const std::vector<std::string>&, std::ostream&, std::ostream&);
-
-Output run(Program program, const std::vector<std::string>& args) {
-  std::ostringstream out, err;
-  Output o;
-  o.status = program(args, out, err);
-  o.out = out.str();
-  o.err = err.str();
-  return o;
-}
+using agla::test::Output;
+using agla::test::Program;
+using agla::test::read_lines;
+using agla::test::run;
 
 Output caption(const std::vector<std::string>& args) { return run(tl::run_caption, args); }
 Output pope(const std::vector<std::string>& args) { return run(tl::run_pope, args); }
 Output ipm(const std::vector<std::string>& args) { return run(tl::run_ipm, args); }
 
-std::vector<nlohmann::json> read_lines(const std::string& path) {
-  std::vector<nlohmann::json> lines;
-  for (const auto& line : agla::eval::read_jsonl(path, "test")) lines.push_back(line.value);
-  return lines;
-}
-
-// This process's scratch folder: ctest runs the tests of this file in parallel processes.
-fs::path temp_root() { return fs::temp_directory_path() / ("agla_tools_test_" + std::to_string(getpid())); }
-
-// Removes the scratch folder when the tests of this process are done.
-class TempRootCleanup : public ::testing::Environment {
- public:
-  void TearDown() override { fs::remove_all(temp_root()); }
-};
-::testing::Environment* const kTempRootCleanup = ::testing::AddGlobalTestEnvironment(new TempRootCleanup);
-
-// A fresh temporary folder per test.
-std::string temp_dir(const std::string& name) {
-  const fs::path dir = temp_root() / name;
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  return dir.string();
-}
+// This process's scratch folder (ctest runs the tests of this file in parallel processes), removed
+// at the end; a fresh folder per test.
+const fs::path kScratch = agla::test::scratch_root("agla_tools_test");
+::testing::Environment* const kScratchCleanup =
+    ::testing::AddGlobalTestEnvironment(new agla::test::ScratchCleanup(kScratch));
+std::string temp_dir(const std::string& name) { return agla::test::fresh_dir(kScratch, name); }
 
 // Sets (or, with an empty value, unsets) AGLA_DATA_DIR for the scope: the in-process programs run
 // inside this test binary, which has no data directory of its own.
