@@ -340,9 +340,7 @@ int run_questions(Options o, std::ostream& out, std::ostream& err) {
   o.sampling = settings.sampling;
   o.seed = settings.seed;
   o.max_new_tokens = settings.max_new_tokens;
-  // The protocol's noise step reaches the views of the methods that draw noise.
-  if (!method_views(o.method).empty() && settings.noise_step != o.method_settings.noise_step_value())
-    o.method_settings.noise_step = settings.noise_step;
+  adopt_noise_step(o.method, settings, o.method_settings);
   o.lvlm_settings = settings.lvlm;
   if (!captions) o.parser = eval::parse_answer_parser(settings.parser);
   const int threads =

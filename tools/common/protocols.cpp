@@ -186,6 +186,11 @@ std::string lvlm_directory(const std::string& program, const std::string& given)
   return given.empty() ? shipped_model(program, "shapesworld-lvlm", "--lvlm") : given;
 }
 
+void adopt_noise_step(Method method, const RunSettings& settings, MethodSettings& method_settings) {
+  if (!method_views(method).empty() && settings.noise_step != method_settings.noise_step_value())
+    method_settings.noise_step = settings.noise_step;
+}
+
 bool parse_run_option(const std::string& arg, ArgCursor& cursor, RunOptions& o) {
   const std::string& program = cursor.program();
   if (arg == "--protocol") {
@@ -244,9 +249,7 @@ PreparedRun prepare_run(const std::string& program, RunOptions& o, const std::se
   std::optional<Protocol> protocol;
   if (o.protocol) protocol = resolve_protocol(*o.protocol, benchmark, run.family);
   run.record = apply_protocol(protocol, given, method_name(o.method), benchmark, run.family, o.settings);
-  // The protocol's noise step reaches the views of the methods that draw noise.
-  if (!method_views(o.method).empty() && o.method_settings.noise_step.value_or(o.settings.noise_step) != 500)
-    o.method_settings.noise_step = o.settings.noise_step;
+  adopt_noise_step(o.method, o.settings, o.method_settings);
   method_options(o.method, o.settings.sampling, o.method_settings);
   run.generator.program = program;
   run.generator.lvlm_dir = lvlm_dir;

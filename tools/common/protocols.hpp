@@ -76,6 +76,10 @@ struct RunSettings {
 /// The options a protocol pins, by command-line name (an explicit one overrides the protocol).
 const std::vector<std::string>& protocol_options();
 
+/// Gives the views of `method` the noise step `settings` resolved (the command line's or the
+/// protocol's); `method_settings` is what builds the views.
+void adopt_noise_step(Method method, const RunSettings& settings, MethodSettings& method_settings);
+
 /// Applies `protocol` to `settings` for `method`, leaving alone every setting whose option is in
 /// `given` (the options the command line named), and returns the record every answer and results
 /// file carries: name, benchmark, family, reference, the resolved settings and the options that
