@@ -10,8 +10,10 @@
 #include "agla/decode/generate.hpp"
 #include "agla/error.hpp"
 #include "agla/io/hf_config.hpp"
+#include "agla/io/image.hpp"
 #include "agla/text/wordpiece.hpp"
 #include "agla/views/selection.hpp"
+#include "common/cli.hpp"
 
 namespace agla::tools {
 
@@ -177,6 +179,15 @@ blip::BlipItm load_itm(const std::string& dir, const std::string& option) {
 }
 
 const char* lvlm_family_name(const AnyLvlm& lvlm) { return family_of_alternative(lvlm.index()).name; }
+
+void CurrentImage::load(const std::string& program, const std::string& what, const std::string& image_path,
+                        const AnyLvlm& lvlm) {
+  if (image.defined() && image_path == path) return;
+  require_file(program, what, image_path);
+  image = io::read_image(image_path);
+  original = lvlm_pixels(lvlm, image);
+  path = image_path;
+}
 
 at::Tensor lvlm_pixels(const AnyLvlm& lvlm, const at::Tensor& image) {
   return std::visit([&](const auto& model) { return model.preprocess(image).unsqueeze(0); }, lvlm);

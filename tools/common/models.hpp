@@ -66,6 +66,18 @@ const char* lvlm_family_name(const AnyLvlm& lvlm);
 /// RGB uint8 `[H, W, 3]` (CPU) -> the LVLM's pixels `[1, 3, S, S]` float32 (CPU).
 at::Tensor lvlm_pixels(const AnyLvlm& lvlm, const at::Tensor& image);
 
+/// The image of the current item and its LVLM pixels, read again only when the path changes: the
+/// questions of one image come one after another, and the same tensor lets the view builder reuse
+/// IPM's encoding of it.
+struct CurrentImage {
+  std::string path;
+  at::Tensor image;     ///< `[H, W, 3]` uint8
+  at::Tensor original;  ///< `[1, 3, S, S]`: `lvlm_pixels` of it
+
+  /// Reads `path` unless it is the current image; a missing file is refused naming `what`.
+  void load(const std::string& program, const std::string& what, const std::string& image_path, const AnyLvlm& lvlm);
+};
+
 /// Whether text prompts can be tokenised (else prompts come as ids).
 bool lvlm_has_tokenizer(const AnyLvlm& lvlm);
 

@@ -373,18 +373,14 @@ int run_questions(Options o, std::ostream& out, std::ostream& err) {
   long long generated = 0;
   std::size_t itm_unknown_items = 0, prompt_unknown_items = 0;
   std::vector<std::pair<std::size_t, eval::AnswerRecord>> records;
-  std::string image_name;
-  at::Tensor image, original;
+  CurrentImage current;
   const auto start = std::chrono::steady_clock::now();
   for (const std::size_t i : chunk) {
     const RunItem& item = all[i];
-    if (!image.defined() || item.image != image_name) {
-      const std::string image_path = (std::filesystem::path(folder) / item.image).string();
-      require_file(kProgram, "the image of question " + item.key, image_path);
-      image = io::read_image(image_path);
-      original = lvlm_pixels(lvlm, image);
-      image_name = item.image;
-    }
+    current.load(kProgram, "the image of question " + item.key, (std::filesystem::path(folder) / item.image).string(),
+                 lvlm);
+    const at::Tensor& image = current.image;
+    const at::Tensor& original = current.original;
     Prompt prompt;
     std::optional<std::string> instruction;  // the prompt's text, when it came as text
     std::vector<std::string> prompt_unknown;

@@ -268,8 +268,7 @@ struct ItemGenerator::Models {
   std::optional<blip::BlipItm> itm;
   std::optional<ViewBuilder> views;
   TokenSpec tokens;
-  std::string image_path;      // the image last read, kept for the next item about it
-  at::Tensor image, original;  // its pixels and the LVLM's input
+  CurrentImage current;  // the image last read, kept for the next item about it
 };
 
 ItemGenerator::ItemGenerator(const GeneratorOptions& options, std::ostream& err) : options_(options) {
@@ -282,7 +281,7 @@ ItemGenerator::ItemGenerator(const GeneratorOptions& options, std::ostream& err)
   threads_ = use_threads(options_.threads, weight_bytes(options_.lvlm_dir) +
                                                (needs_itm ? weight_bytes(itm_dir) : std::uintmax_t{0}));
   if (auto warning = agla::blas_warning()) err << *warning << "\n";
-  models_ = std::make_unique<Models>(Models{load_lvlm(options_.lvlm_dir, options_.settings.lvlm), {}, {}, {}, {}, {}, {}});
+  models_ = std::make_unique<Models>(Models{load_lvlm(options_.lvlm_dir, options_.settings.lvlm), {}, {}, {}, {}});
   // The questions of one image come one after another: its encoding (and LLaVA's prompt prefix)
   // is computed once (docs/performance.md); two entries: the original and a reusable extra view.
   std::visit([](auto& model) { agla::enable_image_cache(model, 2); }, models_->lvlm);
@@ -305,14 +304,9 @@ bool ItemGenerator::has_tokenizer() const { return lvlm_has_tokenizer(models_->l
 Generation ItemGenerator::generate(const std::string& image_path, const std::string& instruction,
                                    const std::string& itm_text, std::size_t index) {
   const std::string& program = options_.program;
-  if (!models_->image.defined() || image_path != models_->image_path) {
-    require_file(program, "image", image_path);
-    models_->image = io::read_image(image_path);
-    models_->original = lvlm_pixels(models_->lvlm, models_->image);
-    models_->image_path = image_path;
-  }
-  const at::Tensor& image = models_->image;
-  const at::Tensor& original = models_->original;
+  models_->current.load(program, "image", image_path, models_->lvlm);
+  const at::Tensor& image = models_->current.image;
+  const at::Tensor& original = models_->current.original;
   Generation g;
   const std::vector<std::string> prompt_unknown =
       check_lvlm_text(program, "the instruction for " + image_path, models_->lvlm, instruction);
