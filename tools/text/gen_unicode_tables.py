@@ -221,38 +221,25 @@ def write_tables(ranges, lower_single, lower_multi, decomp_index, decomp_data, c
     out.append("/// Simple lower-case mapping (Python `chr(c).lower()` of length 1).")
     out.append("struct LowerPair {\n  uint32_t code_point;\n  uint32_t lower;\n};\n")
 
-    out.append(f"/// Character flags over all code points (see unicode.hpp for the bits).")
-    out.append(f"inline constexpr FlagRange kFlagRanges[{len(ranges)}] = {{")
-    out.append(rows([f"{{0x{c:X}, {f}}}," for c, f in ranges], 8))
-    out.append("};\n")
+    def table(doc, declaration, entries, per_line):
+        """One documented array: `declaration` is its type and name, `entries` its initializers."""
+        out.append("/// " + doc)
+        out.append(f"inline constexpr {declaration}[{len(entries)}] = {{")
+        out.append(rows(entries, per_line))
+        out.append("};\n")
 
-    out.append(f"/// Code points whose `chr(c).lower()` is one different code point, sorted.")
-    out.append(f"inline constexpr LowerPair kLowerSingle[{len(lower_single)}] = {{")
-    out.append(rows([f"{{0x{c:X}, 0x{v[0]:X}}}," for c, v in lower_single], 6))
-    out.append("};\n")
-
-    out.append(f"/// Code points whose `chr(c).lower()` has several code points, sorted.")
-    out.append(f"inline constexpr Decomposition kLowerMulti[{len(multi_index)}] = {{")
-    out.append(rows([f"{{0x{c:X}, {o}, {n}}}," for c, o, n in multi_index], 6))
-    out.append("};\n")
-    out.append(f"/// Targets of kLowerMulti.")
-    out.append(f"inline constexpr uint32_t kLowerMultiData[{len(multi_data)}] = {{")
-    out.append(rows([f"0x{v:X}," for v in multi_data], 10))
-    out.append("};\n")
-
-    out.append(f"/// Full canonical decompositions (NFD of one code point), sorted; Hangul syllables are algorithmic.")
-    out.append(f"inline constexpr Decomposition kDecompositions[{len(decomp_index)}] = {{")
-    out.append(rows([f"{{0x{c:X}, {o}, {n}}}," for c, o, n in decomp_index], 5))
-    out.append("};\n")
-    out.append(f"/// Targets of kDecompositions.")
-    out.append(f"inline constexpr uint32_t kDecompositionData[{len(decomp_data)}] = {{")
-    out.append(rows([f"0x{v:X}," for v in decomp_data], 10))
-    out.append("};\n")
-
-    out.append(f"/// Nonzero canonical combining classes, sorted ranges.")
-    out.append(f"inline constexpr CombiningRange kCombiningRanges[{len(ccc_ranges)}] = {{")
-    out.append(rows([f"{{0x{a:X}, 0x{b:X}, {k}}}," for a, b, k in ccc_ranges], 5))
-    out.append("};\n")
+    table("Character flags over all code points (see unicode.hpp for the bits).", "FlagRange kFlagRanges",
+          [f"{{0x{c:X}, {f}}}," for c, f in ranges], 8)
+    table("Code points whose `chr(c).lower()` is one different code point, sorted.", "LowerPair kLowerSingle",
+          [f"{{0x{c:X}, 0x{v[0]:X}}}," for c, v in lower_single], 6)
+    table("Code points whose `chr(c).lower()` has several code points, sorted.", "Decomposition kLowerMulti",
+          [f"{{0x{c:X}, {o}, {n}}}," for c, o, n in multi_index], 6)
+    table("Targets of kLowerMulti.", "uint32_t kLowerMultiData", [f"0x{v:X}," for v in multi_data], 10)
+    table("Full canonical decompositions (NFD of one code point), sorted; Hangul syllables are algorithmic.",
+          "Decomposition kDecompositions", [f"{{0x{c:X}, {o}, {n}}}," for c, o, n in decomp_index], 5)
+    table("Targets of kDecompositions.", "uint32_t kDecompositionData", [f"0x{v:X}," for v in decomp_data], 10)
+    table("Nonzero canonical combining classes, sorted ranges.", "CombiningRange kCombiningRanges",
+          [f"{{0x{a:X}, 0x{b:X}, {k}}}," for a, b, k in ccc_ranges], 5)
     out.append("}  // namespace agla::text::detail::unicode\n")
     with open(os.path.join(OUT, "unicode_tables.hpp"), "w", encoding="utf-8") as f:
         f.write("\n".join(out))
