@@ -80,6 +80,21 @@ def main():
             return None  # an unfinished run
         return [sum(answers[i]) / len(answers[i]) for i in ids]
 
+    def table(title, columns, model, split, *groups):
+        """Prints a table's title and header; returns the reference's per_question for each group of ids."""
+        print(title + ":\n")
+        print("| " + " | ".join(["method", "seeds"] + columns) + " |")
+        print("| --- |" + " ---: |" * (len(columns) + 1))
+        return [per_question((model, split, reference), ids) for ids in groups]
+
+    def runs(model, split, *groups):
+        """(method, key, per_question for each group of ids) of every method whose run is finished."""
+        for method in methods:
+            key = (model, split, method)
+            values = [per_question(key, ids) for ids in groups]
+            if all(v is not None for v in values):
+                yield method, key, values
+
     for model in models:
         print(f"\n### {model}\n")
         print(f"Mean over the seeds, ± standard error over the questions (percent); Δ = method − {reference}, "
@@ -88,17 +103,10 @@ def main():
             qs = questions["adversarial"]
             negatives = [i for i, q in qs.items() if q["label"] == "no"]
             ids = list(qs)
-            print(f"POPE adversarial ({len(ids)} questions, {len(negatives)} negatives):\n")
-            print("| method | seeds | accuracy | Δ accuracy | FP rate | Δ FP rate |")
-            print("| --- | ---: | ---: | ---: | ---: | ---: |")
-            ref_fp = per_question((model, "adversarial", reference), negatives)
-            ref_ok = per_question((model, "adversarial", reference), ids)
-            for method in methods:
-                key = (model, "adversarial", method)
-                fp = per_question(key, negatives)
-                said = per_question(key, ids)
-                if fp is None or said is None:
-                    continue
+            ref_fp, ref_ok = table(f"POPE adversarial ({len(ids)} questions, {len(negatives)} negatives)",
+                                   ["accuracy", "Δ accuracy", "FP rate", "Δ FP rate"], model, "adversarial",
+                                   negatives, ids)
+            for method, key, (fp, said) in runs(model, "adversarial", negatives, ids):
                 ok = [s if qs[i]["label"] == "yes" else 1.0 - s for i, s in zip(ids, said)]
                 row = [method, str(len(seeds[key])), cell(ok)]
                 if ref_ok is not None:
@@ -118,18 +126,11 @@ def main():
             pair_ids = sorted(p for p, sides in pairs.items() if True in sides and False in sides)
             present = [pairs[p][True] for p in pair_ids]
             absent = [pairs[p][False] for p in pair_ids]
-            print(f"Within-class contrast ({len(pair_ids)} image pairs; all answers should be 'no'):\n")
-            print("| method | seeds | FP, partner present | FP, partner absent | gap | Δ gap |")
-            print("| --- | ---: | ---: | ---: | ---: | ---: |")
-            ref_p = per_question((model, "contrast", reference), present)
-            ref_a = per_question((model, "contrast", reference), absent)
+            ref_p, ref_a = table(f"Within-class contrast ({len(pair_ids)} image pairs; all answers should be 'no')",
+                                 ["FP, partner present", "FP, partner absent", "gap", "Δ gap"], model, "contrast",
+                                 present, absent)
             ref_gap = [a - b for a, b in zip(ref_p, ref_a)] if ref_p is not None and ref_a is not None else None
-            for method in methods:
-                key = (model, "contrast", method)
-                p = per_question(key, present)
-                a = per_question(key, absent)
-                if p is None or a is None:
-                    continue
+            for method, key, (p, a) in runs(model, "contrast", present, absent):
                 gap = [x - y for x, y in zip(p, a)]
                 row = [method, str(len(seeds[key])), cell(p), cell(a), cell(gap)]
                 row.append(cell([x - y for x, y in zip(gap, ref_gap)]) if ref_gap is not None else "–")
