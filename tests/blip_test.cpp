@@ -13,6 +13,8 @@
 #include <string>
 #include <vector>
 
+#include "support/expect.hpp"
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -82,12 +84,15 @@ void copy_file(const std::string& from, const std::string& to) {
 }
 
 std::string load_error(const std::string& dir) {
-  try {
-    agla::blip::BlipItm::load(dir);
-  } catch (const agla::FormatError& e) {
-    return e.what();
-  }
-  return "";
+  return agla::test::error_message([&] { agla::blip::BlipItm::load(dir); });
+}
+
+// Makes `dir` a model folder with the config of the fixture model `model` ("itm" or "caption");
+// returns that model's weights, for the test to edit and write there.
+agla::io::StateDict scratch_model(const std::string& dir, const std::string& model) {
+  fs::create_directories(dir);
+  copy_file(kBlip + "/" + model + "/config.json", dir + "/config.json");
+  return agla::io::read_safetensors(kBlip + "/" + model + "/model.safetensors");
 }
 
 }  // namespace
@@ -396,9 +401,7 @@ TEST(BlipConfigTest, AppliesHuggingFaceDefaultsAndValidates) {
 
 TEST(BlipLoadTest, ListsMissingUnexpectedAndMisshapedNames) {
   const std::string dir = ::testing::TempDir() + "/agla_blip_bad_itm";
-  fs::create_directories(dir);
-  copy_file(kBlip + "/itm/config.json", dir + "/config.json");
-  agla::io::StateDict dict = agla::io::read_safetensors(kBlip + "/itm/model.safetensors");
+  agla::io::StateDict dict = scratch_model(dir, "itm");
   dict.erase("itm_head.bias");
   dict.erase("text_encoder.encoder.layer.3.crossattention.self.key.weight");
   dict["text_encoder.pooler.dense.weight"] = at::zeros({32, 32});
@@ -406,11 +409,9 @@ TEST(BlipLoadTest, ListsMissingUnexpectedAndMisshapedNames) {
   agla::io::write_safetensors(dir + "/model.safetensors", dict);
   const std::string message = load_error(dir);
   ASSERT_FALSE(message.empty());
-  for (const char* part :
-       {"missing (2)", "itm_head.bias", "text_encoder.encoder.layer.3.crossattention.self.key.weight", "unexpected (1)",
-        "text_encoder.pooler.dense.weight", "shape or dtype mismatch (1)", "vision_proj.weight"}) {
-    EXPECT_NE(message.find(part), std::string::npos) << part << " not in: " << message;
-  }
+  agla::test::expect_contains(
+      message, {"missing (2)", "itm_head.bias", "text_encoder.encoder.layer.3.crossattention.self.key.weight",
+                "unexpected (1)", "text_encoder.pooler.dense.weight", "shape or dtype mismatch (1)", "vision_proj.weight"});
   fs::remove(dir + "/model.safetensors");
   EXPECT_NE(load_error(dir).find("holds no"), std::string::npos);
   fs::remove_all(dir);
@@ -418,9 +419,7 @@ TEST(BlipLoadTest, ListsMissingUnexpectedAndMisshapedNames) {
 
 TEST(BlipLoadTest, AcceptsShardsLegacyBuffersAndTiedLmHead) {
   const std::string dir = ::testing::TempDir() + "/agla_blip_variant_caption";
-  fs::create_directories(dir);
-  copy_file(kBlip + "/caption/config.json", dir + "/config.json");
-  agla::io::StateDict dict = agla::io::read_safetensors(kBlip + "/caption/model.safetensors");
+  agla::io::StateDict dict = scratch_model(dir, "caption");
   // Older files: no separate LM-head matrix, a persisted position_ids buffer, the aliased decoder bias.
   dict.erase("text_decoder.cls.predictions.decoder.weight");
   dict["text_decoder.bert.embeddings.position_ids"] = at::arange(64, at::kLong).view({1, 64});
