@@ -2,6 +2,7 @@
 // rules), on small benchmark trees, results folders and annotation files the tests write; the
 // expected values are worked out by hand in the comments.
 #include "agla/eval.hpp"
+#include "support/expect.hpp"
 #include "support/scratch.hpp"
 
 #include <filesystem>
@@ -14,22 +15,12 @@ namespace fs = std::filesystem;
 
 namespace {
 
+using agla::test::error_message;
 using agla::test::read;
 using agla::test::write;
 
 std::string temp_dir(const std::string& name) {
   return agla::test::fresh_dir(fs::temp_directory_path(), "agla_eval_test_" + name);
-}
-
-// The message of the FormatError `f` throws ("" when it throws nothing).
-template <typename F>
-std::string format_error(F f) {
-  try {
-    f();
-  } catch (const agla::FormatError& e) {
-    return e.what();
-  }
-  return "";
 }
 
 }  // namespace
@@ -94,19 +85,19 @@ TEST(MmeTest, ReadsBothBenchmarkLayouts) {
   EXPECT_EQ(qs[4].image_path, (root / "artwork" / "images" / "10002.jpg").string());
   EXPECT_EQ(qs[5].label, ev::Answer::No);
 
-  EXPECT_NE(format_error([&] { ev::read_mme_benchmark(root.string(), {"count"}); }).find("no subtask folder"),
+  EXPECT_NE(error_message([&] { ev::read_mme_benchmark(root.string(), {"count"}); }).find("no subtask folder"),
             std::string::npos);
   EXPECT_THROW(ev::read_mme_benchmark(root.string(), {"colour"}), agla::InvalidArgument);
   write(root / "color" / "1.jpg", "jpg");
   write(root / "color" / "1.txt", "Is it red?\tYes\nIs it blue? No\n");
-  const std::string bad_line = format_error([&] { ev::read_mme_benchmark(root.string(), {"color"}); });
+  const std::string bad_line = error_message([&] { ev::read_mme_benchmark(root.string(), {"color"}); });
   EXPECT_NE(bad_line.find((root / "color" / "1.txt").string() + ":2:"), std::string::npos) << bad_line;
   write(root / "color" / "1.txt", "Is it red?\tYes\nIs it blue?\tNo\nIs it green?\tNo\n");
-  EXPECT_NE(format_error([&] { ev::read_mme_benchmark(root.string(), {"color"}); }).find("two questions per image"),
+  EXPECT_NE(error_message([&] { ev::read_mme_benchmark(root.string(), {"color"}); }).find("two questions per image"),
             std::string::npos);
   write(root / "color" / "2.txt", "Is it red?\tYes\nIs it blue?\tNo\n");
   fs::remove(root / "color" / "1.txt");
-  EXPECT_NE(format_error([&] { ev::read_mme_benchmark(root.string(), {"color"}); }).find("no image named '2.*'"),
+  EXPECT_NE(error_message([&] { ev::read_mme_benchmark(root.string(), {"color"}); }).find("no image named '2.*'"),
             std::string::npos);
 }
 
@@ -208,7 +199,7 @@ TEST(MmeTest, RejectsMalformedResultsNamingFileAndLine) {
   const std::string file = (dir / "color.txt").string();
   const auto error = [&](const std::string& content) {
     write(file, content);
-    return format_error([&] { ev::evaluate_mme_results(dir.string()); });
+    return error_message([&] { ev::evaluate_mme_results(dir.string()); });
   };
   EXPECT_NE(error("a\tq\tYes\tYes\na\tq\tNo\tNo\nb\tq\tYes\tYes\n").find(file + ":3: the second question"),
             std::string::npos);
@@ -221,7 +212,7 @@ TEST(MmeTest, RejectsMalformedResultsNamingFileAndLine) {
   // A lone carriage return ends a line, as in Python's text mode.
   EXPECT_NE(error("a\tq\tYes\tYes\ra\tq\tNo\tNo\rc\n").find(file + ":3:"), std::string::npos);
   fs::remove(file);
-  EXPECT_NE(format_error([&] { ev::evaluate_mme_results(dir.string()); }).find("no results files"), std::string::npos);
+  EXPECT_NE(error_message([&] { ev::evaluate_mme_results(dir.string()); }).find("no results files"), std::string::npos);
 }
 
 TEST(ChairWordsTest, TokenizesAsNltk) {
@@ -292,7 +283,7 @@ TEST(ChairWordsTest, LemmatizesWithWordNetMorphy) {
   EXPECT_EQ(wn.lemmatize("bore", WordNetPos::Verb), "bear");
   EXPECT_EQ(wn.lemmatize("zzzs", WordNetPos::Noun), "zzzs");  // nothing in WordNet: the word itself
   EXPECT_EQ(wn.lemmatize(std::string(5000, 's') + "es", WordNetPos::Verb), std::string(5000, 's') + "es");
-  EXPECT_NE(format_error([] { ev::WordNetMorphy::load(temp_dir("no_wordnet")); }).find("index.noun"),
+  EXPECT_NE(error_message([] { ev::WordNetMorphy::load(temp_dir("no_wordnet")); }).find("index.noun"),
             std::string::npos);
 }
 
@@ -417,22 +408,22 @@ TEST(CocoChairTest, RejectsBadInputs) {
   const std::vector<std::string> instances{(dir / "instances.json").string()};
   const std::vector<std::string> captions{(dir / "captions.json").string()};
   // Image 7 has no reference caption: the wrong annotation files.
-  EXPECT_NE(format_error([&] {
+  EXPECT_NE(error_message([&] {
               ev::read_coco_ground_truth(instances, captions, {1, 7}, chair);
             }).find("first image_id 7"),
             std::string::npos);
   // Image 99's category 999 is not in "categories".
-  EXPECT_NE(format_error([&] { ev::read_coco_ground_truth(instances, captions, {99}, chair); }).find("category_id 999"),
+  EXPECT_NE(error_message([&] { ev::read_coco_ground_truth(instances, captions, {99}, chair); }).find("category_id 999"),
             std::string::npos);
   write(dir / "broken.json", R"({"annotations": [{"image_id": 1, "category_id": 18,)");
-  EXPECT_NE(format_error([&] {
+  EXPECT_NE(error_message([&] {
               ev::read_coco_ground_truth({(dir / "broken.json").string()}, captions, {1}, chair);
             }).find("not valid JSON"),
             std::string::npos);
   EXPECT_THROW(ev::ChairSynonyms::parse("\n\n", "empty"), agla::FormatError);
   write(dir / "bad.jsonl",
         "{\"image_id\": 1, \"caption\": \"ok\"}\n{\"image_id\": \"val_1.png\", \"caption\": \"x\"}\n");
-  EXPECT_NE(format_error([&] {
+  EXPECT_NE(error_message([&] {
               ev::read_generated_captions((dir / "bad.jsonl").string());
             }).find((dir / "bad.jsonl").string() + ":2:"),
             std::string::npos);
