@@ -2,6 +2,7 @@
 // agla_pope, checked against hand-computed cases and a small end-to-end run through files.
 #include "agla/shapesworld.hpp"
 
+#include <array>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -9,6 +10,8 @@
 #include <set>
 
 #include "agla/eval.hpp"
+#include "support/expect.hpp"
+#include "support/scratch.hpp"
 
 #if __has_include("agla/io/image.hpp")
 #include "agla/io/image.hpp"
@@ -62,21 +65,43 @@ void write_text(const std::string& path, const std::string& text) {
   out << text;
 }
 
-std::string temp_dir(const std::string& name) {
-  const std::filesystem::path dir = std::filesystem::path(::testing::TempDir()) / name;
-  std::filesystem::remove_all(dir);
-  std::filesystem::create_directories(dir);
-  return dir.string();
+std::string temp_dir(const std::string& name) { return agla::test::fresh_dir(::testing::TempDir(), name); }
+
+// Expects the four counts of `got` to be `want`'s.
+void expect_counts(const ev::PopeCounts& got, const ev::PopeCounts& want, const std::string& what = "") {
+  EXPECT_EQ(got.tp, want.tp) << what;
+  EXPECT_EQ(got.fp, want.fp) << what;
+  EXPECT_EQ(got.tn, want.tn) << what;
+  EXPECT_EQ(got.fn, want.fn) << what;
 }
 
-template <typename Fn>
-std::string error_of(Fn&& fn) {
-  try {
-    fn();
-  } catch (const agla::FormatError& e) {
-    return e.what();
-  }
-  return "(no FormatError)";
+// PopeCounts from its four counts.
+ev::PopeCounts pope_counts(long long tp, long long fp, long long tn, long long fn) {
+  ev::PopeCounts c;
+  c.tp = tp;
+  c.fp = fp;
+  c.tn = tn;
+  c.fn = fn;
+  return c;
+}
+
+// Expects accuracy, precision, recall, F1, yes ratio and false-positive rate, in that order.
+void expect_metrics(const ev::PopeMetrics& m, const std::array<double, 6>& want) {
+  EXPECT_DOUBLE_EQ(m.accuracy, want[0]);
+  EXPECT_DOUBLE_EQ(m.precision, want[1]);
+  EXPECT_DOUBLE_EQ(m.recall, want[2]);
+  EXPECT_DOUBLE_EQ(m.f1, want[3]);
+  EXPECT_DOUBLE_EQ(m.yes_ratio, want[4]);
+  EXPECT_DOUBLE_EQ(m.false_positive_rate, want[5]);
+}
+
+// The options of an evaluation set: its seed, questions per POPE split, captions.
+sw::EvalOptions eval_options(std::uint64_t seed, int questions_per_split, int captions) {
+  sw::EvalOptions options;
+  options.seed = seed;
+  options.questions_per_split = questions_per_split;
+  options.captions = captions;
+  return options;
 }
 
 }  // namespace
@@ -119,30 +144,11 @@ TEST(PopeParserTest, SubstringReadingDependsOnTheLabel) {
 }
 
 TEST(PopeMetricsTest, MatchesHandComputedCounts) {
-  ev::PopeCounts counts;
-  counts.tp = 3;
-  counts.fp = 1;
-  counts.tn = 4;
-  counts.fn = 2;
-  const ev::PopeMetrics m = ev::pope_metrics(counts);
-  EXPECT_DOUBLE_EQ(m.accuracy, 0.7);
-  EXPECT_DOUBLE_EQ(m.precision, 0.75);
-  EXPECT_DOUBLE_EQ(m.recall, 0.6);
-  EXPECT_DOUBLE_EQ(m.f1, 2 * 0.75 * 0.6 / 1.35);
-  EXPECT_DOUBLE_EQ(m.yes_ratio, 0.4);
-  EXPECT_DOUBLE_EQ(m.false_positive_rate, 0.2);
+  expect_metrics(ev::pope_metrics(pope_counts(3, 1, 4, 2)), {0.7, 0.75, 0.6, 2 * 0.75 * 0.6 / 1.35, 0.4, 0.2});
 }
 
 TEST(PopeMetricsTest, ZeroDenominatorsGiveZero) {
-  ev::PopeCounts counts;
-  counts.tn = 5;
-  const ev::PopeMetrics m = ev::pope_metrics(counts);
-  EXPECT_DOUBLE_EQ(m.accuracy, 1.0);
-  EXPECT_DOUBLE_EQ(m.precision, 0.0);
-  EXPECT_DOUBLE_EQ(m.recall, 0.0);
-  EXPECT_DOUBLE_EQ(m.f1, 0.0);
-  EXPECT_DOUBLE_EQ(m.yes_ratio, 0.0);
-  EXPECT_DOUBLE_EQ(m.false_positive_rate, 0.0);
+  expect_metrics(ev::pope_metrics(pope_counts(0, 0, 5, 0)), {1.0, 0.0, 0.0, 0.0, 0.0, 0.0});
 }
 
 TEST(PopeMetricsTest, ParsersScoreTheSameAnswersDifferently) {
@@ -150,17 +156,11 @@ TEST(PopeMetricsTest, ParsersScoreTheSameAnswersDifferently) {
   const std::vector<Answer> labels = {Answer::Yes, Answer::No, Answer::No, Answer::Yes, Answer::No};
   // POPE: yes, no, yes, yes, yes -> TP 2 (1, 4), TN 1 (2), FP 2 (3, 5), FN 0.
   const ev::PopeMetrics pope = ev::score_answers(texts, labels, ev::AnswerParser::Pope);
-  EXPECT_EQ(pope.counts.tp, 2);
-  EXPECT_EQ(pope.counts.tn, 1);
-  EXPECT_EQ(pope.counts.fp, 2);
-  EXPECT_EQ(pope.counts.fn, 0);
+  expect_counts(pope.counts, pope_counts(2, 2, 1, 0));
   EXPECT_DOUBLE_EQ(pope.yes_ratio, 0.8);
   // Substring: yes, no, no ("know"), no (no "yes"), no ("no") -> TP 1, TN 3, FP 0, FN 1.
   const ev::PopeMetrics sub = ev::score_answers(texts, labels, ev::AnswerParser::Substring);
-  EXPECT_EQ(sub.counts.tp, 1);
-  EXPECT_EQ(sub.counts.tn, 3);
-  EXPECT_EQ(sub.counts.fp, 0);
-  EXPECT_EQ(sub.counts.fn, 1);
+  expect_counts(sub.counts, pope_counts(1, 0, 3, 1));
   EXPECT_DOUBLE_EQ(sub.accuracy, 0.8);
   EXPECT_DOUBLE_EQ(sub.precision, 1.0);
   EXPECT_DOUBLE_EQ(sub.recall, 0.5);
@@ -181,10 +181,7 @@ TEST(PopeFileTest, MatchesAnswersByIdInAnyOrder) {
              "{\"question_id\": 2, \"answer\": \"No.\"}\n");  // POPE's own answer files say "answer"
   const ev::PopeReport report =
       ev::evaluate_pope_files(dir + "/gt.jsonl", dir + "/answers.jsonl", ev::AnswerParser::Pope);
-  EXPECT_EQ(report.overall.counts.tp, 1);
-  EXPECT_EQ(report.overall.counts.tn, 1);
-  EXPECT_EQ(report.overall.counts.fp, 1);
-  EXPECT_EQ(report.overall.counts.fn, 0);
+  expect_counts(report.overall.counts, pope_counts(1, 1, 1, 0));
   EXPECT_FALSE(report.partner_present.has_value());
   const nlohmann::json j = ev::to_json(report);
   for (const char* key : {"accuracy", "precision", "recall", "f1", "yes_ratio", "tp", "fp", "tn", "fn"})
@@ -198,13 +195,13 @@ TEST(PopeFileTest, RejectsMalformedAndMismatchedFiles) {
   write_text(gt, "{\"question_id\": 1, \"label\": \"yes\"}\n{\"question_id\": 2, \"label\": \"no\"}\n");
 
   write_text(answers, "{\"question_id\": 1, \"text\": \"Yes\"}\n\n{\"question_id\": 2, \"text\": \"No\"\n");
-  EXPECT_NE(error_of([&] {
+  EXPECT_NE(agla::test::error_message([&] {
               ev::evaluate_pope_files(gt, answers, ev::AnswerParser::Pope);
             }).find("answers.jsonl:3: not valid JSON"),
             std::string::npos);
 
   write_text(answers, "{\"question_id\": 1, \"text\": \"Yes\"}\n");
-  EXPECT_NE(error_of([&] {
+  EXPECT_NE(agla::test::error_message([&] {
               ev::evaluate_pope_files(gt, answers, ev::AnswerParser::Pope);
             }).find("1 of 2 questions have no answer (question_id 2)"),
             std::string::npos);
@@ -212,23 +209,23 @@ TEST(PopeFileTest, RejectsMalformedAndMismatchedFiles) {
   write_text(answers,
              "{\"question_id\": 1, \"text\": \"Yes\"}\n{\"question_id\": 2, \"text\": \"No\"}\n"
              "{\"question_id\": 7, \"text\": \"No\"}\n");
-  EXPECT_NE(error_of([&] {
+  EXPECT_NE(agla::test::error_message([&] {
               ev::evaluate_pope_files(gt, answers, ev::AnswerParser::Pope);
             }).find("answers have no question (question_id 7)"),
             std::string::npos);
 
   write_text(answers, "{\"question_id\": 1, \"text\": \"Yes\"}\n{\"question_id\": 1, \"text\": \"No\"}\n");
-  EXPECT_NE(error_of([&] { ev::read_model_answers(answers); }).find(":2: question_id 1 repeats line 1"),
+  EXPECT_NE(agla::test::error_message([&] { ev::read_model_answers(answers); }).find(":2: question_id 1 repeats line 1"),
             std::string::npos);
 
   write_text(answers, "{\"question_id\": 1}\n");
-  EXPECT_NE(error_of([&] { ev::read_model_answers(answers); }).find(":1: missing field \"text\""), std::string::npos);
+  EXPECT_NE(agla::test::error_message([&] { ev::read_model_answers(answers); }).find(":1: missing field \"text\""), std::string::npos);
 
   write_text(gt, "{\"question_id\": 1, \"label\": \"yes\"}\n{\"question_id\": 2, \"label\": \"maybe\"}\n");
-  EXPECT_NE(error_of([&] { ev::read_pope_questions(gt); }).find(":2: unknown label \"maybe\""), std::string::npos);
+  EXPECT_NE(agla::test::error_message([&] { ev::read_pope_questions(gt); }).find(":2: unknown label \"maybe\""), std::string::npos);
 
   write_text(gt, "[1, 2]\n");
-  EXPECT_NE(error_of([&] { ev::read_pope_questions(gt); }).find(":1: expected a JSON object"), std::string::npos);
+  EXPECT_NE(agla::test::error_message([&] { ev::read_pope_questions(gt); }).find(":1: expected a JSON object"), std::string::npos);
 
   EXPECT_THROW(ev::read_pope_questions(dir + "/missing.jsonl"), agla::FormatError);
 }
@@ -516,10 +513,7 @@ TEST(ShapesWorldBiasTest, ControlAndUnbiasedHaveNoPairing) {
 // Evaluation sets
 
 TEST(EvalSetTest, SplitsFollowTheirDefinitions) {
-  sw::EvalOptions options;
-  options.seed = 3;
-  options.questions_per_split = 60;
-  options.captions = 10;
+  const sw::EvalOptions options = eval_options(3, 60, 10);
   const sw::EvalSet set = sw::build_eval_set(options);
   const sw::WorldOptions& world = options.world;
   std::map<std::string, sw::Layout> layouts;
@@ -572,10 +566,7 @@ TEST(EvalSetTest, SplitsFollowTheirDefinitions) {
 }
 
 TEST(EvalSetTest, EndToEndThroughFiles) {
-  sw::EvalOptions options;
-  options.seed = 5;
-  options.questions_per_split = 20;
-  options.captions = 8;
+  const sw::EvalOptions options = eval_options(5, 20, 8);
   const sw::EvalSet set = sw::build_eval_set(options);
   const std::string dir = temp_dir("shapesworld_eval");
   sw::write_eval_set(set, dir, write_png);
@@ -611,10 +602,7 @@ TEST(EvalSetTest, EndToEndThroughFiles) {
     answers.close();
     for (const auto parser : {ev::AnswerParser::Pope, ev::AnswerParser::Substring}) {
       const ev::PopeReport report = ev::evaluate_pope_files(gt, dir + "/answers.jsonl", parser);
-      EXPECT_EQ(report.overall.counts.tp, expected.tp) << split;
-      EXPECT_EQ(report.overall.counts.fp, expected.fp) << split;
-      EXPECT_EQ(report.overall.counts.tn, expected.tn) << split;
-      EXPECT_EQ(report.overall.counts.fn, expected.fn) << split;
+      expect_counts(report.overall.counts, expected, split);
       EXPECT_EQ(report.partner_present.has_value(), std::string(split) == "contrast");
     }
   }
