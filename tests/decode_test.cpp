@@ -93,113 +93,126 @@ struct FusionCase {
 constexpr FusionCase kFusions[] = {{"agla", agla::FusionMethod::Assembly},
                                    {"vcd", agla::FusionMethod::Contrast}};
 
-TEST(DecodeFixtureTest, TorchPathMatchesReference) {
-  // agla's CPU sampler draws the exponential variates itself, the way a libtorch without MKL does,
-  // so the seeded draws are compared on every build (torch.multinomial itself differs with MKL).
+// One fixture case under one fusion: its logits [B, V] as read, what it expects, and its options.
+struct FixtureRun {
+  const json& test_case;
+  const json& want;
+  const at::Tensor& logits;
+  const at::Tensor& logits_aug;
+  std::int64_t batch;
+  std::int64_t vocab;
+  agla::DecodeOptions options;
+};
+
+// Calls `check` on every case and fusion the fixtures give expectations for; returns how many.
+template <typename Check>
+int for_each_fixture_run(Check&& check) {
   int checked = 0;
   for (const json& test_case : fixture_cases()) {
     const at::Tensor logits = load_logits(test_case, "logits_file");
     const at::Tensor logits_aug = load_logits(test_case, "logits_aug_file");
-    const std::int64_t batch = logits.size(0);
-    const std::int64_t vocab = logits.size(1);
     for (const FusionCase& fusion : kFusions) {
       const json& want = test_case.at(fusion.key);
       if (want.is_null()) continue;
       SCOPED_TRACE(test_case.at("name").get<std::string>() + " / " + fusion.key);
-      agla::DecodeOptions options = case_options(test_case, fusion.method);
-
-      // Stage by stage, with the public policies.
-      const agla::BetaCutoff cutoff{options.beta};
-      const at::Tensor cut = cutoff.cutoff(logits);
-      at::Tensor scores = cutoff(logits, agla::MethodFusion{options.method, options.alpha}(logits, logits_aug));
-      for (std::int64_t b = 0; b < batch; ++b) {
-        EXPECT_EQ(cut[b][0].item<float>(), as_float(want.at("cutoff").at(b))) << "row " << b;
-        EXPECT_EQ(finite_count(scores[b]), want.at("n_plausible").at(b).get<std::int64_t>());
-      }
-      if (options.temperature_active()) scores = agla::TemperatureWarper{options.temperature}(scores);
-      if (options.top_k_active()) {
-        scores = agla::TopKWarper{options.top_k, options.min_tokens_to_keep}(scores);
-        for (std::int64_t b = 0; b < batch; ++b)
-          EXPECT_EQ(finite_count(scores[b]), want.at("n_after_top_k").at(b).get<std::int64_t>());
-      } else {
-        EXPECT_TRUE(want.at("n_after_top_k").is_null());
-      }
-      if (options.top_p_active()) {
-        scores = agla::TopPWarper{options.top_p, options.min_tokens_to_keep}(scores);
-        for (std::int64_t b = 0; b < batch; ++b)
-          EXPECT_EQ(finite_count(scores[b]), want.at("n_after_top_p").at(b).get<std::int64_t>());
-      } else {
-        EXPECT_TRUE(want.at("n_after_top_p").is_null());
-      }
-
-      // The whole step: log-probs, greedy, seeded draws.
-      at::Tensor log_probs;
-      agla::StepControl control;
-      control.log_probs = &log_probs;
-      options.greedy = true;
-      const at::Tensor greedy = agla::decode_logits(logits, logits_aug, options, {}, control);
-      ASSERT_EQ(greedy.sizes(), at::IntArrayRef({batch}));
-      ASSERT_EQ(greedy.scalar_type(), at::kLong);
-      EXPECT_TRUE(at::equal(log_probs, scores.log_softmax(-1)));
-      for (std::int64_t b = 0; b < batch; ++b) {
-        EXPECT_EQ(finite_count(log_probs[b]), want.at("n_kept").at(b).get<std::int64_t>());
-        expect_kept(want.at("kept").at(b), log_probs[b].contiguous().data_ptr<float>(), vocab);
-        EXPECT_EQ(greedy[b].item<std::int64_t>(), want.at("greedy").at(b).get<std::int64_t>());
-      }
-      {
-        options.greedy = false;
-        at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(test_case.at("seed").get<std::uint64_t>());
-        for (const json& draw : want.at("draws")) {
-          const at::Tensor tokens = agla::decode_logits(logits, logits_aug, options, generator);
-          for (std::int64_t b = 0; b < batch; ++b)
-            EXPECT_EQ(tokens[b].item<std::int64_t>(), draw.at(b).get<std::int64_t>()) << "row " << b;
-        }
-      }
+      check(FixtureRun{test_case, want, logits, logits_aug, logits.size(0), logits.size(1),
+                       case_options(test_case, fusion.method)});
       ++checked;
     }
   }
+  return checked;
+}
+
+// One warper stage of the torch path: applies `warper` to `scores` [B, V] when `active` and expects the
+// fixture's per-row count of finite scores under `key`, which is null when the warper is inactive.
+template <typename Warper>
+void expect_warper_stage(bool active, const Warper& warper, at::Tensor& scores, const json& want, const char* key) {
+  if (!active) {
+    EXPECT_TRUE(want.at(key).is_null()) << key;
+    return;
+  }
+  scores = warper(scores);
+  for (std::int64_t b = 0; b < scores.size(0); ++b)
+    EXPECT_EQ(finite_count(scores[b]), want.at(key).at(b).get<std::int64_t>()) << key << ", row " << b;
+}
+
+TEST(DecodeFixtureTest, TorchPathMatchesReference) {
+  // agla's CPU sampler draws the exponential variates itself, the way a libtorch without MKL does,
+  // so the seeded draws are compared on every build (torch.multinomial itself differs with MKL).
+  const int checked = for_each_fixture_run([](FixtureRun run) {
+    auto& [test_case, want, logits, logits_aug, batch, vocab, options] = run;
+    // Stage by stage, with the public policies.
+    const agla::BetaCutoff cutoff{options.beta};
+    const at::Tensor cut = cutoff.cutoff(logits);
+    at::Tensor scores = cutoff(logits, agla::MethodFusion{options.method, options.alpha}(logits, logits_aug));
+    for (std::int64_t b = 0; b < batch; ++b) {
+      EXPECT_EQ(cut[b][0].item<float>(), as_float(want.at("cutoff").at(b))) << "row " << b;
+      EXPECT_EQ(finite_count(scores[b]), want.at("n_plausible").at(b).get<std::int64_t>());
+    }
+    if (options.temperature_active()) scores = agla::TemperatureWarper{options.temperature}(scores);
+    expect_warper_stage(options.top_k_active(), agla::TopKWarper{options.top_k, options.min_tokens_to_keep}, scores,
+                        want, "n_after_top_k");
+    expect_warper_stage(options.top_p_active(), agla::TopPWarper{options.top_p, options.min_tokens_to_keep}, scores,
+                        want, "n_after_top_p");
+
+    // The whole step: log-probs, greedy, seeded draws.
+    at::Tensor log_probs;
+    agla::StepControl control;
+    control.log_probs = &log_probs;
+    options.greedy = true;
+    const at::Tensor greedy = agla::decode_logits(logits, logits_aug, options, {}, control);
+    ASSERT_EQ(greedy.sizes(), at::IntArrayRef({batch}));
+    ASSERT_EQ(greedy.scalar_type(), at::kLong);
+    EXPECT_TRUE(at::equal(log_probs, scores.log_softmax(-1)));
+    for (std::int64_t b = 0; b < batch; ++b) {
+      EXPECT_EQ(finite_count(log_probs[b]), want.at("n_kept").at(b).get<std::int64_t>());
+      expect_kept(want.at("kept").at(b), log_probs[b].contiguous().data_ptr<float>(), vocab);
+      EXPECT_EQ(greedy[b].item<std::int64_t>(), want.at("greedy").at(b).get<std::int64_t>());
+    }
+    {
+      options.greedy = false;
+      at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(test_case.at("seed").get<std::uint64_t>());
+      for (const json& draw : want.at("draws")) {
+        const at::Tensor tokens = agla::decode_logits(logits, logits_aug, options, generator);
+        for (std::int64_t b = 0; b < batch; ++b)
+          EXPECT_EQ(tokens[b].item<std::int64_t>(), draw.at(b).get<std::int64_t>()) << "row " << b;
+      }
+    }
+  });
   EXPECT_EQ(checked, 83);
 }
 
 TEST(DecodeFixtureTest, RawPathMatchesReference) {
-  int checked = 0;
-  for (const json& test_case : fixture_cases()) {
-    const at::Tensor logits = load_logits(test_case, "logits_file").contiguous();
-    const at::Tensor logits_aug = load_logits(test_case, "logits_aug_file").contiguous();
-    const std::int64_t batch = logits.size(0);
-    const std::int64_t vocab = logits.size(1);
-    for (const FusionCase& fusion : kFusions) {
-      const json& want = test_case.at(fusion.key);
-      if (want.is_null()) continue;
-      SCOPED_TRACE(test_case.at("name").get<std::string>() + " / " + fusion.key);
-      agla::raw::Decoder<> decoder(case_options(test_case, fusion.method));
-      std::vector<std::int64_t> tokens(static_cast<size_t>(batch));
-      std::vector<float> log_probs(static_cast<size_t>(batch * vocab));
-      agla::raw::GreedySampler greedy;
-      decoder.step(logits.data_ptr<float>(), logits_aug.data_ptr<float>(), batch, vocab, greedy,
-                   tokens.data(), log_probs.data());
-      for (std::int64_t b = 0; b < batch; ++b) {
-        const agla::raw::RowStats& stats = decoder.stats(b);
-        EXPECT_EQ(stats.cutoff, as_float(want.at("cutoff").at(b)));
-        EXPECT_EQ(stats.n_plausible, want.at("n_plausible").at(b).get<std::int64_t>());
-        const json& top_k = want.at("n_after_top_k");
-        const json& top_p = want.at("n_after_top_p");
-        EXPECT_EQ(stats.n_after_top_k, top_k.is_null() ? -1 : top_k.at(b).get<std::int64_t>());
-        EXPECT_EQ(stats.n_after_top_p, top_p.is_null() ? -1 : top_p.at(b).get<std::int64_t>());
-        EXPECT_EQ(stats.n_kept, want.at("n_kept").at(b).get<std::int64_t>());
-        expect_kept(want.at("kept").at(b), log_probs.data() + b * vocab, vocab);
-        EXPECT_EQ(tokens[b], want.at("greedy").at(b).get<std::int64_t>());
-      }
-      agla::raw::TorchSampler sampler(test_case.at("seed").get<std::uint64_t>());
-      for (const json& draw : want.at("draws")) {
-        decoder.step(logits.data_ptr<float>(), logits_aug.data_ptr<float>(), batch, vocab, sampler,
-                     tokens.data());
-        for (std::int64_t b = 0; b < batch; ++b)
-          EXPECT_EQ(tokens[b], draw.at(b).get<std::int64_t>()) << "row " << b;
-      }
-      ++checked;
+  const int checked = for_each_fixture_run([](const FixtureRun& run) {
+    const auto& [test_case, want, as_read, as_read_aug, batch, vocab, options] = run;
+    const at::Tensor logits = as_read.contiguous();
+    const at::Tensor logits_aug = as_read_aug.contiguous();
+    agla::raw::Decoder<> decoder(options);
+    std::vector<std::int64_t> tokens(static_cast<size_t>(batch));
+    std::vector<float> log_probs(static_cast<size_t>(batch * vocab));
+    agla::raw::GreedySampler greedy;
+    decoder.step(logits.data_ptr<float>(), logits_aug.data_ptr<float>(), batch, vocab, greedy,
+                 tokens.data(), log_probs.data());
+    for (std::int64_t b = 0; b < batch; ++b) {
+      const agla::raw::RowStats& stats = decoder.stats(b);
+      EXPECT_EQ(stats.cutoff, as_float(want.at("cutoff").at(b)));
+      EXPECT_EQ(stats.n_plausible, want.at("n_plausible").at(b).get<std::int64_t>());
+      const json& top_k = want.at("n_after_top_k");
+      const json& top_p = want.at("n_after_top_p");
+      EXPECT_EQ(stats.n_after_top_k, top_k.is_null() ? -1 : top_k.at(b).get<std::int64_t>());
+      EXPECT_EQ(stats.n_after_top_p, top_p.is_null() ? -1 : top_p.at(b).get<std::int64_t>());
+      EXPECT_EQ(stats.n_kept, want.at("n_kept").at(b).get<std::int64_t>());
+      expect_kept(want.at("kept").at(b), log_probs.data() + b * vocab, vocab);
+      EXPECT_EQ(tokens[b], want.at("greedy").at(b).get<std::int64_t>());
     }
-  }
+    agla::raw::TorchSampler sampler(test_case.at("seed").get<std::uint64_t>());
+    for (const json& draw : want.at("draws")) {
+      decoder.step(logits.data_ptr<float>(), logits_aug.data_ptr<float>(), batch, vocab, sampler,
+                   tokens.data());
+      for (std::int64_t b = 0; b < batch; ++b)
+        EXPECT_EQ(tokens[b], draw.at(b).get<std::int64_t>()) << "row " << b;
+    }
+  });
   EXPECT_EQ(checked, 83);
 }
 
@@ -279,9 +292,7 @@ TwoViews random_logits(std::int64_t batch, std::int64_t vocab, std::uint64_t see
 }
 
 TEST(DecodePropertyTest, AlphaZeroAndTinyBetaIsPlainSampling) {
-  const TwoViews views = random_logits(3, 500, 7);
-  const at::Tensor& logits = views.logits;
-  const at::Tensor& logits_aug = views.logits_aug;
+  const auto [logits, logits_aug] = random_logits(3, 500, 7);
   agla::DecodeOptions agla_options;
   agla_options.alpha = 0.0;
   agla_options.beta = 1e-30;  // log(beta) = -69: nothing is cut
@@ -343,9 +354,7 @@ TEST(DecodePropertyTest, BetaOneKeepsOnlyTheMaximumAndTies) {
 }
 
 TEST(DecodePropertyTest, StreamsInABatchAreIndependent) {
-  const TwoViews views = random_logits(3, 300, 21);
-  const at::Tensor& logits = views.logits;
-  const at::Tensor& logits_aug = views.logits_aug;
+  const auto [logits, logits_aug] = random_logits(3, 300, 21);
   agla::DecodeOptions options;
   options.top_k = 20;
   options.temperature = 0.8;
@@ -428,9 +437,7 @@ TEST(DecodePropertyTest, FastSamplerFollowsTheDistribution) {
 }
 
 TEST(DecodePropertyTest, RawAndTorchPathsAgreeOnRandomLogits) {
-  const TwoViews views = random_logits(3, 5000, 77);
-  const at::Tensor& logits = views.logits;
-  const at::Tensor& logits_aug = views.logits_aug;
+  const auto [logits, logits_aug] = random_logits(3, 5000, 77);
   for (double top_p : {1.0, 0.9}) {
     agla::DecodeOptions options;
     options.top_p = top_p;
@@ -500,9 +507,7 @@ TEST(DecodePolicyTest, TopKAndTopPFollowHuggingFaceRules) {
 TEST(DecodePolicyTest, VcdChainsAfterAglaWithAThirdView) {
   // Three views: AGLA's assembly of original and augmented, then VCD's contrast with a distorted
   // view, under the cutoff of the original view -- a user fusion built from the library's policies.
-  const TwoViews views = random_logits(2, 200, 31);
-  const at::Tensor& logits = views.logits;
-  const at::Tensor& logits_aug = views.logits_aug;
+  const auto [logits, logits_aug] = random_logits(2, 200, 31);
   const at::Tensor logits_noise = at::randn({2, 200}, at::make_generator<at::CPUGeneratorImpl>(32));
   auto three_views = [&](const at::Tensor& l, const at::Tensor& l_aug) {
     return agla::ContrastFusion{0.5}(agla::AssemblyFusion{2.0}(l, l_aug), logits_noise);
