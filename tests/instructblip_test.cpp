@@ -15,12 +15,15 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
 #include "agla/decode.hpp"
 #include "agla/io/image.hpp"
 #include "agla/io/safetensors.hpp"
+#include "support/expect.hpp"
+#include "support/generation.hpp"
 
 namespace {
 
@@ -94,12 +97,7 @@ nlohmann::json sparse_json() { return nlohmann::json::parse(std::ifstream(fixtur
 
 // The message of the FormatError `parse_config(json)` throws ("" when it throws none).
 std::string config_error(const nlohmann::json& json) {
-  try {
-    ib::parse_config(json);
-  } catch (const agla::FormatError& e) {
-    return e.what();
-  }
-  return "";
+  return agla::test::error_message([&] { ib::parse_config(json); });
 }
 
 }  // namespace
@@ -132,26 +130,30 @@ TEST(InstructBlipConfigTest, SparseConfigGetsUpstreamDefaults) {
   minimal["text_config"] = {{"model_type", "llama"}};
   minimal["qformer_config"] = {{"encoder_hidden_size", 7}};
   const auto d = ib::parse_config(minimal);
-  EXPECT_EQ(d.num_query_tokens, 32);
-  EXPECT_EQ(d.vision.hidden_size, 1408);
-  EXPECT_EQ(d.vision.intermediate_size, 6144);
-  EXPECT_EQ(d.vision.num_hidden_layers, 39);
-  EXPECT_EQ(d.vision.num_attention_heads, 16);
-  EXPECT_EQ(d.vision.image_size, 224);
-  EXPECT_EQ(d.vision.patch_size, 14);
+  // The integer settings: name, parsed value, upstream default.
+  const std::vector<std::tuple<const char*, int64_t, int64_t>> defaults = {
+      {"num_query_tokens", d.num_query_tokens, 32},
+      {"vision.hidden_size", d.vision.hidden_size, 1408},
+      {"vision.intermediate_size", d.vision.intermediate_size, 6144},
+      {"vision.num_hidden_layers", d.vision.num_hidden_layers, 39},
+      {"vision.num_attention_heads", d.vision.num_attention_heads, 16},
+      {"vision.image_size", d.vision.image_size, 224},
+      {"vision.patch_size", d.vision.patch_size, 14},
+      {"qformer.vocab_size", d.qformer.vocab_size, 30522},
+      {"qformer.hidden_size", d.qformer.hidden_size, 768},
+      {"qformer.num_hidden_layers", d.qformer.num_hidden_layers, 12},
+      {"qformer.intermediate_size", d.qformer.intermediate_size, 3072},
+      {"qformer.max_position_embeddings", d.qformer.max_position_embeddings, 512},
+      {"qformer.cross_attention_frequency", d.qformer.cross_attention_frequency, 2},
+      {"qformer.encoder_hidden_size (the vision width)", d.qformer.encoder_hidden_size, 1408},
+      {"text.vocab_size", d.text.vocab_size, 32000},
+      {"text.num_key_value_heads", d.text.num_key_value_heads, 32},
+      {"text_pad_token_id", d.text_pad_token_id, -1},
+  };
+  for (const auto& [name, value, upstream] : defaults) EXPECT_EQ(value, upstream) << name;
   EXPECT_EQ(d.vision.layer_norm_eps, 1e-6);
-  EXPECT_EQ(d.qformer.vocab_size, 30522);
-  EXPECT_EQ(d.qformer.hidden_size, 768);
-  EXPECT_EQ(d.qformer.num_hidden_layers, 12);
-  EXPECT_EQ(d.qformer.intermediate_size, 3072);
-  EXPECT_EQ(d.qformer.max_position_embeddings, 512);
-  EXPECT_EQ(d.qformer.cross_attention_frequency, 2);
-  EXPECT_EQ(d.qformer.encoder_hidden_size, 1408);  // overwritten by the vision width
   EXPECT_TRUE(d.qformer.has_cross_attention(0));
   EXPECT_FALSE(d.qformer.has_cross_attention(1));
-  EXPECT_EQ(d.text.vocab_size, 32000);
-  EXPECT_EQ(d.text.num_key_value_heads, 32);
-  EXPECT_EQ(d.text_pad_token_id, -1);
   EXPECT_EQ(d.text_architecture, "");
   auto vicuna = minimal;
   vicuna["text_config"]["architectures"] = {"LLaMAForCausalLM"};
@@ -476,15 +478,11 @@ TEST(InstructBlipLoaderTest, ReportsMissingUnexpectedAndMisshapedNames) {
   dict["qformer.encoder.layer.1.crossattention.attention.extra"] = at::zeros({2});
   dict["query_tokens"] = at::zeros({1, 5, 32});
   ib::InstructBlipModel model(config);
-  try {
-    ib::load_weights(model, dict, "edited tiny_t");
-    FAIL() << "expected agla::FormatError";
-  } catch (const agla::FormatError& e) {
-    const std::string message = e.what();
-    for (const char* name : {"missing", "qformer.encoder.layer.1.output_query.dense.weight", "unexpected",
-                             "qformer.encoder.layer.1.crossattention.attention.extra", "query_tokens", "[1, 5, 32]"})
-      EXPECT_NE(message.find(name), std::string::npos) << name << " not in: " << message;
-  }
+  const std::string message = agla::test::error_message([&] { ib::load_weights(model, dict, "edited tiny_t"); });
+  ASSERT_FALSE(message.empty()) << "expected agla::FormatError";
+  agla::test::expect_contains(message, {"missing", "qformer.encoder.layer.1.output_query.dense.weight", "unexpected",
+                                        "qformer.encoder.layer.1.crossattention.attention.extra", "query_tokens",
+                                        "[1, 5, 32]"});
   TempDir empty("empty");
   fs::copy_file(fixture_dir() + "/config.json", empty.path / "config.json");
   EXPECT_THROW(ib::InstructBlipLvlm::load(empty.path.string()), agla::FormatError);  // no weights
@@ -617,29 +615,19 @@ TEST(InstructBlipLvlmTest, DrivesAglaGenerate) {
   auto f = load_fixture();
   const auto ids = f.get("input_ids"), qids = f.get("qformer_input_ids");
   const auto original = f.get("pixel_values"), augmented = f.get("pixel_values_halfzero");
-  agla::GenerateOptions limits;
-  limits.max_new_tokens = 8;
-  agla::DecodeOptions regular;
-  regular.method = agla::FusionMethod::Plain;
-  regular.greedy = true;
+  const agla::GenerateOptions limits = agla::test::max_new_tokens(8);
   ib::InstructBlipLvlm lvlm(f.model);
-  const auto plain = agla::generate(lvlm, lvlm.begin(inputs(ids, qids, original, {augmented})), regular, limits);
+  const auto plain = agla::generate(lvlm, lvlm.begin(inputs(ids, qids, original, {augmented})),
+                                    agla::test::greedy_regular(), limits);
   EXPECT_TRUE(at::equal(plain.tokens[0], f.get("greedy_tokens"))) << plain.tokens;
   EXPECT_EQ(lvlm.cached_length(agla::View::Augmented), 0);  // regular decoding never runs the augmented view
 
   // AGLA (Eq. 3 with the plausibility cutoff of Eqs. 4-5), greedy, against a cache-free recomputation.
-  agla::DecodeOptions assembly;
-  assembly.greedy = true;
+  const agla::DecodeOptions assembly = agla::test::greedy_agla();
   const auto fused = agla::generate(lvlm, lvlm.begin(inputs(ids, qids, original, {augmented})), assembly, limits);
-  auto seq = ids;
-  for (int64_t k = 0; k < 8; ++k) {
-    const auto l = f.model->forward(original, qids, seq)[0][-1];
-    const auto l_aug = f.model->forward(augmented, qids, seq)[0][-1];
-    const auto cutoff = std::log(assembly.beta) + l.max().item<double>();
-    const auto token = (l + assembly.alpha * l_aug).masked_fill(l < cutoff, -INFINITY).argmax();
-    ASSERT_EQ(fused.tokens[0][k].item<int64_t>(), token.item<int64_t>()) << "step " << k;
-    seq = at::cat({seq, token.view({1, 1})}, 1);
-  }
+  agla::test::expect_cache_free_agla(fused.tokens, 8, ids, assembly, [&](const at::Tensor& seq, bool aug) {
+    return f.model->forward(aug ? augmented : original, qids, seq)[0][-1];
+  });
   EXPECT_EQ(lvlm.cached_length(agla::View::Augmented), 11 + 7);
 
   // The reference preset samples (top-k 50) and runs the local view for the first token only.
