@@ -14,6 +14,7 @@
 
 #include "agla/decode.hpp"
 #include "agla/io/safetensors.hpp"
+#include "support/generation.hpp"
 
 namespace {
 
@@ -375,34 +376,22 @@ TEST(LlavaLvlmTest, DrivesAglaGenerate) {
     const auto ids = image_ids(f);
     const auto original = f.get("batch2_pixel_values").narrow(0, 0, 1);
     const auto augmented = f.get("batch2_pixel_values").narrow(0, 1, 1);
-    agla::GenerateOptions limits;
-    limits.max_new_tokens = 8;
+    const agla::GenerateOptions limits = agla::test::max_new_tokens(8);
 
     // Regular greedy decoding reproduces the fixture's greedy tokens.
-    agla::DecodeOptions regular;
-    regular.method = agla::FusionMethod::Plain;
-    regular.greedy = true;
     llava::LlavaLvlm lvlm(f.model);
     lvlm.begin(inputs(ids, original, augmented));
-    const auto plain = agla::generate(lvlm, ids, regular, limits);
+    const auto plain = agla::generate(lvlm, ids, agla::test::greedy_regular(), limits);
     EXPECT_TRUE(at::equal(plain.tokens[0], f.get("greedy_tokens"))) << name << ": " << plain.tokens;
     EXPECT_EQ(lvlm.cached_length(agla::View::Augmented), 0);  // regular decoding never runs the augmented view
 
     // AGLA (Eq. 3 with the plausibility cutoff of Eqs. 4-5), greedy, against a cache-free recomputation.
-    agla::DecodeOptions agla_options;
-    agla_options.greedy = true;
+    const agla::DecodeOptions agla_options = agla::test::greedy_agla();
     lvlm.begin(inputs(ids, original, augmented));
     const auto fused = agla::generate(lvlm, ids, agla_options, limits);
-    auto seq = ids;
-    for (int64_t k = 0; k < 8; ++k) {
-      const auto l = f.model->forward(seq, original)[0][-1];
-      const auto l_aug = f.model->forward(seq, augmented)[0][-1];
-      const auto cutoff = std::log(agla_options.beta) + l.max().item<double>();
-      const auto scores = (l + agla_options.alpha * l_aug).masked_fill(l < cutoff, -INFINITY);
-      const auto token = scores.argmax();
-      ASSERT_EQ(fused.tokens[0][k].item<int64_t>(), token.item<int64_t>()) << name << " step " << k;
-      seq = at::cat({seq, token.view({1, 1})}, 1);
-    }
+    agla::test::expect_cache_free_agla(
+        fused.tokens, 8, ids, agla_options,
+        [&](const at::Tensor& seq, bool aug) { return f.model->forward(seq, aug ? augmented : original)[0][-1]; }, name);
     EXPECT_EQ(lvlm.cached_length(agla::View::Augmented), 15 + 7);
   }
 }
