@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "agla/agla.hpp"
+#include "support/generation.hpp"
 
 namespace {
 
@@ -152,11 +153,23 @@ static_assert(agla::is_batched_forward_v<BatchedForward> && !agla::is_plain_forw
 static_assert(agla::is_plain_forward_v<BothForms> && agla::is_batched_forward_v<BothForms>);
 static_assert(!agla::is_plain_forward_v<int> && !agla::is_batched_forward_v<TinyWorld>);
 
-TEST(GenerateModelTest, PlainAndBatchedFormsGiveIdenticalTokens) {
+// Each test gets a fresh tiny world and runs with gradients off.
+class GenerateModelTest : public ::testing::Test {
+ protected:
+  // agla::generate on the world's prompt, with a CPU generator seeded with `seed`.
+  template <typename Forward>
+  agla::GenerateResult generate_seeded(Forward& forward, const agla::DecodeOptions& options,
+                                       const agla::GenerateOptions& limits, std::uint64_t seed) {
+    return agla::generate(forward, setup.prompt, options, limits, at::make_generator<at::CPUGeneratorImpl>(seed));
+  }
+
   torch::NoGradGuard no_grad;
   TinyWorld setup = make_world();
-  agla::GenerateOptions limits;
-  limits.max_new_tokens = 12;
+};
+using DecodeSessionTest = GenerateModelTest;
+
+TEST_F(GenerateModelTest, PlainAndBatchedFormsGiveIdenticalTokens) {
+  const agla::GenerateOptions limits = agla::test::max_new_tokens(12);
   at::Tensor sampled_agla;
   for (bool greedy : {false, true}) {
     agla::DecodeOptions options;
@@ -165,10 +178,8 @@ TEST(GenerateModelTest, PlainAndBatchedFormsGiveIdenticalTokens) {
     options.greedy = greedy;
     PlainForward plain{&setup};
     BatchedForward batched{&setup};
-    const agla::GenerateResult a = agla::generate(plain, setup.prompt, options, limits,
-                                                  at::make_generator<at::CPUGeneratorImpl>(42));
-    const agla::GenerateResult b = agla::generate(batched, setup.prompt, options, limits,
-                                                  at::make_generator<at::CPUGeneratorImpl>(42));
+    const agla::GenerateResult a = generate_seeded(plain, options, limits, 42);
+    const agla::GenerateResult b = generate_seeded(batched, options, limits, 42);
     ASSERT_EQ(a.tokens.sizes(), at::IntArrayRef({kBatch, 12}));
     EXPECT_TRUE(at::equal(a.tokens, b.tokens)) << a.tokens << "\n" << b.tokens;
     EXPECT_EQ(plain.calls[0], 12);
@@ -183,31 +194,26 @@ TEST(GenerateModelTest, PlainAndBatchedFormsGiveIdenticalTokens) {
   agla::DecodeOptions plain_options;
   plain_options.method = agla::FusionMethod::Plain;
   PlainForward plain{&setup};
-  const agla::GenerateResult regular = agla::generate(plain, setup.prompt, plain_options, limits,
-                                                      at::make_generator<at::CPUGeneratorImpl>(42));
+  const agla::GenerateResult regular = generate_seeded(plain, plain_options, limits, 42);
   EXPECT_EQ(plain.calls[1], 0);
   EXPECT_EQ(plain.calls[0], 12);
   EXPECT_EQ(regular.tokens.sizes(), at::IntArrayRef({kBatch, 12}));
   EXPECT_FALSE(at::equal(regular.tokens, sampled_agla));
 }
 
-TEST(GenerateModelTest, PrefersTheBatchedForm) {
-  torch::NoGradGuard no_grad;
-  TinyWorld setup = make_world();
+TEST_F(GenerateModelTest, PrefersTheBatchedForm) {
   BothForms both;
   both.PlainForward::setup = &setup;
   both.BatchedForward::setup = &setup;
-  agla::GenerateOptions limits;
-  limits.max_new_tokens = 4;
-  agla::generate(both, setup.prompt, agla::DecodeOptions{}, limits, at::make_generator<at::CPUGeneratorImpl>(1));
+  const agla::GenerateOptions limits = agla::test::max_new_tokens(4);
+  generate_seeded(both, agla::DecodeOptions{}, limits, 1);
   EXPECT_EQ(both.BatchedForward::calls, 4);
   EXPECT_EQ(both.PlainForward::calls[0] + both.PlainForward::calls[1], 0);
   // With the local view off the plain form saves the augmented half of the batch.
   BothForms released;
   released.PlainForward::setup = &setup;
   released.BatchedForward::setup = &setup;
-  agla::generate(released, setup.prompt, agla::DecodeOptions::llava_reference(), limits,
-                 at::make_generator<at::CPUGeneratorImpl>(1));
+  generate_seeded(released, agla::DecodeOptions::llava_reference(), limits, 1);
   EXPECT_EQ(released.BatchedForward::calls, 1);
   EXPECT_EQ(released.PlainForward::calls[0], 3);
   EXPECT_EQ(released.PlainForward::calls[1], 0);
@@ -229,25 +235,19 @@ struct DefectiveForward {
   }
 };
 
-TEST(GenerateModelTest, ReleasedBehaviourUsesTheLocalViewForTheFirstTokenOnly) {
-  torch::NoGradGuard no_grad;
-  TinyWorld setup = make_world();
-  agla::GenerateOptions limits;
-  limits.max_new_tokens = 10;
+TEST_F(GenerateModelTest, ReleasedBehaviourUsesTheLocalViewForTheFirstTokenOnly) {
+  const agla::GenerateOptions limits = agla::test::max_new_tokens(10);
   const agla::DecodeOptions released = agla::DecodeOptions::llava_reference();
   PlainForward ours{&setup};
   DefectiveForward reference{PlainForward{&setup}};
-  const agla::GenerateResult a = agla::generate(ours, setup.prompt, released, limits,
-                                                at::make_generator<at::CPUGeneratorImpl>(9));
-  const agla::GenerateResult b = agla::generate(reference, setup.prompt, released.with_local_view_everywhere(),
-                                                limits, at::make_generator<at::CPUGeneratorImpl>(9));
+  const agla::GenerateResult a = generate_seeded(ours, released, limits, 9);
+  const agla::GenerateResult b = generate_seeded(reference, released.with_local_view_everywhere(), limits, 9);
   EXPECT_TRUE(at::equal(a.tokens, b.tokens));
   EXPECT_EQ(ours.calls[1], 1);  // no augmented forward after the first token
   EXPECT_EQ(ours.calls[0], 10);
   // The paper's method keeps the local view for every token.
   PlainForward paper{&setup};
-  agla::generate(paper, setup.prompt, released.with_local_view_everywhere(), limits,
-                 at::make_generator<at::CPUGeneratorImpl>(9));
+  generate_seeded(paper, released.with_local_view_everywhere(), limits, 9);
   EXPECT_EQ(paper.calls[1], 10);
 }
 
@@ -277,21 +277,16 @@ struct ThreeViewsBatched {
   }
 };
 
-TEST(GenerateModelTest, ThreeViewsThroughPlainAndBatchedForms) {
-  torch::NoGradGuard no_grad;
-  TinyWorld setup = make_world();
+TEST_F(GenerateModelTest, ThreeViewsThroughPlainAndBatchedForms) {
   const at::Tensor noise = 3.0 * torch::randn(setup.image.sizes());
   agla::DecodeOptions options = agla::DecodeOptions::agla();
   options.further_views = {{agla::FusionMethod::Contrast, 1.0}};
   options.beta = 0.1;
-  agla::GenerateOptions limits;
-  limits.max_new_tokens = 10;
+  const agla::GenerateOptions limits = agla::test::max_new_tokens(10);
   ThreeViewsPlain plain{&setup, noise};
   ThreeViewsBatched batched{&setup, noise};
-  const agla::GenerateResult a =
-      agla::generate(plain, setup.prompt, options, limits, at::make_generator<at::CPUGeneratorImpl>(7));
-  const agla::GenerateResult b =
-      agla::generate(batched, setup.prompt, options, limits, at::make_generator<at::CPUGeneratorImpl>(7));
+  const agla::GenerateResult a = generate_seeded(plain, options, limits, 7);
+  const agla::GenerateResult b = generate_seeded(batched, options, limits, 7);
   EXPECT_TRUE(at::equal(a.tokens, b.tokens)) << a.tokens << "\n" << b.tokens;
   EXPECT_EQ(plain.calls[0], 10);
   EXPECT_EQ(plain.calls[1], 10);
@@ -301,29 +296,23 @@ TEST(GenerateModelTest, ThreeViewsThroughPlainAndBatchedForms) {
   ThreeViewsPlain two{&setup, noise};
   agla::DecodeOptions agla_only = options;
   agla_only.further_views.clear();
-  const agla::GenerateResult c =
-      agla::generate(two, setup.prompt, agla_only, limits, at::make_generator<at::CPUGeneratorImpl>(7));
+  const agla::GenerateResult c = generate_seeded(two, agla_only, limits, 7);
   EXPECT_EQ(two.calls[2], 0);
   EXPECT_FALSE(at::equal(a.tokens, c.tokens));
   // A batched functor that returns too few rows for three views is refused.
   struct TwoRowsOnly {
     at::Tensor operator()(const at::Tensor& tokens, agla::AllViews) { return at::zeros({2 * tokens.size(0), 8}); }
   } short_functor;
-  EXPECT_THROW(agla::generate(short_functor, setup.prompt, options, limits, at::make_generator<at::CPUGeneratorImpl>(7)),
-               agla::ShapeError);
+  EXPECT_THROW(generate_seeded(short_functor, options, limits, 7), agla::ShapeError);
 }
 
 // The per-token loop a user writes with agla::DecodeSession must decode exactly what generate does,
 // schedule included: with the released preset the augmented view runs for the first token only.
-TEST(DecodeSessionTest, PerTokenLoopWithReferencePresetMatchesGenerate) {
-  torch::NoGradGuard no_grad;
-  TinyWorld setup = make_world();
-  agla::GenerateOptions limits;
-  limits.max_new_tokens = 8;
+TEST_F(DecodeSessionTest, PerTokenLoopWithReferencePresetMatchesGenerate) {
+  const agla::GenerateOptions limits = agla::test::max_new_tokens(8);
   const agla::DecodeOptions preset = agla::DecodeOptions::llava_reference();
   PlainForward by_generate{&setup};
-  const agla::GenerateResult expected =
-      agla::generate(by_generate, setup.prompt, preset, limits, at::make_generator<at::CPUGeneratorImpl>(5));
+  const agla::GenerateResult expected = generate_seeded(by_generate, preset, limits, 5);
 
   PlainForward by_loop{&setup};
   agla::DecodeSession session(preset);
@@ -346,9 +335,7 @@ TEST(DecodeSessionTest, PerTokenLoopWithReferencePresetMatchesGenerate) {
 
 // A step without a session cannot know which token it produces: a preset whose schedule depends
 // on it is refused, and honoured once the index is given.
-TEST(DecodeSessionTest, DecodeStepNeedsTheStepIndexForAScheduledPreset) {
-  torch::NoGradGuard no_grad;
-  TinyWorld setup = make_world();
+TEST_F(DecodeSessionTest, DecodeStepNeedsTheStepIndexForAScheduledPreset) {
   const agla::DecodeOptions preset = agla::DecodeOptions::llava_reference();
   PlainForward forward{&setup};
   auto generator = at::make_generator<at::CPUGeneratorImpl>(5);
@@ -392,8 +379,7 @@ TEST(GenerateTest, EndsStreamsAtEosAndStopSequencesWithPadding) {
   ScriptedForward forward{{{5, 2, 6, 6, 6}, {7, 8, 9, 4, 4}, {3, 3, 3, 3, 3}}};
   agla::DecodeOptions options;
   options.greedy = true;
-  agla::GenerateOptions limits;
-  limits.max_new_tokens = 5;
+  agla::GenerateOptions limits = agla::test::max_new_tokens(5);
   limits.eos_token_ids = {2};
   limits.pad_token_id = 15;
   limits.stop_sequences = {{8, 9}, {1, 1}};
