@@ -24,6 +24,8 @@
 #include "agla/shapesworld/random.hpp"
 #include "agla/shapesworld/tensor.hpp"
 #include "agla/views/instruction.hpp"
+#include "support/expect.hpp"
+#include "support/programs.hpp"
 #include "support/scratch.hpp"
 #include "common/cli.hpp"
 #include "common/data.hpp"
@@ -43,25 +45,12 @@ const std::string kItm = kData + "/blip/itm";
 const std::string kCaption = kData + "/blip/caption";
 const std::string kLlava = kData + "/llava/tiny_t";
 const std::string kInstructBlip = kData + "/instructblip/tiny_t";
-const std::string kToolsData = std::string(AGLA_SOURCE_DIR) + "/tools/data";
-const std::string kShippedItm = kToolsData + "/models/shapesworld-itm";
-const std::string kShippedLvlm = kToolsData + "/models/shapesworld-lvlm";
 
-using agla::test::Output;
-using agla::test::Program;
-using agla::test::read_lines;
-using agla::test::run;
+using namespace agla::test;
 
-Output caption(const std::vector<std::string>& args) { return run(tl::run_caption, args); }
-Output pope(const std::vector<std::string>& args) { return run(tl::run_pope, args); }
-Output ipm(const std::vector<std::string>& args) { return run(tl::run_ipm, args); }
-
-// This process's scratch folder (ctest runs the tests of this file in parallel processes), removed
-// at the end; a fresh folder per test.
-const fs::path kScratch = agla::test::scratch_root("agla_tools_test");
-::testing::Environment* const kScratchCleanup =
-    ::testing::AddGlobalTestEnvironment(new agla::test::ScratchCleanup(kScratch));
-std::string temp_dir(const std::string& name) { return agla::test::fresh_dir(kScratch, name); }
+// A fresh folder per test in this process's scratch folder.
+const Scratch kScratch("agla_tools_test");
+std::string temp_dir(const std::string& name) { return kScratch.fresh(name); }
 
 // Sets (or, with an empty value, unsets) AGLA_DATA_DIR for the scope: the in-process programs run
 // inside this test binary, which has no data directory of its own.
@@ -91,13 +80,7 @@ class DataDirScope {
 const std::string& eval_set_dir() {
   static const std::string dir = [] {
     const std::string d = temp_dir("eval_set");
-    agla::shapesworld::EvalOptions options;
-    options.questions_per_split = 4;
-    options.captions = 2;
-    agla::shapesworld::write_eval_set(agla::shapesworld::build_eval_set(options), d,
-                                      [](const std::string& path, const agla::shapesworld::Scene& scene) {
-                                        agla::io::write_png(path, agla::shapesworld::image_tensor(scene));
-                                      });
+    write_shapesworld_eval_set(d, 4, 2);
     return d;
   }();
   return dir;
@@ -121,18 +104,6 @@ int shell(const std::string& command, std::string& output) {
 }
 
 std::string quoted(const std::string& text) { return "'" + text + "'"; }
-
-// Expects status 1, nothing on `out` and `message` in the error output of every case.
-void expect_errors(Program program, const std::vector<std::pair<std::vector<std::string>, std::string>>& cases) {
-  for (const auto& [args, message] : cases) {
-    const Output o = run(program, args);
-    std::string joined;
-    for (const auto& a : args) joined += a + " ";
-    EXPECT_EQ(o.status, 1) << joined;
-    EXPECT_NE(o.err.find(message), std::string::npos) << joined << "\nexpected: " << message << "\nstderr: " << o.err;
-    EXPECT_TRUE(o.out.empty()) << joined << ": " << o.out;
-  }
-}
 
 }  // namespace
 
@@ -416,7 +387,7 @@ TEST(ToolsModelTest, InstructionsGoThroughEachFamilysPromptTemplate) {
 
 TEST(ToolsSampleTest, SampleImageIsTheDocumentedShapesWorldScene) {
   // tools/data/README.md: scene 10 of seed 2025, unbiased distribution, default world.
-  const at::Tensor sample = agla::io::read_image(kToolsData + "/sample.png");
+  const at::Tensor sample = agla::io::read_image(kShippedSample);
   const auto scene =
       agla::shapesworld::generate_scene(agla::shapesworld::scene_seed(2025, 10), agla::shapesworld::WorldOptions{},
                                         agla::shapesworld::Distribution::Unbiased);
@@ -509,9 +480,7 @@ TEST(ToolsCaptionTest, JsonReportOnFixtureModels) {
   const Output text = caption({"--itm", kItm, "--lvlm", kCaption, "--max-new-tokens", "4", "--threads", "1", "--out",
                                out_dir, "--prompt", "a picture of"});
   ASSERT_EQ(text.status, 0) << text.err;
-  EXPECT_NE(text.out.find("regular"), std::string::npos);
-  EXPECT_NE(text.out.find("AGLA"), std::string::npos);
-  EXPECT_NE(text.out.find("tokens/s: median of"), std::string::npos);
+  expect_contains(text.out, {"regular", "AGLA", "tokens/s: median of"});
 }
 
 TEST(ToolsCaptionTest, ShippedModelsByDefaultAndUnknownWordsRecorded) {
@@ -521,7 +490,7 @@ TEST(ToolsCaptionTest, ShippedModelsByDefaultAndUnknownWordsRecorded) {
       caption({"--json", "--threads", "1", "--out", out_dir, "--timing-runs", "1", "--itm-prompt", "the zebra star"});
   ASSERT_EQ(o.status, 0) << o.err;
   const nlohmann::json j = nlohmann::json::parse(o.out);
-  EXPECT_EQ(j["image"], kToolsData + "/sample.png");
+  EXPECT_EQ(j["image"], kShippedSample);
   EXPECT_EQ(j["lvlm"]["dir"], kToolsData + "/models/shapesworld-lvlm");
   EXPECT_EQ(j["itm_unknown_words"], (std::vector<std::string>{"zebra"}));
   EXPECT_NE(o.err.find("'zebra'"), std::string::npos) << o.err;
@@ -617,9 +586,7 @@ TEST(ToolsPopeTest, RunsEveryMethodAndWritesReferenceAnswerLines) {
   EXPECT_EQ(read_lines(results).size(), tl::all_methods().size());
   const Output table = pope({"--summarize", results});
   ASSERT_EQ(table.status, 0) << table.err;
-  EXPECT_NE(table.out.find("### fixture"), std::string::npos);
-  EXPECT_NE(table.out.find("POPE adversarial:"), std::string::npos);
-  EXPECT_NE(table.out.find("| agla-random-mask |"), std::string::npos);
+  expect_contains(table.out, {"### fixture", "POPE adversarial:", "| agla-random-mask |"});
 }
 
 TEST(ToolsPopeTest, QuestionSuffixAndTemplateShapeTheInstruction) {
@@ -1042,7 +1009,7 @@ TEST(ToolsIpmTest, OptionErrorsExitWithStatusOne) {
           {{"--unknown"}, "unknown option '--unknown'"},
       });
   // Some unknown words: a warning, and the JSON lists them.
-  const Output partial = ipm({"--itm", kShippedItm, "--image", kToolsData + "/sample.png", "--prompt",
+  const Output partial = ipm({"--itm", kShippedItm, "--image", kShippedSample, "--prompt",
                               "is there a zebra star", "--json", "--threads", "1"});
   ASSERT_EQ(partial.status, 0) << partial.err;
   EXPECT_EQ(nlohmann::json::parse(partial.out)["unknown_words"], (std::vector<std::string>{"zebra"}));
@@ -1142,7 +1109,7 @@ TEST(ToolsProgramTest, ProgramsFindTheirDataWhenMoved) {
   EXPECT_NE(output.find("no data directory found"), std::string::npos) << output;
   EXPECT_NE(output.find((root / "alone" / "data").string()), std::string::npos) << output;
   EXPECT_EQ(shell("AGLA_DATA_DIR=" + quoted(kToolsData) + " " + quoted(alone) + args, output), 0) << output;
-  EXPECT_EQ(nlohmann::json::parse(output)["image"], kToolsData + "/sample.png");
+  EXPECT_EQ(nlohmann::json::parse(output)["image"], kShippedSample);
   // A data folder next to the moved program is found without the variable.
   fs::create_directory_symlink(kToolsData, root / "alone" / "data");
   EXPECT_EQ(shell("env -u AGLA_DATA_DIR " + quoted(alone) + args, output), 0) << output;

@@ -17,6 +17,13 @@
 
 namespace agla::test {
 
+/// The programs' shipped data folder (tools/data) and what the tests use of it: the ShapesWorld
+/// models and the sample image.
+inline const std::string kToolsData = std::string(AGLA_SOURCE_DIR) + "/tools/data";
+inline const std::string kShippedLvlm = kToolsData + "/models/shapesworld-lvlm";
+inline const std::string kShippedItm = kToolsData + "/models/shapesworld-itm";
+inline const std::string kShippedSample = kToolsData + "/sample.png";
+
 /// A program run: exit status and what it wrote to stdout and stderr.
 struct Output {
   int status = 0;
@@ -58,6 +65,21 @@ inline std::string fresh_dir(const std::filesystem::path& root, const std::strin
   std::filesystem::create_directories(dir);
   return dir.string();
 }
+
+/// A test program's scratch folder, `<tmp>/<prefix>_<pid>` (ctest runs the tests of one file in
+/// parallel processes), removed when the tests of this process are done.
+class Scratch {
+ public:
+  explicit Scratch(const std::string& prefix) : root_(scratch_root(prefix)) {
+    ::testing::AddGlobalTestEnvironment(new ScratchCleanup(root_));
+  }
+
+  /// A fresh, empty folder `name` in it.
+  std::string fresh(const std::string& name) const { return fresh_dir(root_, name); }
+
+ private:
+  std::filesystem::path root_;
+};
 
 /// Writes `text` to `path`, creating its folders.
 inline void write(const std::filesystem::path& path, const std::string& text) {
