@@ -16,6 +16,7 @@
 #include "agla/shapesworld/tensor.hpp"
 #include "agla/io/image.hpp"
 #include "common/programs.hpp"
+#include "support/programs.hpp"
 #include "support/scratch.hpp"
 #include "common/protocols.hpp"
 
@@ -24,28 +25,18 @@ namespace fs = std::filesystem;
 
 namespace {
 
-const std::string kToolsData = std::string(AGLA_SOURCE_DIR) + "/tools/data";
-const std::string kLvlm = kToolsData + "/models/shapesworld-lvlm";
-const std::string kItm = kToolsData + "/models/shapesworld-itm";
-const std::string kSample = kToolsData + "/sample.png";
+using namespace agla::test;
 
-using agla::test::Output;
-using agla::test::Program;
-using agla::test::read;
-using agla::test::read_lines;
-using agla::test::run;
-using agla::test::write;
+// A fresh folder per test in this process's scratch folder.
+const Scratch kScratch("agla_eval_tools_test");
+std::string temp_dir(const std::string& name) { return kScratch.fresh(name); }
 
-Output mme(const std::vector<std::string>& args) { return run(tl::run_mme, args); }
-Output chair(const std::vector<std::string>& args) { return run(tl::run_chair, args); }
-Output pope(const std::vector<std::string>& args) { return run(tl::run_pope, args); }
-
-// This process's scratch folder (ctest runs the tests of this file in parallel processes), removed
-// at the end; a fresh folder per test.
-const fs::path kScratch = agla::test::scratch_root("agla_eval_tools_test");
-::testing::Environment* const kScratchCleanup =
-    ::testing::AddGlobalTestEnvironment(new agla::test::ScratchCleanup(kScratch));
-std::string temp_dir(const std::string& name) { return agla::test::fresh_dir(kScratch, name); }
+// Expects every field of the JSON object `want` in `j`, with the same value.
+void expect_fields(const nlohmann::json& j, const std::string& want) {
+  const nlohmann::json fields = nlohmann::json::parse(want);
+  for (const auto& field : fields.items())
+    EXPECT_EQ(j.value(field.key(), nlohmann::json()), field.value()) << field.key();
+}
 
 // An MME results folder whose scores are worked out by hand in MmeProgramTest.EvaluatesAResultsFolderByHand.
 void write_results(const fs::path& dir) {
@@ -128,25 +119,22 @@ TEST(MmeProgramTest, RejectsMalformedFilesAndOptions) {
   EXPECT_EQ(o.status, 1);
   EXPECT_NE(o.err.find("no results files"), std::string::npos) << o.err;
 
-  // Every option range-checked, the message naming the option.
-  const std::vector<std::pair<std::vector<std::string>, std::string>> bad{
-      {{"--benchmark", dir, "--num-chunks", "0"}, "--num-chunks"},
-      {{"--benchmark", dir, "--num-chunks", "2", "--chunk-idx", "2"}, "--chunk-idx"},
-      {{"--benchmark", dir, "--subtasks", "existence,halluc"}, "--subtasks"},
-      {{"--benchmark", dir, "--subtasks", "count,count"}, "--subtasks"},
-      {{"--benchmark", dir, "--protocol", "greedy-ish"}, "--protocol"},
-      {{"--benchmark", dir, "--max-new-tokens", "5000"}, "--max-new-tokens"},
-      {{"--benchmark", dir, "--temperature", "0"}, "--temperature"},
-      {{"--benchmark", dir, "--limit", "-1"}, "--limit"},
-      {{"--benchmark", dir, "--question-template", "no key"}, "--question-template"},
-      {{"--benchmark", dir, "--threads", "5000"}, "--threads"},
-      {{"--benchmark", dir, "--evaluate", dir}, "exactly one"},
-      {{"--bogus"}, "--bogus"}};
-  for (const auto& [args, option] : bad) {
-    const Output r = mme(args);
-    EXPECT_EQ(r.status, 1) << option;
-    EXPECT_NE(r.err.find(option), std::string::npos) << r.err;
-  }
+  // Every option range-checked, the message naming the option; each case runs on --benchmark DIR.
+  std::vector<std::pair<std::vector<std::string>, std::string>> bad{
+      {{"--num-chunks", "0"}, "--num-chunks"},
+      {{"--num-chunks", "2", "--chunk-idx", "2"}, "--chunk-idx"},
+      {{"--subtasks", "existence,halluc"}, "--subtasks"},
+      {{"--subtasks", "count,count"}, "--subtasks"},
+      {{"--protocol", "greedy-ish"}, "--protocol"},
+      {{"--max-new-tokens", "5000"}, "--max-new-tokens"},
+      {{"--temperature", "0"}, "--temperature"},
+      {{"--limit", "-1"}, "--limit"},
+      {{"--question-template", "no key"}, "--question-template"},
+      {{"--threads", "5000"}, "--threads"},
+      {{"--evaluate", dir}, "exactly one"}};
+  for (auto& [args, option] : bad) args.insert(args.begin(), {"--benchmark", dir});
+  bad.push_back({{"--bogus"}, "--bogus"});
+  expect_errors(tl::run_mme, bad);
   EXPECT_EQ(mme({"--help"}).status, 0);
 }
 
@@ -158,12 +146,12 @@ std::string write_mme_tree(const fs::path& root) {
   const std::string yes_no = "Please answer yes or no.";
   for (const char* image : {"a", "b"}) {
     fs::create_directories(root / "existence");
-    fs::copy_file(kSample, root / "existence" / (std::string(image) + ".png"));
+    fs::copy_file(kShippedSample, root / "existence" / (std::string(image) + ".png"));
     write(root / "existence" / (std::string(image) + ".txt"),
           "Is there a circle in the image? " + yes_no + "\tYes\nIs there a heart in the image? " + yes_no + "\tNo\n");
   }
   fs::create_directories(root / "count" / "images");
-  fs::copy_file(kSample, root / "count" / "images" / "c.png");
+  fs::copy_file(kShippedSample, root / "count" / "images" / "c.png");
   write(root / "count" / "questions_answers_YN" / "c.txt",
         "Is there one circle in the image? " + yes_no + "\tYes\nAre there five stars in the image? " + yes_no +
             "\tNo\n");
@@ -175,9 +163,9 @@ std::string write_mme_tree(const fs::path& root) {
 TEST(MmeProgramTest, RunsTheShippedModelsOverAnMmeTree) {
   const std::string dir = temp_dir("mme_run");
   const std::string tree = write_mme_tree(fs::path(dir) / "MME_Benchmark");
-  const std::vector<std::string> common{"--benchmark", tree,  "--lvlm",     kLvlm,      "--itm",
-                                        kItm,          "--protocol", "agla", "--max-new-tokens", "6",
-                                        "--threads",   "1",     "--quiet",    "--json"};
+  const std::vector<std::string> common{"--benchmark", tree, "--lvlm", kShippedLvlm, "--itm", kShippedItm,
+                                        "--protocol", "agla", "--max-new-tokens", "6", "--threads", "1",
+                                        "--quiet", "--json"};
   std::vector<std::string> args = common;
   args.insert(args.end(), {"--results", dir + "/whole"});
   const Output whole = mme(args);
@@ -190,16 +178,9 @@ TEST(MmeProgramTest, RunsTheShippedModelsOverAnMmeTree) {
                                                          j["subtasks"]["count"]["score"].get<double>());
   // The protocol with its resolved settings and the option that overrode it.
   const nlohmann::json& protocol = j["run"]["protocol"];
-  EXPECT_EQ(protocol["name"], "agla");
-  EXPECT_EQ(protocol["benchmark"], "mme");
-  EXPECT_EQ(protocol["decoding"], "sample");
-  EXPECT_EQ(protocol["instruction"], "{question}");
-  EXPECT_EQ(protocol["seed"], 1);
-  EXPECT_EQ(protocol["reference_seeds"], nlohmann::json::parse("[1, 2, 3]"));
-  EXPECT_EQ(protocol["alpha"], 2.0);
-  EXPECT_EQ(protocol["max_new_tokens"], 6);
-  EXPECT_EQ(protocol["parser"], "mme");
-  EXPECT_EQ(protocol["overridden"], nlohmann::json::parse(R"(["--max-new-tokens"])"));
+  expect_fields(protocol, R"({"name": "agla", "benchmark": "mme", "decoding": "sample", "instruction": "{question}",
+                            "seed": 1, "reference_seeds": [1, 2, 3], "alpha": 2.0, "max_new_tokens": 6,
+                            "parser": "mme", "overridden": ["--max-new-tokens"]})");
   EXPECT_EQ(nlohmann::json::parse(read(dir + "/whole/run.json"))["protocol"], protocol);
   const std::vector<nlohmann::json> answers = read_lines(dir + "/whole/answers.jsonl");
   ASSERT_EQ(answers.size(), 6u);
@@ -242,12 +223,12 @@ TEST(MmeProgramTest, RunsTheShippedModelsOverAnMmeTree) {
   EXPECT_EQ(read(dir + "/chunk1/count.txt"), read(dir + "/whole/count.txt"));
 
   // Without --subtasks: the subtask folders present. A missing subtask folder asked for is named.
-  const Output none = mme({"--benchmark", dir, "--lvlm", kLvlm, "--quiet"});
+  const Output none = mme({"--benchmark", dir, "--lvlm", kShippedLvlm, "--quiet"});
   EXPECT_EQ(none.status, 1);
   EXPECT_NE(none.err.find("no subtask folder (existence, count, ...) in '" + dir + "'; they are in " + tree),
             std::string::npos)
       << none.err;
-  const Output missing = mme({"--benchmark", tree, "--subtasks", "color", "--lvlm", kLvlm, "--quiet"});
+  const Output missing = mme({"--benchmark", tree, "--subtasks", "color", "--lvlm", kShippedLvlm, "--quiet"});
   EXPECT_EQ(missing.status, 1);
   EXPECT_NE(missing.err.find("no subtask folder"), std::string::npos) << missing.err;
 }
@@ -346,13 +327,13 @@ TEST(ChairProgramTest, CaptionsAnImageListWithTheShippedModels) {
   write_annotations(dir);
   fs::create_directories(dir / "images");
   for (const char* name : {"COCO_val2014_000000000001.png", "COCO_val2014_000000000002.png", "unlisted.png"})
-    fs::copy_file(kSample, dir / "images" / name);
+    fs::copy_file(kShippedSample, dir / "images" / name);
   // less-is-more's chair-500.jsonl format.
   write(dir / "list.jsonl",
         "{\"question_id\": 0, \"image\": \"COCO_val2014_000000000001.png\", \"text\": \"Please describe.\"}\n"
         "{\"question_id\": 1, \"image\": \"COCO_val2014_000000000002.png\", \"text\": \"Please describe.\"}\n");
   std::vector<std::string> args{"--images",   (dir / "images").string(), "--image-list", (dir / "list.jsonl").string(),
-                                "--lvlm",     kLvlm,
+                                "--lvlm",     kShippedLvlm,
                                 "--protocol", "greedy-64",               "--method",     "greedy",
                                 "--caption-prompt", "",                  "--max-new-tokens", "12",
                                 "--captions", (dir / "captions.jsonl").string(), "--threads", "1", "--quiet", "--json"};
@@ -362,13 +343,9 @@ TEST(ChairProgramTest, CaptionsAnImageListWithTheShippedModels) {
   ASSERT_EQ(o.status, 0) << o.err;
   const nlohmann::json j = nlohmann::json::parse(o.out);
   const nlohmann::json& protocol = j["run"]["protocol"];
-  EXPECT_EQ(protocol["name"], "greedy-64");
-  EXPECT_EQ(protocol["benchmark"], "chair");
-  EXPECT_EQ(protocol["decoding"], "greedy");
-  EXPECT_EQ(protocol["instruction"], "");
-  EXPECT_EQ(protocol["max_new_tokens"], 12);
-  EXPECT_EQ(protocol["drop_incomplete_sentence"], true);
-  EXPECT_EQ(protocol["overridden"], nlohmann::json::parse(R"(["--caption-prompt", "--max-new-tokens"])"));
+  expect_fields(protocol, R"({"name": "greedy-64", "benchmark": "chair", "decoding": "greedy", "instruction": "",
+                            "max_new_tokens": 12, "drop_incomplete_sentence": true,
+                            "overridden": ["--caption-prompt", "--max-new-tokens"]})");
   const std::vector<nlohmann::json> captions = read_lines((dir / "captions.jsonl").string());
   ASSERT_EQ(captions.size(), 2u);
   for (std::size_t i = 0; i < 2; ++i) {
@@ -393,9 +370,9 @@ TEST(ChairProgramTest, CaptionsAnImageListWithTheShippedModels) {
   for (const char* chunk : {"0", "1"}) {
     const std::string part = (dir / (std::string("part") + chunk + ".jsonl")).string();
     const Output c = chair({"--images", (dir / "images").string(), "--image-list", (dir / "list.jsonl").string(),
-                            "--lvlm", kLvlm, "--protocol", "greedy-64", "--method", "greedy", "--caption-prompt", "",
-                            "--max-new-tokens", "12", "--captions", part, "--num-chunks", "2", "--chunk-idx", chunk,
-                            "--quiet", "--json"});
+                            "--lvlm", kShippedLvlm, "--protocol", "greedy-64", "--method", "greedy",
+                            "--caption-prompt", "", "--max-new-tokens", "12", "--captions", part, "--num-chunks", "2",
+                            "--chunk-idx", chunk, "--quiet", "--json"});
     ASSERT_EQ(c.status, 0) << c.err;
     EXPECT_NE(nlohmann::json::parse(c.out)["not_scored"].get<std::string>().find("one chunk of 2"), std::string::npos);
     parts += read(part);
@@ -403,13 +380,13 @@ TEST(ChairProgramTest, CaptionsAnImageListWithTheShippedModels) {
   EXPECT_EQ(parts, read(dir / "captions.jsonl"));
 
   // Without a list: every image of the folder, by name; a name without an image id is an error.
-  const Output unlisted = chair({"--images", (dir / "images").string(), "--lvlm", kLvlm, "--method", "greedy",
+  const Output unlisted = chair({"--images", (dir / "images").string(), "--lvlm", kShippedLvlm, "--method", "greedy",
                                  "--captions", (dir / "all.jsonl").string(), "--quiet"});
   EXPECT_EQ(unlisted.status, 1);
   EXPECT_NE(unlisted.err.find("'unlisted.png' holds no COCO image id"), std::string::npos) << unlisted.err;
   write(dir / "bad_list.txt", "COCO_val2014_000000000001.png\n\nCOCO_val2014_000000000001.png\n");
   const Output repeated = chair({"--images", (dir / "images").string(), "--image-list",
-                                 (dir / "bad_list.txt").string(), "--lvlm", kLvlm, "--quiet"});
+                                 (dir / "bad_list.txt").string(), "--lvlm", kShippedLvlm, "--quiet"});
   EXPECT_EQ(repeated.status, 1);
   EXPECT_NE(repeated.err.find((dir / "bad_list.txt").string() + ":3: image id 1 repeats"), std::string::npos)
       << repeated.err;
@@ -467,15 +444,9 @@ TEST(ProtocolTest, ResolvesTheReferenceSettings) {
 
 TEST(ProtocolTest, AglaPopeRecordsItsProtocol) {
   const std::string dir = temp_dir("pope_protocol");
-  agla::shapesworld::EvalOptions options;
-  options.questions_per_split = 2;
-  options.captions = 1;
-  agla::shapesworld::write_eval_set(agla::shapesworld::build_eval_set(options), dir,
-                                    [](const std::string& path, const agla::shapesworld::Scene& scene) {
-                                      agla::io::write_png(path, agla::shapesworld::image_tensor(scene));
-                                    });
+  write_shapesworld_eval_set(dir, 2, 1);
   const std::string questions = dir + "/shapesworld_pope_random.jsonl";
-  const Output o = pope({"--questions", questions, "--lvlm", kLvlm, "--method", "regular", "--protocol", "vcd",
+  const Output o = pope({"--questions", questions, "--lvlm", kShippedLvlm, "--method", "regular", "--protocol", "vcd",
                          "--max-new-tokens", "4", "--answers", dir + "/answers.jsonl", "--results",
                          dir + "/results.jsonl", "--threads", "1", "--quiet", "--json"});
   ASSERT_EQ(o.status, 0) << o.err;
@@ -494,7 +465,7 @@ TEST(ProtocolTest, AglaPopeRecordsItsProtocol) {
   EXPECT_EQ(nlohmann::json::parse(scored.out)["parser"], "substring");
   const Output help = pope({"--help"});
   EXPECT_NE(help.out.find("--protocol NAME"), std::string::npos);
-  const Output bad = pope({"--questions", questions, "--lvlm", kLvlm, "--protocol", "greedy-64"});
+  const Output bad = pope({"--questions", questions, "--lvlm", kShippedLvlm, "--protocol", "greedy-64"});
   EXPECT_EQ(bad.status, 1);
   EXPECT_NE(bad.err.find("CHAIR only"), std::string::npos) << bad.err;
 }

@@ -41,7 +41,8 @@ inline agla::DecodeOptions greedy_agla() {
 /// original or the augmented view.
 template <typename LastLogits>
 void expect_cache_free_agla(const at::Tensor& tokens, std::int64_t steps, const at::Tensor& ids,
-                            const agla::DecodeOptions& options, LastLogits&& last_logits, const std::string& what = "") {
+                            const agla::DecodeOptions& options, LastLogits&& last_logits,
+                            const std::string& what = "") {
   at::Tensor seq = ids;
   for (std::int64_t k = 0; k < steps; ++k) {
     const at::Tensor l = last_logits(seq, false);
