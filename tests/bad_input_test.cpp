@@ -29,8 +29,11 @@
 #include "agla/models/blip/itm.hpp"
 #include "agla/text/wordpiece.hpp"
 #include "agla/models/llava/config.hpp"
+#include "support/bytes.hpp"
 
 namespace {
+
+using agla::test::crc32;
 
 const std::string kData = AGLA_TEST_DATA_DIR;
 const float kInf = std::numeric_limits<float>::infinity();
@@ -84,11 +87,7 @@ std::string read_bytes(const std::string& path) {
   return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
 }
 
-std::string le64(uint64_t v) {
-  std::string out(8, '\0');
-  for (int i = 0; i < 8; ++i) out[static_cast<size_t>(i)] = static_cast<char>((v >> (8 * i)) & 0xff);
-  return out;
-}
+std::string le64(uint64_t v) { return agla::test::le(v, 8); }
 
 /// A safetensors file: length field `length` (default: the header's size), header, data.
 std::string safetensors(const std::string& name, const std::string& header, const std::string& data,
@@ -128,15 +127,6 @@ void run_matrix(const std::vector<BadInput>& cases) {
 }
 
 // --- images ----------------------------------------------------------------------------------
-
-uint32_t crc32(const std::string& bytes) {
-  uint32_t crc = 0xFFFFFFFFu;
-  for (unsigned char b : bytes) {
-    crc ^= b;
-    for (int k = 0; k < 8; ++k) crc = (crc >> 1) ^ (0xEDB88320u & (0u - (crc & 1u)));
-  }
-  return ~crc;
-}
 
 std::string be32(uint32_t v) {
   return {static_cast<char>(v >> 24), static_cast<char>(v >> 16), static_cast<char>(v >> 8), static_cast<char>(v)};
