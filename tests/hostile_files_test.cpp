@@ -37,6 +37,7 @@
 #include "agla/io/sharded_index.hpp"
 #include "agla/io/zip.hpp"
 #include "agla/text/sentencepiece.hpp"
+#include "support/bytes.hpp"
 
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
 #define AGLA_TEST_SANITIZED 1
@@ -55,20 +56,8 @@ namespace fs = std::filesystem;
 
 // --- the generator ---------------------------------------------------------------------------
 
-std::string le(uint64_t v, int bytes) {
-  std::string out(static_cast<size_t>(bytes), '\0');
-  for (int i = 0; i < bytes; ++i) out[static_cast<size_t>(i)] = static_cast<char>((v >> (8 * i)) & 0xff);
-  return out;
-}
-
-uint32_t crc32(const std::string& bytes) {
-  uint32_t crc = 0xFFFFFFFFu;
-  for (unsigned char b : bytes) {
-    crc ^= b;
-    for (int k = 0; k < 8; ++k) crc = (crc >> 1) ^ (0xEDB88320u & (0u - (crc & 1u)));
-  }
-  return ~crc;
-}
+using agla::test::crc32;
+using agla::test::le;
 
 /// One zip record as the generator writes it; the overrides make headers lie.
 struct Record {
@@ -389,6 +378,19 @@ auto read_checkpoint(const std::string& path) {
 auto load_dir(const std::string& dir) {
   return [dir] { agla::io::load_checkpoint(dir); };
 }
+auto read_npy(const std::string& path) {
+  return [path] { agla::io::read_npy(path); };
+}
+
+// Adds the case `name`: `bytes` written to the scratch file `file`, then `reader(path)` run on it;
+// the message must name the file, then contain each of `fragments`.
+template <typename Reader>
+void add_file_case(std::vector<HostileCase>& cases, const std::string& name, const std::string& file,
+                   const std::string& bytes, Reader reader, std::vector<std::string> fragments, int64_t max_mb = 64) {
+  const std::string path = write_file(file, bytes);
+  fragments.insert(fragments.begin(), path);
+  cases.push_back({name, reader(path), std::move(fragments), max_mb});
+}
 
 // --- the cases ---------------------------------------------------------------------------------
 
@@ -433,9 +435,7 @@ std::vector<HostileCase> pickle_bomb_cases() {
   const std::string budget = "builds more than " + std::to_string(agla::io::kMaxPickleValues) + " values";
   auto add = [&](const std::string& name, const std::string& pickle, std::vector<std::string> fragments,
                  int64_t max_mb) {
-    const std::string path = write_file(name + ".bin", pickle_only("\x80\x02" + pickle));
-    fragments.insert(fragments.begin(), path);
-    cases.push_back({name, read_checkpoint(path), fragments, max_mb});
+    add_file_case(cases, name, name + ".bin", pickle_only("\x80\x02" + pickle), read_checkpoint, fragments, max_mb);
   };
   add("MARK flood (16M)", std::string(16u << 20, '(') + ".", {budget}, 128);
   add("list flood (4M)", std::string(4u << 20, ']') + ".", {budget}, 384);
@@ -481,9 +481,7 @@ std::vector<HostileCase> pickle_bomb_cases() {
 std::vector<HostileCase> storage_and_zip_cases() {
   std::vector<HostileCase> cases;
   auto add = [&](const std::string& name, const std::string& bytes, std::vector<std::string> fragments) {
-    const std::string path = write_file(name + ".bin", bytes);
-    fragments.insert(fragments.begin(), path);
-    cases.push_back({name, read_checkpoint(path), fragments});
+    add_file_case(cases, name, name + ".bin", bytes, read_checkpoint, fragments);
   };
   const std::string one = state_dict({{"w", "0", 2}});
   add("missing storage", checkpoint(state_dict({{"w", "7", 2}}), {{"0", floats(2)}}), {"storage record 'data/7' is missing"});
@@ -642,9 +640,7 @@ std::vector<HostileCase> index_cases() {
 std::vector<HostileCase> npy_cases() {
   std::vector<HostileCase> cases;
   auto add = [&](const std::string& name, const std::string& bytes, std::vector<std::string> fragments) {
-    const std::string path = write_file(name + ".npy", bytes);
-    fragments.insert(fragments.begin(), path);
-    cases.push_back({name, [path] { agla::io::read_npy(path); }, fragments});
+    add_file_case(cases, name, name + ".npy", bytes, read_npy, fragments);
   };
   add("shape overflowing 64 bits", npy_header("{'descr': '|u1', 'fortran_order': False, 'shape': (4294967296, 4294967296), }"),
       {"does not match the 0 data bytes"});
@@ -670,13 +666,12 @@ std::vector<HostileCase> npy_cases() {
       {"unexpected or repeated key 'x'"});
   {
     const std::string path = symlink_to_dev_zero("zero.npy");
-    cases.push_back({"/dev/zero", [path] { agla::io::read_npy(path); }, {path, "not a regular file"}});
+    cases.push_back({"/dev/zero", read_npy(path), {path, "not a regular file"}});
   }
   {
     const std::string head = npy_header("{'descr': '|u1', 'fortran_order': False, 'shape': (1610612736,), }");
     const std::string path = write_sparse("sparse_1g5.npy", head, uint64_t{3} << 29, "");
-    cases.push_back(
-        {"1.5 GiB array under the limit", [path] { agla::io::read_npy(path); }, {path, "out of memory"}, 64, 10.0, true});
+    cases.push_back({"1.5 GiB array under the limit", read_npy(path), {path, "out of memory"}, 64, 10.0, true});
   }
   return cases;
 }
