@@ -8,89 +8,49 @@
 
 #include "agla/error.hpp"
 #include "agla/ipm/mask.hpp"
+#include "agla/names.hpp"
 #include "agla/views/instruction.hpp"
 #include "agla/views/noise.hpp"
 #include "agla/views/transforms.hpp"
 
 namespace agla::tools {
 
+namespace {
+
+// Every method once, in the order tables list them.
+constexpr NamedValue<Method> kMethodNames[] = {
+    {Method::Regular, "regular"},   {Method::Greedy, "greedy"},   {Method::Sharpened, "sharpened"},
+    {Method::CutoffOnly, "cutoff-only"}, {Method::Vcd, "vcd"}, {Method::Agla, "agla"},
+    {Method::AglaRandomMask, "agla-random-mask"}, {Method::AglaReleased, "agla-released"},
+    {Method::Ritual, "ritual"}, {Method::Icd, "icd"}, {Method::M3id, "m3id"}, {Method::M3idLogits, "m3id-logits"},
+    {Method::Pai, "pai"}, {Method::Vacode, "vacode"}, {Method::AglaVcd, "agla+vcd"}};
+
+constexpr NamedValue<LocalView> kLocalViewNames[] = {
+    {LocalView::None, "none"},           {LocalView::IpmMask, "ipm-mask"}, {LocalView::RandomMask, "random-mask"},
+    {LocalView::Noise, "noise"},         {LocalView::Transform, "transform"},
+    {LocalView::Disturbed, "disturbed-instruction"}, {LocalView::NoImage, "no-image"},
+    {LocalView::Selected, "selected"}};
+
+}  // namespace
+
 const std::vector<Method>& all_methods() {
-  static const std::vector<Method> methods = {Method::Regular,        Method::Greedy,      Method::Sharpened,
-                                              Method::CutoffOnly,     Method::Vcd,         Method::Agla,
-                                              Method::AglaRandomMask, Method::AglaReleased, Method::Ritual,
-                                              Method::Icd,            Method::M3id,        Method::M3idLogits,
-                                              Method::Pai,            Method::Vacode,      Method::AglaVcd};
+  static const std::vector<Method> methods = [] {
+    std::vector<Method> all;
+    for (const NamedValue<Method>& entry : kMethodNames) all.push_back(entry.value);
+    return all;
+  }();
   return methods;
 }
 
-const char* method_name(Method method) {
-  switch (method) {
-    case Method::Regular:
-      return "regular";
-    case Method::Greedy:
-      return "greedy";
-    case Method::Sharpened:
-      return "sharpened";
-    case Method::CutoffOnly:
-      return "cutoff-only";
-    case Method::Vcd:
-      return "vcd";
-    case Method::Agla:
-      return "agla";
-    case Method::AglaRandomMask:
-      return "agla-random-mask";
-    case Method::AglaReleased:
-      return "agla-released";
-    case Method::Ritual:
-      return "ritual";
-    case Method::Icd:
-      return "icd";
-    case Method::M3id:
-      return "m3id";
-    case Method::M3idLogits:
-      return "m3id-logits";
-    case Method::Pai:
-      return "pai";
-    case Method::Vacode:
-      return "vacode";
-    case Method::AglaVcd:
-      return "agla+vcd";
-  }
-  return "?";
-}
+const char* method_name(Method method) { return name_of(method, kMethodNames); }
 
 Method parse_method(const std::string& name) {
-  std::string names;
-  for (Method m : all_methods()) {
-    if (name == method_name(m)) return m;
-    names += names.empty() ? "" : "|";
-    names += method_name(m);
-  }
-  throw InvalidArgument(
-      detail::concat("agla::tools::parse_method: --method must be one of ", names, "; got '", name, "'"));
+  if (const std::optional<Method> method = value_of(name, kMethodNames)) return *method;
+  throw InvalidArgument(detail::concat("agla::tools::parse_method: --method must be one of ",
+                                       joined_names(kMethodNames), "; got '", name, "'"));
 }
 
-const char* local_view_name(LocalView view) {
-  switch (view) {
-    case LocalView::None:
-      return "none";
-    case LocalView::IpmMask:
-      return "ipm-mask";
-    case LocalView::RandomMask:
-      return "random-mask";
-    case LocalView::Noise:
-      return "noise";
-    case LocalView::Transform:
-      return "transform";
-    case LocalView::Disturbed:
-      return "disturbed-instruction";
-    case LocalView::NoImage:
-      return "no-image";
-    case LocalView::Selected:
-      return "selected";
-  }
-  return "?";
-}
+const char* local_view_name(LocalView view) { return name_of(view, kLocalViewNames); }
 
 std::vector<LocalView> method_views(Method method) {
   switch (method) {
@@ -193,23 +153,6 @@ void check_sampling_settings(const std::string& program, Method method, const Sa
                                                        : " weights by its schedule (--m3id-lambda)");
 }
 
-const char* method_options_help() {
-  return "  --method NAME         regular | greedy | sharpened | cutoff-only | vcd | agla | agla-random-mask |\n"
-         "                        agla-released | ritual | icd | m3id | m3id-logits | pai | vacode | agla+vcd\n"
-         "                        (docs/decoding.md: formula, defaults and reference of each)\n"
-         "  --alpha A, --beta B   the method's view weight [0, 1000] and cutoff (0, 1] (defaults: each method's\n"
-         "                        reference: agla 2 / 0.5, vcd, icd, vacode 1 / 0.1, ritual 3 / 0.1, pai 0.1 / 0.1)\n"
-         "  --noise-step N        vcd, vacode, agla+vcd: the diffusion step of the noised view, [0, 999] (500)\n"
-         "  --disturbance TEXT    icd: the instruction's disturbance (default: the ICD scripts' 'confused\n"
-         "                        objects detector' role)\n"
-         "  --m3id-lambda L       m3id, m3id-logits: gamma_t = exp(-L t), [0, 1] (default 0.02)\n"
-         "  --m3id-first-t T      m3id, m3id-logits: t of the first generated token, 0 or 1 (default 1, the\n"
-         "                        paper; the RITUAL harness counts from 0)\n"
-         "  --pai-alpha A         pai: attention boost of the image tokens, [0, 100] (default 0.2; 0 = the logit\n"
-         "                        part alone; LLaVA and InstructBLIP only, BLIP has no such attention)\n"
-         "  --pai-layers S,E      pai: boosted decoder layers [S, E) (default 2,32)\n";
-}
-
 bool parse_sampling_option(const std::string& arg, ArgCursor& cursor, SamplingSettings& sampling) {
   const std::string& program = cursor.program();
   if (arg == "--alpha") {
@@ -299,19 +242,11 @@ DecodeOptions method_options(Method method, const SamplingSettings& settings, co
 
 namespace {
 
-const char* fusion_name(FusionMethod method) {
-  switch (method) {
-    case FusionMethod::Assembly:
-      return "assembly";
-    case FusionMethod::Contrast:
-      return "contrast";
-    case FusionMethod::M3id:
-      return "m3id";
-    case FusionMethod::Plain:
-      return "plain";
-  }
-  return "?";
-}
+constexpr NamedValue<FusionMethod> kFusionNames[] = {
+    {FusionMethod::Assembly, "assembly"}, {FusionMethod::Contrast, "contrast"}, {FusionMethod::M3id, "m3id"},
+    {FusionMethod::Plain, "plain"}};
+
+const char* fusion_name(FusionMethod method) { return name_of(method, kFusionNames); }
 
 }  // namespace
 

@@ -113,9 +113,6 @@ bool parse_method_option(const std::string& arg, ArgCursor& cursor, MethodSettin
 /// use for (e.g. `--disturbance` without ICD): such a run would not be what its command says.
 void check_method_settings(const std::string& program, Method method, const MethodSettings& settings);
 
-/// Help text of the method and method options, for the programs' `--help`.
-const char* method_options_help();
-
 /// Bounds of the sampling options: wide enough for any setting in use, narrow enough that the
 /// fused and scaled logits stay finite in float32.
 inline constexpr double kMaxAlpha = 1000.0, kMinTemperature = 1e-3, kMaxTemperature = 1e3;

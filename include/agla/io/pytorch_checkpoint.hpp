@@ -50,6 +50,7 @@
 #include "agla/io/sharded_index.hpp"
 #include "agla/io/state_dict.hpp"
 #include "agla/io/zip.hpp"
+#include "agla/names.hpp"
 
 namespace agla::io {
 
@@ -160,35 +161,12 @@ class PickleValue {
 
   /// Name of a kind, for messages.
   static const char* kind_name(Kind k) {
-    switch (k) {
-      case Kind::kNone:
-        return "None";
-      case Kind::kBool:
-        return "bool";
-      case Kind::kInt:
-        return "int";
-      case Kind::kBigInt:
-        return "int (over 64 bits)";
-      case Kind::kFloat:
-        return "float";
-      case Kind::kString:
-        return "str";
-      case Kind::kBytes:
-        return "bytes";
-      case Kind::kTuple:
-        return "tuple";
-      case Kind::kList:
-        return "list";
-      case Kind::kDict:
-        return "dict";
-      case Kind::kTensor:
-        return "tensor";
-      case Kind::kStorage:
-        return "storage";
-      case Kind::kGlobal:
-        return "global";
-    }
-    return "?";
+    static constexpr NamedValue<Kind> kNames[] = {
+        {Kind::kNone, "None"},   {Kind::kBool, "bool"},   {Kind::kInt, "int"}, {Kind::kBigInt, "int (over 64 bits)"},
+        {Kind::kFloat, "float"}, {Kind::kString, "str"},  {Kind::kBytes, "bytes"}, {Kind::kTuple, "tuple"},
+        {Kind::kList, "list"},   {Kind::kDict, "dict"},   {Kind::kTensor, "tensor"}, {Kind::kStorage, "storage"},
+        {Kind::kGlobal, "global"}};
+    return name_of(k, kNames);
   }
 
  private:

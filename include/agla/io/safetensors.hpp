@@ -66,14 +66,19 @@ struct SafetensorsTensorInfo {
 
 namespace detail {
 
-/// Element size in bytes and ATen type of a safetensors dtype; false when it is not supported.
-inline bool safetensors_dtype(const std::string& name, at::ScalarType& type, uint64_t& size) {
+/// The safetensors dtypes this library reads and writes: file spelling, ATen type, element size.
+inline const std::map<std::string, std::pair<at::ScalarType, uint64_t>>& safetensors_dtypes() {
   static const std::map<std::string, std::pair<at::ScalarType, uint64_t>> table = {
       {"F64", {at::kDouble, 8}}, {"F32", {at::kFloat, 4}}, {"F16", {at::kHalf, 2}},  {"BF16", {at::kBFloat16, 2}},
       {"I64", {at::kLong, 8}},   {"I32", {at::kInt, 4}},   {"I16", {at::kShort, 2}}, {"I8", {at::kChar, 1}},
       {"U8", {at::kByte, 1}},    {"BOOL", {at::kBool, 1}}};
-  const auto it = table.find(name);
-  if (it == table.end()) return false;
+  return table;
+}
+
+/// Element size in bytes and ATen type of a safetensors dtype; false when it is not supported.
+inline bool safetensors_dtype(const std::string& name, at::ScalarType& type, uint64_t& size) {
+  const auto it = safetensors_dtypes().find(name);
+  if (it == safetensors_dtypes().end()) return false;
   type = it->second.first;
   size = it->second.second;
   return true;
@@ -81,32 +86,10 @@ inline bool safetensors_dtype(const std::string& name, at::ScalarType& type, uin
 
 /// The safetensors spelling of an ATen type (for writing).
 inline std::string safetensors_dtype_name(at::ScalarType type) {
-  switch (type) {
-    case at::kDouble:
-      return "F64";
-    case at::kFloat:
-      return "F32";
-    case at::kHalf:
-      return "F16";
-    case at::kBFloat16:
-      return "BF16";
-    case at::kLong:
-      return "I64";
-    case at::kInt:
-      return "I32";
-    case at::kShort:
-      return "I16";
-    case at::kChar:
-      return "I8";
-    case at::kByte:
-      return "U8";
-    case at::kBool:
-      return "BOOL";
-    default:
-      throw InvalidArgument(
-          agla::detail::concat("agla::io::write_safetensors: unsupported dtype ", type,
-                               "; expected one of Double Float Half BFloat16 Long Int Short Char Byte Bool"));
-  }
+  for (const auto& [name, entry] : safetensors_dtypes())
+    if (entry.first == type) return name;
+  throw InvalidArgument(agla::detail::concat("agla::io::write_safetensors: unsupported dtype ", type,
+                                             "; expected one of Double Float Half BFloat16 Long Int Short Char Byte Bool"));
 }
 
 inline bool host_is_little_endian() {

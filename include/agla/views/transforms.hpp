@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "agla/error.hpp"
+#include "agla/names.hpp"
 
 namespace agla::views {
 
@@ -43,21 +44,11 @@ inline const std::vector<Transform>& ritual_pool() {
 
 /// The reference's name of `transform` ("horizontal flip", ..., "crop").
 inline const char* transform_name(Transform transform) {
-  switch (transform) {
-    case Transform::HorizontalFlip:
-      return "horizontal flip";
-    case Transform::VerticalFlip:
-      return "vertical flip";
-    case Transform::Rotation:
-      return "rotation";
-    case Transform::ColorJitter:
-      return "color jitter";
-    case Transform::GaussianBlur:
-      return "gaussian blur";
-    case Transform::ResizedCrop:
-      return "crop";
-  }
-  return "?";
+  static constexpr NamedValue<Transform> kNames[] = {
+      {Transform::HorizontalFlip, "horizontal flip"}, {Transform::VerticalFlip, "vertical flip"},
+      {Transform::Rotation, "rotation"}, {Transform::ColorJitter, "color jitter"},
+      {Transform::GaussianBlur, "gaussian blur"}, {Transform::ResizedCrop, "crop"}};
+  return name_of(transform, kNames);
 }
 
 namespace detail {
