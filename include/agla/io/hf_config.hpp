@@ -9,8 +9,10 @@
 #include <cstdint>
 #include <limits>
 #include <string>
+#include <initializer_list>
 #include <unordered_set>
 #include <utility>
+#include <variant>
 #include <vector>
 
 #include "agla/error.hpp"
@@ -101,6 +103,13 @@ inline bool checkpoint_declares(const std::string& dir, const std::string& model
   return false;
 }
 
+/// One key of a config object and the field it fills; the field's value is the default for an
+/// absent key.
+struct ConfigField {
+  const char* key;
+  std::variant<int64_t*, double*, bool*, std::string*> field;
+};
+
 /// One JSON object of a config file with typed, defaulted look-ups. `where` (e.g.
 /// `"model/config.json: text_config"`) prefixes every error message.
 class JsonConfig {
@@ -160,6 +169,17 @@ class JsonConfig {
     const nlohmann::json& v = object_->at(key);
     check<FormatError>(v.is_string(), where_, ".", key, " must be a string; got ", detail::describe_json(v));
     return v.get<std::string>();
+  }
+
+  /// Reads every key of `fields` into its field with the typed look-up of the field's type; a field
+  /// whose key is absent or null keeps its value.
+  void read(std::initializer_list<ConfigField> fields) const {
+    for (const ConfigField& f : fields) {
+      if (auto* i = std::get_if<int64_t*>(&f.field)) **i = get_int(f.key, **i);
+      if (auto* d = std::get_if<double*>(&f.field)) **d = get_double(f.key, **d);
+      if (auto* b = std::get_if<bool*>(&f.field)) **b = get_bool(f.key, **b);
+      if (auto* t = std::get_if<std::string*>(&f.field)) **t = get_string(f.key, **t);
+    }
   }
 
   /// The nested object `key` (null when absent), with `where` extended by the key.

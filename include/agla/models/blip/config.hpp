@@ -34,12 +34,7 @@ struct BlipTextConfig {
 /// BLIP's `vision_config` defaults (upstream `BlipVisionConfig.__init__`): ViT-B/16 at 384 px.
 /// The HF value of `layer_norm_eps` is 1e-5 (LAVIS used 1e-6); only the exact erf "gelu" runs.
 inline models::VisionConfig blip_vision_defaults() {
-  models::VisionConfig c;
-  c.image_size = 384;
-  c.patch_size = 16;
-  c.layer_norm_eps = 1e-5;
-  c.hidden_act = "gelu";
-  return c;
+  return models::VisionConfig::sized(768, 3072, 12, 12, 384, 16, 1e-5, "gelu");
 }
 
 /// `BlipConfig`: both towers plus the ITC projection width.
@@ -51,15 +46,13 @@ struct BlipConfig {
 
   /// Checks every size and id; throws `agla::FormatError` prefixed with `where` naming the bad field.
   void validate(const std::string& where = "agla::blip::BlipConfig") const {
-    auto positive = [&](int64_t v, const char* name) { models::check_config_size(v, where, name); };
-    positive(text.vocab_size, "text_config.vocab_size");
-    positive(text.hidden_size, "text_config.hidden_size");
-    positive(text.encoder_hidden_size, "text_config.encoder_hidden_size");
-    positive(text.intermediate_size, "text_config.intermediate_size");
-    positive(text.num_hidden_layers, "text_config.num_hidden_layers");
-    positive(text.num_attention_heads, "text_config.num_attention_heads");
-    positive(text.max_position_embeddings, "text_config.max_position_embeddings");
-    positive(image_text_hidden_size, "image_text_hidden_size");
+    models::check_config_sizes(
+        where, "text_config.",
+        {{"vocab_size", text.vocab_size}, {"hidden_size", text.hidden_size},
+         {"encoder_hidden_size", text.encoder_hidden_size}, {"intermediate_size", text.intermediate_size},
+         {"num_hidden_layers", text.num_hidden_layers}, {"num_attention_heads", text.num_attention_heads},
+         {"max_position_embeddings", text.max_position_embeddings}});
+    models::check_config_size(image_text_hidden_size, where, "image_text_hidden_size");
     vision.validate(where);
     check<FormatError>(text.hidden_size % text.num_attention_heads == 0, where, ": text_config.hidden_size (",
                        text.hidden_size, ") must be divisible by text_config.num_attention_heads (",
@@ -85,22 +78,15 @@ struct BlipConfig {
     const std::string model_type = top.get_string("model_type", "blip");
     check<FormatError>(model_type == "blip", source, ": model_type must be \"blip\"; got \"", model_type, "\"");
     BlipConfig c;
-    c.image_text_hidden_size = top.get_int("image_text_hidden_size", c.image_text_hidden_size);
-    c.projection_dim = top.get_int("projection_dim", c.projection_dim);
-    const io::JsonConfig t = top.child("text_config");
+    top.read({{"image_text_hidden_size", &c.image_text_hidden_size}, {"projection_dim", &c.projection_dim}});
     BlipTextConfig& tc = c.text;
-    tc.vocab_size = t.get_int("vocab_size", tc.vocab_size);
-    tc.hidden_size = t.get_int("hidden_size", tc.hidden_size);
-    tc.intermediate_size = t.get_int("intermediate_size", tc.intermediate_size);
-    tc.num_hidden_layers = t.get_int("num_hidden_layers", tc.num_hidden_layers);
-    tc.num_attention_heads = t.get_int("num_attention_heads", tc.num_attention_heads);
-    tc.max_position_embeddings = t.get_int("max_position_embeddings", tc.max_position_embeddings);
-    tc.layer_norm_eps = t.get_double("layer_norm_eps", tc.layer_norm_eps);
-    tc.hidden_act = t.get_string("hidden_act", tc.hidden_act);
-    tc.bos_token_id = t.get_int("bos_token_id", tc.bos_token_id);
-    tc.eos_token_id = t.get_int("eos_token_id", tc.eos_token_id);
-    tc.pad_token_id = t.get_int("pad_token_id", tc.pad_token_id);
-    tc.sep_token_id = t.get_int("sep_token_id", tc.sep_token_id);
+    top.child("text_config")
+        .read({{"vocab_size", &tc.vocab_size}, {"hidden_size", &tc.hidden_size},
+               {"intermediate_size", &tc.intermediate_size}, {"num_hidden_layers", &tc.num_hidden_layers},
+               {"num_attention_heads", &tc.num_attention_heads},
+               {"max_position_embeddings", &tc.max_position_embeddings}, {"layer_norm_eps", &tc.layer_norm_eps},
+               {"hidden_act", &tc.hidden_act}, {"bos_token_id", &tc.bos_token_id}, {"eos_token_id", &tc.eos_token_id},
+               {"pad_token_id", &tc.pad_token_id}, {"sep_token_id", &tc.sep_token_id}});
     c.vision = models::VisionConfig::read(top.child("vision_config"), blip_vision_defaults());
     // BlipConfig.__init__: `self.text_config.encoder_hidden_size = self.vision_config.hidden_size`.
     tc.encoder_hidden_size = c.vision.hidden_size;

@@ -13,7 +13,9 @@
 #include <torch/nn/pimpl.h>
 
 #include <cmath>
+#include <initializer_list>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "agla/error.hpp"
@@ -32,6 +34,12 @@ inline void check_config_size(int64_t value, const std::string& where, const std
                      "]; got ", value);
 }
 
+/// `check_config_size` for every (name, value) of `sizes`, each name prefixed with `prefix`.
+inline void check_config_sizes(const std::string& where, const std::string& prefix,
+                               std::initializer_list<std::pair<const char*, int64_t>> sizes) {
+  for (const auto& [name, value] : sizes) check_config_size(value, where, prefix + name);
+}
+
 /// A vision tower's `vision_config` (`BlipVisionConfig`, `CLIPVisionConfig`, `InstructBlipVisionConfig`).
 struct VisionConfig {
   int64_t hidden_size = 768;         ///< width of the image tokens
@@ -43,6 +51,14 @@ struct VisionConfig {
   int64_t patch_size = 16;           ///< patch side; grid g = S / patch_size
   double layer_norm_eps = 1e-5;      ///< every LayerNorm of the tower
   std::string hidden_act = "gelu";   ///< MLP activation: "gelu" (exact erf) or "quick_gelu"
+
+  /// A tower `hidden_size` wide with an MLP `intermediate_size` wide, `layers` blocks of `heads` heads,
+  /// RGB input of `image_size` px cut in `patch_size` px patches; the defaults of a config class.
+  static VisionConfig sized(int64_t hidden_size, int64_t intermediate_size, int64_t layers, int64_t heads,
+                            int64_t image_size, int64_t patch_size, double layer_norm_eps, std::string hidden_act) {
+    return VisionConfig{hidden_size, intermediate_size, layers, heads, 3, image_size, patch_size, layer_norm_eps,
+                        std::move(hidden_act)};
+  }
 
   /// Patches per side, image_size / patch_size.
   int64_t grid() const { return image_size / patch_size; }
@@ -63,13 +79,10 @@ struct VisionConfig {
 
   /// Checks every size; throws `agla::FormatError` naming `where` and the field (`vision_config.*`).
   void validate(const std::string& where) const {
-    check_config_size(hidden_size, where, "vision_config.hidden_size");
-    check_config_size(intermediate_size, where, "vision_config.intermediate_size");
-    check_config_size(num_hidden_layers, where, "vision_config.num_hidden_layers");
-    check_config_size(num_attention_heads, where, "vision_config.num_attention_heads");
-    check_config_size(num_channels, where, "vision_config.num_channels");
-    check_config_size(image_size, where, "vision_config.image_size");
-    check_config_size(patch_size, where, "vision_config.patch_size");
+    check_config_sizes(where, "vision_config.",
+                       {{"hidden_size", hidden_size}, {"intermediate_size", intermediate_size},
+                        {"num_hidden_layers", num_hidden_layers}, {"num_attention_heads", num_attention_heads},
+                        {"num_channels", num_channels}, {"image_size", image_size}, {"patch_size", patch_size}});
     check<FormatError>(hidden_size % num_attention_heads == 0, where, ": vision_config.hidden_size (", hidden_size,
                        ") must be divisible by vision_config.num_attention_heads (", num_attention_heads, ")");
     check<FormatError>(image_size % patch_size == 0, where, ": vision_config.image_size (", image_size,
@@ -83,15 +96,10 @@ struct VisionConfig {
   /// upstream defaults of the config class, which `save_pretrained` omits). Does not validate.
   static VisionConfig read(const io::JsonConfig& json, const VisionConfig& defaults) {
     VisionConfig c = defaults;
-    c.hidden_size = json.get_int("hidden_size", c.hidden_size);
-    c.intermediate_size = json.get_int("intermediate_size", c.intermediate_size);
-    c.num_hidden_layers = json.get_int("num_hidden_layers", c.num_hidden_layers);
-    c.num_attention_heads = json.get_int("num_attention_heads", c.num_attention_heads);
-    c.num_channels = json.get_int("num_channels", c.num_channels);
-    c.image_size = json.get_int("image_size", c.image_size);
-    c.patch_size = json.get_int("patch_size", c.patch_size);
-    c.layer_norm_eps = json.get_double("layer_norm_eps", c.layer_norm_eps);
-    c.hidden_act = json.get_string("hidden_act", c.hidden_act);
+    json.read({{"hidden_size", &c.hidden_size}, {"intermediate_size", &c.intermediate_size},
+               {"num_hidden_layers", &c.num_hidden_layers}, {"num_attention_heads", &c.num_attention_heads},
+               {"num_channels", &c.num_channels}, {"image_size", &c.image_size}, {"patch_size", &c.patch_size},
+               {"layer_norm_eps", &c.layer_norm_eps}, {"hidden_act", &c.hidden_act}});
     return c;
   }
 };
@@ -190,11 +198,7 @@ class VisionTransformerImpl : public torch::nn::Module {
     c.validate("agla::models::VisionTransformer");
     embeddings = register_module("embeddings", VitEmbeddings(c));
     auto encoder = register_module("encoder", std::make_shared<torch::nn::Module>());
-    layers = encoder->register_module("layers", torch::nn::ModuleList());
-    for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
-      blocks_.emplace_back(c);
-      layers->push_back(blocks_.back());
-    }
+    layers = register_blocks(*encoder, "layers", c.num_hidden_layers, blocks_, [&](int64_t) { return VitLayer(c); });
     post_layernorm = register_module("post_layernorm", LayerNorm(c.hidden_size, c.layer_norm_eps));
   }
 

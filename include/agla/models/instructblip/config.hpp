@@ -20,16 +20,7 @@ namespace agla::instructblip {
 
 /// `InstructBlipVisionConfig` defaults: EVA-ViT-g at 224 px (1408 wide, 39 layers, 14 px patches).
 inline models::VisionConfig instructblip_vision_defaults() {
-  models::VisionConfig c;
-  c.hidden_size = 1408;
-  c.intermediate_size = 6144;
-  c.num_hidden_layers = 39;
-  c.num_attention_heads = 16;
-  c.image_size = 224;
-  c.patch_size = 14;
-  c.layer_norm_eps = 1e-6;
-  c.hidden_act = "gelu";
-  return c;
+  return models::VisionConfig::sized(1408, 6144, 39, 16, 224, 14, 1e-6, "gelu");
 }
 
 /// The Q-Former's settings (`InstructBlipQFormerConfig`, upstream defaults: a BERT-base encoder
@@ -53,15 +44,13 @@ struct QFormerConfig {
 
   /// Checks every size and option; throws `agla::FormatError` naming `where` and the field (`qformer_config.*`).
   void validate(const std::string& where) const {
-    auto positive = [&](int64_t value, const char* name) { models::check_config_size(value, where, name); };
-    positive(vocab_size, "qformer_config.vocab_size");
-    positive(hidden_size, "qformer_config.hidden_size");
-    positive(num_hidden_layers, "qformer_config.num_hidden_layers");
-    positive(num_attention_heads, "qformer_config.num_attention_heads");
-    positive(intermediate_size, "qformer_config.intermediate_size");
-    positive(max_position_embeddings, "qformer_config.max_position_embeddings");
-    positive(cross_attention_frequency, "qformer_config.cross_attention_frequency");
-    positive(encoder_hidden_size, "qformer_config.encoder_hidden_size");
+    models::check_config_sizes(where, "qformer_config.",
+                               {{"vocab_size", vocab_size}, {"hidden_size", hidden_size},
+                                {"num_hidden_layers", num_hidden_layers}, {"num_attention_heads", num_attention_heads},
+                                {"intermediate_size", intermediate_size},
+                                {"max_position_embeddings", max_position_embeddings},
+                                {"cross_attention_frequency", cross_attention_frequency},
+                                {"encoder_hidden_size", encoder_hidden_size}});
     check<FormatError>(hidden_size % num_attention_heads == 0, where, ": qformer_config.hidden_size (", hidden_size,
                        ") must be divisible by qformer_config.num_attention_heads (", num_attention_heads, ")");
     check<FormatError>(layer_norm_eps > 0, where, ": qformer_config.layer_norm_eps must be positive; got ",
@@ -78,18 +67,13 @@ struct QFormerConfig {
   /// Reads the keys of `json` (a `qformer_config` object) over the upstream defaults. Does not validate.
   static QFormerConfig read(const io::JsonConfig& json) {
     QFormerConfig c;
-    c.vocab_size = json.get_int("vocab_size", c.vocab_size);
-    c.hidden_size = json.get_int("hidden_size", c.hidden_size);
-    c.num_hidden_layers = json.get_int("num_hidden_layers", c.num_hidden_layers);
-    c.num_attention_heads = json.get_int("num_attention_heads", c.num_attention_heads);
-    c.intermediate_size = json.get_int("intermediate_size", c.intermediate_size);
-    c.hidden_act = json.get_string("hidden_act", c.hidden_act);
-    c.max_position_embeddings = json.get_int("max_position_embeddings", c.max_position_embeddings);
-    c.layer_norm_eps = json.get_double("layer_norm_eps", c.layer_norm_eps);
-    c.pad_token_id = json.get_int("pad_token_id", c.pad_token_id);
-    c.position_embedding_type = json.get_string("position_embedding_type", c.position_embedding_type);
-    c.cross_attention_frequency = json.get_int("cross_attention_frequency", c.cross_attention_frequency);
-    c.encoder_hidden_size = json.get_int("encoder_hidden_size", c.encoder_hidden_size);
+    json.read({{"vocab_size", &c.vocab_size}, {"hidden_size", &c.hidden_size},
+               {"num_hidden_layers", &c.num_hidden_layers}, {"num_attention_heads", &c.num_attention_heads},
+               {"intermediate_size", &c.intermediate_size}, {"hidden_act", &c.hidden_act},
+               {"max_position_embeddings", &c.max_position_embeddings}, {"layer_norm_eps", &c.layer_norm_eps},
+               {"pad_token_id", &c.pad_token_id}, {"position_embedding_type", &c.position_embedding_type},
+               {"cross_attention_frequency", &c.cross_attention_frequency},
+               {"encoder_hidden_size", &c.encoder_hidden_size}});
     return c;
   }
 };

@@ -38,20 +38,14 @@ struct LlamaConfig {
   /// (`rope_scaling`, `pretraining_tp` < 1). Does not validate sizes (`validate`).
   static LlamaConfig read(const io::JsonConfig& t) {
     LlamaConfig tc;
-    tc.vocab_size = t.get_int("vocab_size", tc.vocab_size);
-    tc.hidden_size = t.get_int("hidden_size", tc.hidden_size);
-    tc.intermediate_size = t.get_int("intermediate_size", tc.intermediate_size);
-    tc.num_hidden_layers = t.get_int("num_hidden_layers", tc.num_hidden_layers);
-    tc.num_attention_heads = t.get_int("num_attention_heads", tc.num_attention_heads);
+    t.read({{"vocab_size", &tc.vocab_size}, {"hidden_size", &tc.hidden_size},
+            {"intermediate_size", &tc.intermediate_size}, {"num_hidden_layers", &tc.num_hidden_layers},
+            {"num_attention_heads", &tc.num_attention_heads}, {"hidden_act", &tc.hidden_act},
+            {"max_position_embeddings", &tc.max_position_embeddings}, {"rms_norm_eps", &tc.rms_norm_eps},
+            {"rope_theta", &tc.rope_theta}, {"attention_bias", &tc.attention_bias},
+            {"tie_word_embeddings", &tc.tie_word_embeddings}, {"bos_token_id", &tc.bos_token_id},
+            {"eos_token_id", &tc.eos_token_id}});
     tc.num_key_value_heads = t.get_int("num_key_value_heads", tc.num_attention_heads);
-    tc.hidden_act = t.get_string("hidden_act", tc.hidden_act);
-    tc.max_position_embeddings = t.get_int("max_position_embeddings", tc.max_position_embeddings);
-    tc.rms_norm_eps = t.get_double("rms_norm_eps", tc.rms_norm_eps);
-    tc.rope_theta = t.get_double("rope_theta", tc.rope_theta);
-    tc.attention_bias = t.get_bool("attention_bias", tc.attention_bias);
-    tc.tie_word_embeddings = t.get_bool("tie_word_embeddings", tc.tie_word_embeddings);
-    tc.bos_token_id = t.get_int("bos_token_id", tc.bos_token_id);
-    tc.eos_token_id = t.get_int("eos_token_id", tc.eos_token_id);
     check<FormatError>(!t.has("rope_scaling"), t.where(), ".rope_scaling is not supported (LLaVA-1.5 and Vicuna have none)");
     const int64_t tp = t.get_int("pretraining_tp", 1);
     check<FormatError>(tp >= 1, t.where(), ".pretraining_tp must be >= 1; got ", tp);
@@ -60,14 +54,12 @@ struct LlamaConfig {
 
   /// Checks every size and option; throws `agla::FormatError` naming `where` and the field (`text_config.*`).
   void validate(const std::string& where) const {
-    auto positive = [&](int64_t value, const char* name) { models::check_config_size(value, where, name); };
-    positive(vocab_size, "text_config.vocab_size");
-    positive(hidden_size, "text_config.hidden_size");
-    positive(intermediate_size, "text_config.intermediate_size");
-    positive(num_hidden_layers, "text_config.num_hidden_layers");
-    positive(num_attention_heads, "text_config.num_attention_heads");
-    positive(num_key_value_heads, "text_config.num_key_value_heads");
-    positive(max_position_embeddings, "text_config.max_position_embeddings");
+    models::check_config_sizes(where, "text_config.",
+                               {{"vocab_size", vocab_size}, {"hidden_size", hidden_size},
+                                {"intermediate_size", intermediate_size}, {"num_hidden_layers", num_hidden_layers},
+                                {"num_attention_heads", num_attention_heads},
+                                {"num_key_value_heads", num_key_value_heads},
+                                {"max_position_embeddings", max_position_embeddings}});
     check<FormatError>(rms_norm_eps > 0 && rope_theta > 0, where,
                        ": text_config.rms_norm_eps and text_config.rope_theta must be positive; got ", rms_norm_eps,
                        ", ", rope_theta);

@@ -17,12 +17,7 @@ namespace agla::llava {
 
 /// CLIP's `vision_config` defaults (upstream `CLIPVisionConfig.__init__`): ViT-B/32 at 224 px, quick GELU.
 inline models::VisionConfig clip_vision_defaults() {
-  models::VisionConfig c;
-  c.image_size = 224;
-  c.patch_size = 32;
-  c.layer_norm_eps = 1e-5;
-  c.hidden_act = "quick_gelu";
-  return c;
+  return models::VisionConfig::sized(768, 3072, 12, 12, 224, 32, 1e-5, "quick_gelu");
 }
 
 /// Top-level LLaVA settings (`LlavaConfig`) with both sub-configs.
@@ -50,13 +45,9 @@ inline LlavaConfig parse_config(const nlohmann::json& json) {
   check<FormatError>(json.is_object(), fn, "config must be a JSON object; got ", json.type_name());
   const io::JsonConfig top(json, "agla::llava::parse_config: config");
   LlavaConfig c;
-  c.image_token_index = top.get_int("image_token_index", c.image_token_index);
-  c.pad_token_id = top.get_int("pad_token_id", c.pad_token_id);
-  c.projector_hidden_act = top.get_string("projector_hidden_act", c.projector_hidden_act);
-  c.vision_feature_layer = top.get_int("vision_feature_layer", c.vision_feature_layer);
-  c.vision_feature_select_strategy =
-      top.get_string("vision_feature_select_strategy", c.vision_feature_select_strategy);
-
+  top.read({{"image_token_index", &c.image_token_index}, {"pad_token_id", &c.pad_token_id},
+            {"projector_hidden_act", &c.projector_hidden_act}, {"vision_feature_layer", &c.vision_feature_layer},
+            {"vision_feature_select_strategy", &c.vision_feature_select_strategy}});
   c.vision = models::VisionConfig::read(top.child("vision_config"), clip_vision_defaults());
   c.text = llama::LlamaConfig::read(top.child("text_config"));
   const std::string where = "agla::llava::parse_config";
