@@ -48,6 +48,7 @@
 #include "agla/decode/view.hpp"
 #include "agla/error.hpp"
 #include "agla/io/module_loader.hpp"
+#include "agla/names.hpp"
 
 namespace agla {
 
@@ -60,15 +61,9 @@ enum class ViewKind {
 
 /// The name of `kind` as it appears in results files.
 inline const char* view_kind_name(ViewKind kind) {
-  switch (kind) {
-    case ViewKind::Image:
-      return "image";
-    case ViewKind::Text:
-      return "text";
-    case ViewKind::NoImage:
-      return "no-image";
-  }
-  return "?";
+  static constexpr NamedValue<ViewKind> kNames[] = {
+      {ViewKind::Image, "image"}, {ViewKind::Text, "text"}, {ViewKind::NoImage, "no-image"}};
+  return name_of(kind, kNames);
 }
 
 /// One stream's tokenised prompt.
@@ -202,6 +197,28 @@ inline int64_t check_inputs(const LvlmInputs& inputs, const std::string& who) {
   check<InvalidArgument>(inputs.max_new_tokens >= 0, who, ": max_new_tokens must be >= 0; got ",
                          inputs.max_new_tokens);
   return ids.size(0);
+}
+
+/// The per-view rows a LLaMA-based LVLM's `begin` builds, original first: checks the original
+/// pixels with `vision.check_pixels` before `original()` builds its rows, then each extra view's
+/// pixels (Image) or prompt batch (Text) before `extra(view, original rows, "view k")` builds its
+/// rows. `batch` is what `check_inputs` returned; errors name `who`.
+template <class Rows, class Vision, class Original, class Extra>
+std::vector<Rows> checked_view_rows(const LvlmInputs& inputs, int64_t batch, const Vision& vision,
+                                    const std::string& who, Original original, Extra extra) {
+  vision.check_pixels(inputs.pixels, batch, who, "pixels");
+  std::vector<Rows> views{original()};
+  for (size_t k = 0; k < inputs.views.size(); ++k) {
+    const ExtraView& view = inputs.views[k];
+    const std::string name = "view " + std::to_string(k + 1);
+    if (view.kind == ViewKind::Image) vision.check_pixels(view.pixels, batch, who, name + " pixels");
+    if (view.kind == ViewKind::Text)
+      check<ShapeError>(view.prompt.batch() == batch, who, ": ", name, " (text) needs prompts for ", batch,
+                        " streams; got ", view.prompt.batch());
+    Rows rows = extra(view, views.front(), name);
+    views.push_back(std::move(rows));
+  }
+  return views;
 }
 
 }  // namespace detail

@@ -63,22 +63,16 @@ struct TextRun {
 };
 
 /// `BlipTextEmbeddings`: word + absolute position embeddings, LayerNorm (no token types).
-class BlipTextEmbeddingsImpl : public torch::nn::Module {
+class BlipTextEmbeddingsImpl : public torch::nn::Module, public models::WordPositionEmbeddings {
  public:
   explicit BlipTextEmbeddingsImpl(const BlipTextConfig& c) {
-    word_embeddings = register_module("word_embeddings", models::Embedding(c.vocab_size, c.hidden_size));
-    position_embeddings =
-        register_module("position_embeddings", models::Embedding(c.max_position_embeddings, c.hidden_size));
+    register_tables(*this, c.vocab_size, c.max_position_embeddings, c.hidden_size);
     LayerNorm = register_module("LayerNorm", models::LayerNorm(c.hidden_size, c.layer_norm_eps));
   }
 
   /// `input_ids` `[B, L]` int64 at positions `past .. past+L-1` -> `[B, L, D]`.
-  at::Tensor forward(const at::Tensor& input_ids, int64_t past) {
-    const at::Tensor positions = at::arange(past, past + input_ids.size(1), input_ids.options().dtype(at::kLong));
-    return LayerNorm->forward(word_embeddings->forward(input_ids) + position_embeddings->forward(positions));
-  }
+  at::Tensor forward(const at::Tensor& input_ids, int64_t past) { return LayerNorm(embed(input_ids, past)); }
 
-  models::Embedding word_embeddings{nullptr}, position_embeddings{nullptr};
   models::LayerNorm LayerNorm{nullptr};
 };
 TORCH_MODULE(BlipTextEmbeddings);
@@ -89,11 +83,11 @@ class BlipTextAttentionImpl : public torch::nn::Module {
   BlipTextAttentionImpl(const BlipTextConfig& c, bool is_cross) {
     self = register_module("self", models::BertSelfAttention(c.hidden_size, c.num_attention_heads,
                                                              is_cross ? c.encoder_hidden_size : c.hidden_size));
-    output = register_module("output", models::BertSelfOutput(c.hidden_size, c.layer_norm_eps));
+    output = register_module("output", models::BertOutput(c.hidden_size, c.hidden_size, c.layer_norm_eps));
   }
 
   models::BertSelfAttention self{nullptr};
-  models::BertSelfOutput output{nullptr};
+  models::BertOutput output{nullptr};
 };
 TORCH_MODULE(BlipTextAttention);
 

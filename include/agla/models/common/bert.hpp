@@ -2,7 +2,7 @@
 /// \file
 /// The post-LN BERT blocks that BLIP's text model and InstructBLIP's Q-Former share, registered
 /// under the upstream attribute names (`query`/`key`/`value`, `dense`, `LayerNorm`):
-/// `BertSelfAttention`, `BertSelfOutput`, `BertIntermediate`, `BertOutput` of `modeling_bert.py`
+/// `BertSelfAttention`, `BertIntermediate`, `BertOutput` (also serving as `BertSelfOutput`) of `modeling_bert.py`
 /// (and their BLIP / Q-Former copies).
 
 #include <ATen/ATen.h>
@@ -63,23 +63,24 @@ class BertSelfAttentionImpl : public torch::nn::Module {
 };
 TORCH_MODULE(BertSelfAttention);
 
-/// `BertSelfOutput`: `LayerNorm(dense(context) + residual)`, `dense` `[D, D]`.
-class BertSelfOutputImpl : public torch::nn::Module {
- public:
-  /// Registers `dense` and `LayerNorm`.
-  BertSelfOutputImpl(int64_t hidden, double eps) {
-    dense = register_module("dense", Linear(hidden, hidden));
-    LayerNorm = register_module("LayerNorm", models::LayerNorm(hidden, eps));
+/// The learned word and absolute position embeddings of a BERT-style embeddings module
+/// (`word_embeddings` `[V, D]`, `position_embeddings` `[P, D]`, registered on that module under
+/// these upstream names) and their sum.
+struct WordPositionEmbeddings {
+  /// Registers both tables on `module`.
+  void register_tables(torch::nn::Module& module, int64_t vocab, int64_t positions, int64_t hidden) {
+    word_embeddings = module.register_module("word_embeddings", Embedding(vocab, hidden));
+    position_embeddings = module.register_module("position_embeddings", Embedding(positions, hidden));
   }
-  /// `[B, L, D]`, `[B, L, D]` -> `[B, L, D]`.
-  at::Tensor forward(const at::Tensor& context, const at::Tensor& residual) {
-    return LayerNorm(dense(context) + residual);
+  /// int64 `ids` `[B, L]` at positions `past .. past + L - 1` -> `[B, L, D]`, before any norm.
+  at::Tensor embed(const at::Tensor& ids, int64_t past) {
+    const at::Tensor positions = at::arange(past, past + ids.size(1), ids.options().dtype(at::kLong));
+    return word_embeddings(ids) + position_embeddings(positions);
   }
 
-  Linear dense{nullptr};               ///< `[D, D]`
-  models::LayerNorm LayerNorm{nullptr};  ///< post-residual norm (upstream name)
+  Embedding word_embeddings{nullptr};      ///< `[V, D]`
+  Embedding position_embeddings{nullptr};  ///< `[P, D]`
 };
-TORCH_MODULE(BertSelfOutput);
 
 /// `BertIntermediate`: `gelu(dense(x))`, `dense` `[I, D]` (exact erf GELU).
 class BertIntermediateImpl : public torch::nn::Module {
@@ -95,7 +96,8 @@ class BertIntermediateImpl : public torch::nn::Module {
 };
 TORCH_MODULE(BertIntermediate);
 
-/// `BertOutput`: `LayerNorm(dense(intermediate) + residual)`, `dense` `[D, I]`.
+/// `BertOutput`: `LayerNorm(dense(intermediate) + residual)`, `dense` `[D, I]`. With `intermediate`
+/// = `hidden` it is `BertSelfOutput`, the same block on the attention's context (`dense` `[D, D]`).
 class BertOutputImpl : public torch::nn::Module {
  public:
   /// Registers `dense` and `LayerNorm`.
@@ -104,9 +106,7 @@ class BertOutputImpl : public torch::nn::Module {
     LayerNorm = register_module("LayerNorm", models::LayerNorm(hidden, eps));
   }
   /// `[B, L, I]`, `[B, L, D]` -> `[B, L, D]`.
-  at::Tensor forward(const at::Tensor& intermediate, const at::Tensor& residual) {
-    return LayerNorm(dense(intermediate) + residual);
-  }
+  at::Tensor forward(const at::Tensor& input, const at::Tensor& residual) { return LayerNorm(dense(input) + residual); }
 
   Linear dense{nullptr};               ///< `[D, I]`
   models::LayerNorm LayerNorm{nullptr};  ///< post-residual norm (upstream name)

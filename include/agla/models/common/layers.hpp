@@ -10,12 +10,14 @@
 #include <ATen/ATen.h>
 #include <torch/nn/init.h>
 #include <torch/nn/module.h>
+#include <torch/nn/modules/container/modulelist.h>
 #include <torch/nn/pimpl.h>
 
 #include <cmath>
 #include <limits>
 #include <string>
 #include <tuple>
+#include <vector>
 
 #include "agla/error.hpp"
 
@@ -193,6 +195,19 @@ class MlpImpl : public torch::nn::Module {
   Activation activation_;
 };
 TORCH_MODULE(Mlp);
+
+/// Registers `count` blocks `make(i)` as the ModuleList `name` of `parent` (parameters
+/// `name.i.*`, as upstream names them) and keeps them, typed, in `blocks` for the forward.
+template <class Block, class Make>
+torch::nn::ModuleList register_blocks(torch::nn::Module& parent, const std::string& name, int64_t count,
+                                      std::vector<Block>& blocks, Make make) {
+  torch::nn::ModuleList list = parent.register_module(name, torch::nn::ModuleList());
+  for (int64_t i = 0; i < count; ++i) {
+    blocks.push_back(make(i));
+    list->push_back(blocks.back());
+  }
+  return list;
+}
 
 /// The value Hugging Face adds at masked attention entries: the dtype's lowest finite number.
 inline double mask_fill_value(at::ScalarType dtype) {

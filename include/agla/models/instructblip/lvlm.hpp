@@ -66,10 +66,22 @@ struct InstructBlipTokenizers {
 /// PAI's attention part (see `llama::PaiAttention`).
 using llama::PaiAttention;
 
+/// One view of an InstructBLIP generation (`InstructBlipLvlm`'s state).
+struct InstructBlipViewRows {
+  ViewKind kind;
+  std::vector<at::Tensor> prompts;       ///< B rows of real (unpadded) language model ids, CPU int64
+  std::vector<at::Tensor> instructions;  ///< B rows of real Q-Former ids (empty without image), CPU int64
+  at::Tensor pixels;                     ///< [B, 3, S, S] or undefined (no image)
+  bool reusable = false;                 ///< the image cache may serve the rows' vision encodings
+};
+
 /// InstructBLIP LVLM over a shared `InstructBlipModel` (see the file comment). Call `begin` per
 /// generation, then the library calls `operator()` with the prompt first and one new token per
-/// stream after that.
-class InstructBlipLvlm {
+/// stream after that. The forward forms, `reset` and PAI's option come from `llama::ViewLvlm`.
+class InstructBlipLvlm : public llama::ViewLvlm<InstructBlipLvlm, InstructBlipViewRows> {
+  using ViewRows = InstructBlipViewRows;
+  friend class llama::ViewLvlm<InstructBlipLvlm, ViewRows>;
+
  public:
   /// Loads a Hugging Face `InstructBlipForConditionalGeneration` directory: `config.json` (full or
   /// sparse), `model.safetensors` or a sharded index (or `pytorch_model.bin`), and the tokenizers
@@ -180,71 +192,33 @@ class InstructBlipLvlm {
     reset();
     const PromptBatch& prompt = inputs.prompt;
     const int64_t b = agla::detail::check_inputs(inputs, fn);
-    const auto& vision = model_->config().vision;
-    vision.check_pixels(inputs.pixels, b, fn, "pixels");
-    std::vector<ViewRows> views;
-    views.push_back(ViewRows{ViewKind::Image, rows_of(prompt, fn, "prompt"), instructions_of(prompt, b, fn, "prompt"),
-                             inputs.pixels, true});
-    for (size_t k = 0; k < inputs.views.size(); ++k) {
-      const ExtraView& view = inputs.views[k];
-      const std::string name = "view " + std::to_string(k + 1);
-      switch (view.kind) {
-        case ViewKind::Image:
-          vision.check_pixels(view.pixels, b, fn, name + " pixels");
-          views.push_back(ViewRows{view.kind, views[0].prompts, views[0].instructions, view.pixels, view.reusable});
-          break;
-        case ViewKind::Text:
-          check<ShapeError>(view.prompt.batch() == b, fn, ": ", name, " (text) needs prompts for ", b,
-                            " streams; got ", view.prompt.batch());
-          views.push_back(ViewRows{view.kind, rows_of(view.prompt, fn, name + " prompt"),
-                                   instructions_of(view.prompt, b, fn, name + " prompt"), views[0].pixels, true});
-          break;
-        case ViewKind::NoImage:
-          views.push_back(ViewRows{view.kind, views[0].prompts, {}, at::Tensor()});
-          break;
-      }
-    }
-    int64_t longest = 0;
-    for (const auto& view : views)
-      for (const auto& row : view.prompts)
-        longest = std::max(longest, row.size(0) + (view.pixels.defined() ? model_->config().num_query_tokens : 0));
-    decoder_ = llama::ViewDecoder(model_->language_model, prompt.ids, static_cast<int64_t>(views.size()), longest,
-                                  inputs.max_new_tokens, pai_);
-    views_ = std::move(views);
-    return decoder_.prompt();
+    std::vector<ViewRows> views = agla::detail::checked_view_rows<ViewRows>(
+        inputs, b, model_->config().vision, fn,
+        [&] {
+          return ViewRows{ViewKind::Image, rows_of(prompt, fn, "prompt"), instructions_of(prompt, b, fn, "prompt"),
+                          inputs.pixels, true};
+        },
+        [&](const ExtraView& view, const ViewRows& original, const std::string& name) {
+          switch (view.kind) {
+            case ViewKind::Image:
+              return ViewRows{view.kind, original.prompts, original.instructions, view.pixels, view.reusable};
+            case ViewKind::Text:
+              return ViewRows{view.kind, rows_of(view.prompt, fn, name + " prompt"),
+                              instructions_of(view.prompt, b, fn, name + " prompt"), original.pixels, true};
+            default:  // NoImage: the original prompt without query rows
+              return ViewRows{view.kind, original.prompts, {}, at::Tensor()};
+          }
+        });
+    // Each row's prefill: its query rows (with an image) and its ids.
+    const int64_t queries = model_->config().num_query_tokens;
+    return start(model_->language_model, prompt.ids, std::move(views), inputs.max_new_tokens,
+                 [queries](const at::Tensor& row, bool with_image) { return row.size(0) + (with_image ? queries : 0); });
   }
 
-  /// Drops the generation's state (caches, images, prompts).
-  void reset() {
-    decoder_ = llama::ViewDecoder();
-    views_.clear();
-  }
-
-  /// Next-token logits of one view, float32 `[B, V]`: the first call of a view takes the prompt
-  /// (`step_tokens` equal to the prompt `begin` returned), later calls `[B, T]` new tokens.
-  at::Tensor operator()(const at::Tensor& step_tokens, View view) { return run(step_tokens, view.index, 1); }
-
-  /// Next-token logits of every view in one batched forward, float32 `[(1 + K) B, V]`, view-major.
-  /// Every view must be at the same step.
-  at::Tensor operator()(const at::Tensor& step_tokens, AllViews) { return run(step_tokens, 0, num_views()); }
-
-  /// Positions cached so far for `view` (0 before its prefill).
-  int64_t cached_length(View view) const { return decoder_.cached_length(view.index); }
-  /// Number of views (1 + K) of the current generation.
-  int64_t num_views() const { return decoder_.num_views(); }
-  /// The language model's KV cache of the current generation (rows view-major).
-  const llama::KvCache& cache() const { return decoder_.cache(); }
   /// The wrapped model.
   const InstructBlipModel& model() const { return model_; }
   /// The tokenizers (null pointers when the checkpoint has none).
   const InstructBlipTokenizers& tokenizers() const { return tokenizers_; }
-  /// Turns PAI's attention intervention on the query outputs on (for the next `begin`) or off.
-  void set_pai_attention(std::optional<PaiAttention> pai) {
-    llama::check_pai_attention(pai, "agla::instructblip::InstructBlipLvlm::set_pai_attention");
-    pai_ = pai;
-  }
-  /// PAI's attention intervention, when on.
-  const std::optional<PaiAttention>& pai_attention() const { return pai_; }
 
   /// Keeps the vision encoder's output `[1 + P, Dv]` of up to `entries` images across generations,
   /// least recently used dropped first (0 = off, the default; see the file comment).
@@ -257,14 +231,6 @@ class InstructBlipLvlm {
   void clear_image_cache() { images_.clear(); }
 
  private:
-  struct ViewRows {
-    ViewKind kind;
-    std::vector<at::Tensor> prompts;       // B rows of real (unpadded) language model ids, CPU int64
-    std::vector<at::Tensor> instructions;  // B rows of real Q-Former ids (empty without image), CPU int64
-    at::Tensor pixels;                     // [B, 3, S, S] or undefined (no image)
-    bool reusable = false;                 // the image cache may serve the rows' vision encodings
-  };
-
   std::vector<at::Tensor> rows_of(const PromptBatch& batch, const std::string& fn, const std::string& name) const {
     return agla::detail::unpadded_rows(batch.ids, batch.mask, model_->config().text.vocab_size, fn, name);
   }
@@ -287,12 +253,9 @@ class InstructBlipLvlm {
     return rows;
   }
 
-  // The step of views [first, first + count): prefill on their first call, else one step.
-  at::Tensor run(const at::Tensor& step_tokens, int64_t first, int64_t count) {
-    return decoder_.forward(
-        "agla::instructblip::InstructBlipLvlm", step_tokens, first, count,
-        [this](int64_t f, int64_t c) { return prefill(f, c); }, [this](const at::Tensor& ids) { return model_->embed(ids); });
-  }
+  static constexpr const char* kName = "agla::instructblip::InstructBlipLvlm";
+
+  at::Tensor embed_ids(const at::Tensor& ids) { return model_->embed(ids); }
 
   at::Tensor prefill(int64_t first, int64_t count) {
     const auto device = model_->device();
@@ -361,9 +324,6 @@ class InstructBlipLvlm {
 
   InstructBlipModel model_;
   InstructBlipTokenizers tokenizers_;
-  std::vector<ViewRows> views_;
-  llama::ViewDecoder decoder_;
-  std::optional<PaiAttention> pai_;
   agla::detail::ImageCache<at::Tensor> images_;
 };
 

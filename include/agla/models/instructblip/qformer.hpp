@@ -28,13 +28,11 @@
 namespace agla::instructblip {
 
 /// `InstructBlipQFormerEmbeddings`: `layernorm(cat(query_embeds, word(ids) + position(0..T-1)))`.
-class QFormerEmbeddingsImpl : public torch::nn::Module {
+class QFormerEmbeddingsImpl : public torch::nn::Module, public models::WordPositionEmbeddings {
  public:
   /// Registers `word_embeddings` `[V, D]`, `position_embeddings` `[P, D]`, `layernorm`.
   explicit QFormerEmbeddingsImpl(const QFormerConfig& c) {
-    word_embeddings = register_module("word_embeddings", models::Embedding(c.vocab_size, c.hidden_size));
-    position_embeddings =
-        register_module("position_embeddings", models::Embedding(c.max_position_embeddings, c.hidden_size));
+    register_tables(*this, c.vocab_size, c.max_position_embeddings, c.hidden_size);
     layernorm = register_module("layernorm", models::LayerNorm(c.hidden_size, c.layer_norm_eps));
   }
 
@@ -43,17 +41,11 @@ class QFormerEmbeddingsImpl : public torch::nn::Module {
   at::Tensor forward(const at::Tensor& query_embeds, const at::Tensor& input_ids) {
     const auto& weight = layernorm->weight;
     at::Tensor x = query_embeds.to(weight.scalar_type());
-    if (input_ids.size(1) > 0) {
-      const at::Tensor positions = at::arange(input_ids.size(1), input_ids.options().dtype(at::kLong));
-      const at::Tensor text = word_embeddings(input_ids) + position_embeddings(positions);
-      x = at::cat({x, text}, 1);
-    }
+    if (input_ids.size(1) > 0) x = at::cat({x, embed(input_ids, 0)}, 1);
     return layernorm(x);
   }
 
-  models::Embedding word_embeddings{nullptr};      ///< `[V, D]`
-  models::Embedding position_embeddings{nullptr};  ///< `[P, D]`
-  models::LayerNorm layernorm{nullptr};            ///< after the concatenation
+  models::LayerNorm layernorm{nullptr};  ///< after the concatenation
 };
 TORCH_MODULE(QFormerEmbeddings);
 
@@ -64,7 +56,7 @@ class QFormerAttentionImpl : public torch::nn::Module {
   QFormerAttentionImpl(const QFormerConfig& c, int64_t kv_width) {
     attention =
         register_module("attention", models::BertSelfAttention(c.hidden_size, c.num_attention_heads, kv_width));
-    output = register_module("output", models::BertSelfOutput(c.hidden_size, c.layer_norm_eps));
+    output = register_module("output", models::BertOutput(c.hidden_size, c.hidden_size, c.layer_norm_eps));
   }
   /// `LayerNorm(dense(attend(hidden, source)) + hidden)`: `hidden` `[B, L, D]`, `source` `[B, Lk, kv_width]`,
   /// `additive_mask` broadcastable to `[B, H, L, Lk]` or undefined.
@@ -73,7 +65,7 @@ class QFormerAttentionImpl : public torch::nn::Module {
   }
 
   models::BertSelfAttention attention{nullptr};  ///< query/key/value
-  models::BertSelfOutput output{nullptr};        ///< dense + LayerNorm
+  models::BertOutput output{nullptr};        ///< dense + LayerNorm
 };
 TORCH_MODULE(QFormerAttention);
 
@@ -126,11 +118,8 @@ class QFormerModelImpl : public torch::nn::Module {
     c.validate("agla::instructblip::QFormerModel");
     embeddings = register_module("embeddings", QFormerEmbeddings(c));
     auto encoder = register_module("encoder", std::make_shared<torch::nn::Module>());
-    layer = encoder->register_module("layer", torch::nn::ModuleList());
-    for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
-      layers_.emplace_back(c, i);
-      layer->push_back(layers_.back());
-    }
+    layer = models::register_blocks(*encoder, "layer", c.num_hidden_layers, layers_,
+                                    [&](int64_t i) { return QFormerLayer(c, i); });
   }
 
   /// The last hidden state `[B, Q + T, D]` (queries first) for `query_embeds` `[B, Q, D]`, int64

@@ -234,11 +234,8 @@ class LlamaModelImpl : public torch::nn::Module {
   /// Registers every submodule under its Hugging Face name.
   explicit LlamaModelImpl(const LlamaConfig& c) : config_(c) {
     embed_tokens = register_module("embed_tokens", models::Embedding(c.vocab_size, c.hidden_size));
-    layers = register_module("layers", torch::nn::ModuleList());
-    for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
-      blocks_.emplace_back(c);
-      layers->push_back(blocks_.back());
-    }
+    layers = models::register_blocks(*this, "layers", c.num_hidden_layers, blocks_,
+                                     [&](int64_t) { return LlamaDecoderLayer(c); });
     norm = register_module("norm", models::RmsNorm(c.hidden_size, c.rms_norm_eps));
   }
 

@@ -30,6 +30,7 @@
 #include <utility>
 #include <vector>
 
+#include "agla/decode/view.hpp"
 #include "agla/error.hpp"
 #include "agla/models/llama/model.hpp"
 
@@ -358,6 +359,73 @@ class ViewDecoder {
   at::Tensor next_position_;  // [(1 + K) B] position of each row's first generated token
   std::optional<PaiAttention> pai_;
   at::Tensor image_keys_;     // [(1 + K) B, M] bool: the image positions (PAI)
+};
+
+/// What the LLaMA-based LVLMs (LLaVA, InstructBLIP) share: the generation's per-view rows and the
+/// `ViewDecoder` that runs them, the per-view and batched forward forms, reset, and PAI's attention
+/// option. `Rows` holds one view's `prompts` (B CPU id rows) and `pixels` (undefined without an
+/// image). `Derived` (a friend) supplies `kName`, `prefill(first, count)` (the prefill logits of
+/// views [first, first + count)) and `embed_ids(ids)` (the language model's input embeddings).
+template <class Derived, class Rows>
+class ViewLvlm {
+ public:
+  /// Drops the generation's state (caches, images, prompts).
+  void reset() {
+    decoder_ = ViewDecoder();
+    views_.clear();
+  }
+
+  /// Next-token logits of one view, float32 `[B, V]`: the first call of a view takes the prompt
+  /// (`step_tokens` equal to the prompt `begin` returned), later calls `[B, T]` new tokens.
+  at::Tensor operator()(const at::Tensor& step_tokens, View view) { return run(step_tokens, view.index, 1); }
+
+  /// Next-token logits of every view in one batched forward, float32 `[(1 + K) B, V]`, view-major.
+  /// Every view must be at the same step.
+  at::Tensor operator()(const at::Tensor& step_tokens, AllViews) { return run(step_tokens, 0, num_views()); }
+
+  /// Positions cached so far for `view` (0 before its prefill).
+  int64_t cached_length(View view) const { return decoder_.cached_length(view.index); }
+  /// Number of views (1 + K) of the current generation.
+  int64_t num_views() const { return decoder_.num_views(); }
+  /// The language model's KV cache of the current generation (rows view-major).
+  const KvCache& cache() const { return decoder_.cache(); }
+
+  /// Turns PAI's attention intervention on (for the next `begin`) or off (`std::nullopt`).
+  void set_pai_attention(std::optional<PaiAttention> pai) {
+    check_pai_attention(pai, std::string(Derived::kName) + "::set_pai_attention");
+    pai_ = pai;
+  }
+  /// PAI's attention intervention, when on.
+  const std::optional<PaiAttention>& pai_attention() const { return pai_; }
+
+ protected:
+  /// Starts a generation of `views` (the original first) for the B streams of `prompt` (int64
+  /// `[B, L]`): the KV cache holds the longest prefill row (`merged(row, with_image)` positions)
+  /// and `max_new_tokens` more. Returns the first step's tokens on the model's device.
+  template <class Merged>
+  at::Tensor start(LlamaForCausalLM lm, const at::Tensor& prompt, std::vector<Rows> views, int64_t max_new_tokens,
+                   Merged merged) {
+    int64_t longest = 0;
+    for (const Rows& view : views)
+      for (const at::Tensor& row : view.prompts) longest = std::max(longest, merged(row, view.pixels.defined()));
+    decoder_ =
+        ViewDecoder(std::move(lm), prompt, static_cast<int64_t>(views.size()), longest, max_new_tokens, pai_);
+    views_ = std::move(views);
+    return decoder_.prompt();
+  }
+
+  std::vector<Rows> views_;  ///< the current generation's views, the original first
+  ViewDecoder decoder_;
+  std::optional<PaiAttention> pai_;
+
+ private:
+  // The step of views [first, first + count): prefill on their first call, else one step.
+  at::Tensor run(const at::Tensor& step_tokens, int64_t first, int64_t count) {
+    Derived& self = static_cast<Derived&>(*this);
+    return decoder_.forward(
+        Derived::kName, step_tokens, first, count, [&self](int64_t f, int64_t c) { return self.prefill(f, c); },
+        [&self](const at::Tensor& ids) { return self.embed_ids(ids); });
+  }
 };
 
 }  // namespace agla::llama

@@ -108,11 +108,8 @@ class ClipVisionTransformerImpl : public torch::nn::Module {
     embeddings = register_module("embeddings", ClipEmbeddings(c));
     pre_layrnorm = register_module("pre_layrnorm", models::LayerNorm(c.hidden_size, c.layer_norm_eps));
     auto encoder = register_module("encoder", std::make_shared<torch::nn::Module>());
-    layers = encoder->register_module("layers", torch::nn::ModuleList());
-    for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
-      blocks_.emplace_back(c);
-      layers->push_back(blocks_.back());
-    }
+    layers = models::register_blocks(*encoder, "layers", c.num_hidden_layers, blocks_,
+                                     [&](int64_t) { return ClipEncoderLayer(c); });
     post_layernorm = register_module("post_layernorm", models::LayerNorm(c.hidden_size, c.layer_norm_eps));
   }
 

@@ -54,9 +54,21 @@ struct LlavaPromptOptions {
 /// PAI's attention part (see `llama::PaiAttention`).
 using llama::PaiAttention;
 
+/// One view of a LLaVA generation (`LlavaLvlm`'s state).
+struct LlavaViewRows {
+  ViewKind kind;
+  std::vector<at::Tensor> prompts;  ///< B rows of real (unpadded) prompt ids, CPU int64
+  at::Tensor pixels;                ///< [B, 3, S, S] or undefined (no image)
+  bool reusable = false;            ///< the image cache may serve the rows' prefixes
+};
+
 /// LLaVA-1.5 LVLM over a shared `LlavaModel` (see the file comment). Call `begin` per generation,
 /// then the library calls `operator()` with the prompt first and one new token per stream after that.
-class LlavaLvlm {
+/// The forward forms, `reset` and PAI's option come from `llama::ViewLvlm`.
+class LlavaLvlm : public llama::ViewLvlm<LlavaLvlm, LlavaViewRows> {
+  using ViewRows = LlavaViewRows;
+  friend class llama::ViewLvlm<LlavaLvlm, ViewRows>;
+
  public:
   /// Loads a llava-hf checkpoint directory: `config.json` (full or sparse), `model.safetensors` or a
   /// sharded index (or `pytorch_model.bin`), and `tokenizer.model` when present. Weights are
@@ -145,59 +157,21 @@ class LlavaLvlm {
     reset();
     const PromptBatch& prompt = inputs.prompt;
     const int64_t b = agla::detail::check_inputs(inputs, fn);
-    const auto& vision = model_->config().vision;
-    vision.check_pixels(inputs.pixels, b, fn, "pixels");
-    std::vector<ViewRows> views;
-    views.push_back(ViewRows{ViewKind::Image, rows_of(prompt, fn, "prompt"), inputs.pixels});
-    views[0].reusable = true;
-    for (size_t k = 0; k < inputs.views.size(); ++k) {
-      const ExtraView& view = inputs.views[k];
-      const std::string name = "view " + std::to_string(k + 1);
-      switch (view.kind) {
-        case ViewKind::Image:
-          vision.check_pixels(view.pixels, b, fn, name + " pixels");
-          views.push_back(ViewRows{view.kind, views[0].prompts, view.pixels, view.reusable});
-          break;
-        case ViewKind::Text:
-          check<ShapeError>(view.prompt.batch() == b, fn, ": ", name, " (text) needs prompts for ", b,
-                            " streams; got ", view.prompt.batch());
-          views.push_back(ViewRows{view.kind, rows_of(view.prompt, fn, name + " prompt"), views[0].pixels, true});
-          break;
-        case ViewKind::NoImage: {
-          std::vector<at::Tensor> stripped;
-          for (const auto& row : views[0].prompts) stripped.push_back(row.masked_select(row != image_token()));
-          views.push_back(ViewRows{view.kind, stripped, at::Tensor()});
-          break;
-        }
-      }
-    }
-    int64_t longest = 0;
-    for (const auto& view : views)
-      for (const auto& row : view.prompts) longest = std::max(longest, merged_length(row, view.pixels.defined()));
-    decoder_ = llama::ViewDecoder(model_->language_model, prompt.ids, static_cast<int64_t>(views.size()), longest,
-                                  inputs.max_new_tokens, pai_);
-    views_ = std::move(views);
-    return decoder_.prompt();
+    std::vector<ViewRows> views = agla::detail::checked_view_rows<ViewRows>(
+        inputs, b, model_->config().vision, fn,
+        [&] { return ViewRows{ViewKind::Image, rows_of(prompt, fn, "prompt"), inputs.pixels, true}; },
+        [&](const ExtraView& view, const ViewRows& original, const std::string& name) {
+          if (view.kind == ViewKind::Image) return ViewRows{view.kind, original.prompts, view.pixels, view.reusable};
+          if (view.kind == ViewKind::Text)
+            return ViewRows{view.kind, rows_of(view.prompt, fn, name + " prompt"), original.pixels, true};
+          std::vector<at::Tensor> stripped;  // NoImage: the original prompt without its image token
+          for (const auto& row : original.prompts) stripped.push_back(row.masked_select(row != image_token()));
+          return ViewRows{view.kind, stripped, at::Tensor()};
+        });
+    return start(model_->language_model, prompt.ids, std::move(views), inputs.max_new_tokens,
+                 [this](const at::Tensor& row, bool with_image) { return merged_length(row, with_image); });
   }
 
-  /// Drops the generation's state (caches, images, prompts).
-  void reset() {
-    decoder_ = llama::ViewDecoder();
-    views_.clear();
-  }
-
-  /// Next-token logits of one view, float32 `[B, V]`: the first call of a view takes the prompt
-  /// (`step_tokens` equal to the prompt `begin` returned), later calls `[B, T]` new tokens.
-  at::Tensor operator()(const at::Tensor& step_tokens, View view) { return run(step_tokens, view.index, 1); }
-
-  /// Next-token logits of every view in one batched forward, float32 `[(1 + K) B, V]`, view-major.
-  /// Every view must be at the same step.
-  at::Tensor operator()(const at::Tensor& step_tokens, AllViews) { return run(step_tokens, 0, num_views()); }
-
-  /// Positions cached so far for `view` (0 before its prefill).
-  int64_t cached_length(View view) const { return decoder_.cached_length(view.index); }
-  /// Number of views (1 + K) of the current generation.
-  int64_t num_views() const { return decoder_.num_views(); }
   /// The wrapped model.
   const LlavaModel& model() const { return model_; }
   /// The tokenizer, or null.
@@ -206,13 +180,6 @@ class LlavaLvlm {
   const LlavaPromptOptions& prompt_options() const { return prompts_; }
   /// Sets the prompt and preprocessing options.
   void set_prompt_options(LlavaPromptOptions prompts) { prompts_ = std::move(prompts); }
-  /// Turns PAI's attention intervention on (for the next `begin`) or off (`std::nullopt`).
-  void set_pai_attention(std::optional<PaiAttention> pai) {
-    llama::check_pai_attention(pai, "agla::llava::LlavaLvlm::set_pai_attention");
-    pai_ = pai;
-  }
-  /// PAI's attention intervention, when on.
-  const std::optional<PaiAttention>& pai_attention() const { return pai_; }
 
   /// Keeps the KV cache of the prompt through the image token for up to `entries` (image, prefix)
   /// pairs across generations, least recently used dropped first (0 = off, the default; see the
@@ -225,13 +192,6 @@ class LlavaLvlm {
   void clear_image_cache() { prefixes_.clear(); }
 
  private:
-  struct ViewRows {
-    ViewKind kind;
-    std::vector<at::Tensor> prompts;  // B rows of real (unpadded) prompt ids, CPU int64
-    at::Tensor pixels;                // [B, 3, S, S] or undefined (no image)
-    bool reusable = false;            // the image cache may serve the rows' prefixes
-  };
-
   int64_t image_token() const { return model_->config().image_token_index; }
 
   int64_t merged_length(const at::Tensor& row, bool with_image) const {
@@ -249,12 +209,9 @@ class LlavaLvlm {
     return rows;
   }
 
-  // The step of views [first, first + count): prefill on their first call, else one step.
-  at::Tensor run(const at::Tensor& step_tokens, int64_t first, int64_t count) {
-    return decoder_.forward(
-        "agla::llava::LlavaLvlm", step_tokens, first, count, [this](int64_t f, int64_t c) { return prefill(f, c); },
-        [this](const at::Tensor& ids) { return model_->embed(ids); });
-  }
+  static constexpr const char* kName = "agla::llava::LlavaLvlm";
+
+  at::Tensor embed_ids(const at::Tensor& ids) { return model_->embed(ids); }
 
   at::Tensor prefill(int64_t first, int64_t count) {
     const auto device = model_->device();
@@ -324,9 +281,6 @@ class LlavaLvlm {
   LlavaModel model_;
   std::shared_ptr<const text::SentencePieceTokenizer> tokenizer_;
   LlavaPromptOptions prompts_;
-  std::vector<ViewRows> views_;
-  llama::ViewDecoder decoder_;
-  std::optional<PaiAttention> pai_;
   agla::detail::ImageCache<std::shared_ptr<const llama::PrefixKv>> prefixes_;
 };
 
