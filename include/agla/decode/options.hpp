@@ -141,6 +141,16 @@ struct DecodeOptions {
     }
   }
 
+  /// One extra view fused by `method` with weight `alpha` and cutoff `beta`, every other option at
+  /// its default (the presets below are such options with their references' values).
+  static DecodeOptions fused(FusionMethod method, double alpha, double beta) {
+    DecodeOptions options;
+    options.method = method;
+    options.alpha = alpha;
+    options.beta = beta;
+    return options;
+  }
+
   /// AGLA, the paper's method (Eqs. 3-5): `l + 2 l_aug`, beta 0.5, sampling at temperature 1
   /// (Lackel/AGLA `eval/run_llava.py`: `--alpha 2 --beta 0.5`), the local view on every token.
   static DecodeOptions agla() { return DecodeOptions{}; }
@@ -173,22 +183,11 @@ struct DecodeOptions {
   /// VCD: `(1 + 1) l - 1 l_noise`, beta 0.1, sampling at temperature 1, no top-k, the noised view on
   /// every token (DAMO-NLP-SG/VCD `experiments/eval/object_hallucination_vqa_llava.py` argparse:
   /// `cd_alpha 1, cd_beta 0.1, noise_step 500`; the fallbacks inside `vcd_sample.py` are 0.5 / 0.1).
-  static DecodeOptions vcd() {
-    DecodeOptions options;
-    options.method = FusionMethod::Contrast;
-    options.alpha = 1.0;
-    options.beta = 0.1;
-    return options;
-  }
+  static DecodeOptions vcd() { return fused(FusionMethod::Contrast, 1.0, 0.1); }
 
   /// RITUAL: `l + 3 l_T` with one random transform T per sample, beta 0.1 (sangminwoo/RITUAL
   /// `ritual_utils/ritual_sample.py`: `ritual_alpha_pos 3, ritual_beta 0.1`).
-  static DecodeOptions ritual() {
-    DecodeOptions options;
-    options.alpha = 3.0;
-    options.beta = 0.1;
-    return options;
-  }
+  static DecodeOptions ritual() { return fused(FusionMethod::Assembly, 3.0, 0.1); }
 
   /// ICD: `(1 + 1) l - 1 l_icd`, the extra view being the same image under a disturbed
   /// instruction, beta 0.1 (p1k0pan/ICD `icd_utils/icd_sample_llava.py`, scripts' argparse
@@ -198,22 +197,14 @@ struct DecodeOptions {
   /// M3ID: `l + (l - l_noimg) (1 - g_t) / g_t`, `g_t = exp(-0.02 t)`, t = 1 for the first generated
   /// token, with the beta 0.1 cutoff the public re-implementations use in place of the paper's
   /// confidence gate (sangminwoo/RITUAL `ritual_sample.py`, which counts t from 0: `m3id_first_t = 0`).
-  static DecodeOptions m3id() {
-    DecodeOptions options;
-    options.method = FusionMethod::M3id;
-    options.beta = 0.1;
-    return options;
-  }
+  static DecodeOptions m3id() { return fused(FusionMethod::M3id, DecodeOptions{}.alpha, 0.1); }
 
   /// PAI's logit part: `gamma (log p - log p_noimg) + log p_noimg` = `(1 + a) log p - a log p_noimg`
   /// with a = gamma - 1 = 0.1, in log-probability space, beta 0.1, greedy (LALBJ/PAI `CFG.py`,
   /// README commands: `--gamma 1.1`, no `--sample`). Its attention part is an option of the LLaVA
   /// model (`agla::llava::PaiAttention`).
   static DecodeOptions pai() {
-    DecodeOptions options;
-    options.method = FusionMethod::Contrast;
-    options.alpha = 0.1;
-    options.beta = 0.1;
+    DecodeOptions options = fused(FusionMethod::Contrast, 0.1, 0.1);
     options.space = FusionSpace::LogProbs;
     options.greedy = true;
     return options;

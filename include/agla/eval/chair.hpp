@@ -125,14 +125,11 @@ struct ChairMetrics {
 
 /// The metrics of `counts`.
 inline ChairMetrics chair_metrics(const ChairCounts& counts) {
-  const auto ratio = [](long long a, long long b) {
-    return b == 0 ? 0.0 : static_cast<double>(a) / static_cast<double>(b);
-  };
   ChairMetrics m;
   m.counts = counts;
-  m.chair_i = ratio(counts.hallucinated_mentions, counts.mentions);
-  m.chair_s = ratio(counts.hallucinated_captions, counts.captions);
-  m.recall = ratio(counts.recalled_objects, counts.ground_truth_objects);
+  m.chair_i = ratio_or_zero(counts.hallucinated_mentions, counts.mentions);
+  m.chair_s = ratio_or_zero(counts.hallucinated_captions, counts.captions);
+  m.recall = ratio_or_zero(counts.recalled_objects, counts.ground_truth_objects);
   return m;
 }
 

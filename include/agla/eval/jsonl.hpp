@@ -4,6 +4,7 @@
 /// the file and the 1-based line.
 
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -63,6 +64,31 @@ inline std::string id_field(const JsonLine& line, const std::string& path, const
   if (it->is_string()) return it->get<std::string>();
   throw FormatError(agla::detail::concat(who, ": ", path, ":", line.line, ": field \"", key,
                                          "\" must be an integer or a string; got ", it->type_name()));
+}
+
+/// Reads `path` into one `T` per line, keyed by question id: sets `item.line` and `item.id`, then
+/// `fill(line, item)` reads the rest. Throws `FormatError` naming file and line for bad lines and
+/// for an id that repeats an earlier line's. `who` prefixes the messages.
+template <class T, class Fill>
+std::vector<T> read_keyed_lines(const std::string& path, const std::string& who, Fill fill) {
+  std::vector<T> items;
+  std::map<std::string, std::size_t> seen;
+  for (const JsonLine& line : read_jsonl(path, who)) {
+    T item;
+    item.line = line.line;
+    item.id = id_field(line, path, who);
+    fill(line, item);
+    const auto [previous, fresh] = seen.emplace(item.id, line.line);
+    check<FormatError>(fresh, who, ": ", path, ":", line.line, ": question_id ", item.id, " repeats line ",
+                       previous->second);
+    items.push_back(std::move(item));
+  }
+  return items;
+}
+
+/// `a / b`, or 0 when `b` is 0 (the metrics' convention for an empty denominator).
+inline double ratio_or_zero(long long a, long long b) {
+  return b == 0 ? 0.0 : static_cast<double>(a) / static_cast<double>(b);
 }
 
 }  // namespace agla::eval

@@ -106,18 +106,15 @@ struct PopeMetrics {
 
 /// The metrics of `counts`.
 inline PopeMetrics pope_metrics(const PopeCounts& counts) {
-  const auto ratio = [](long long a, long long b) {
-    return b == 0 ? 0.0 : static_cast<double>(a) / static_cast<double>(b);
-  };
   PopeMetrics m;
   m.counts = counts;
   const long long n = counts.total();
-  m.accuracy = ratio(counts.tp + counts.tn, n);
-  m.precision = ratio(counts.tp, counts.tp + counts.fp);
-  m.recall = ratio(counts.tp, counts.tp + counts.fn);
+  m.accuracy = ratio_or_zero(counts.tp + counts.tn, n);
+  m.precision = ratio_or_zero(counts.tp, counts.tp + counts.fp);
+  m.recall = ratio_or_zero(counts.tp, counts.tp + counts.fn);
   m.f1 = m.precision + m.recall > 0 ? 2 * m.precision * m.recall / (m.precision + m.recall) : 0.0;
-  m.yes_ratio = ratio(counts.tp + counts.fp, n);
-  m.false_positive_rate = ratio(counts.fp, counts.fp + counts.tn);
+  m.yes_ratio = ratio_or_zero(counts.tp + counts.fp, n);
+  m.false_positive_rate = ratio_or_zero(counts.fp, counts.fp + counts.tn);
   return m;
 }
 
@@ -147,33 +144,25 @@ struct PopeQuestion {
 /// Throws `FormatError` naming file and line on bad lines, unknown labels or repeated ids.
 inline std::vector<PopeQuestion> read_pope_questions(const std::string& path) {
   const std::string who = "agla::eval::read_pope_questions";
-  std::vector<PopeQuestion> questions;
-  std::map<std::string, std::size_t> seen;
-  for (const JsonLine& line : read_jsonl(path, who)) {
-    PopeQuestion q;
-    q.line = line.line;
-    q.id = id_field(line, path, who);
-    q.question_id = line.value.at("question_id");
-    std::string label = string_field(line, "label", path, who);
-    label.erase(0, label.find_first_not_of(" \t\r\n"));
-    label.erase(label.find_last_not_of(" \t\r\n") + 1);
-    std::transform(label.begin(), label.end(), label.begin(),
-                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-    check<FormatError>(label == "yes" || label == "no", who, ": ", path, ":", line.line, ": unknown label \"",
-                       line.value.at("label").get<std::string>(), "\"; expected \"yes\" or \"no\"");
-    q.label = label == "yes" ? Answer::Yes : Answer::No;
-    if (line.value.contains("image")) q.image = string_field(line, "image", path, who);
-    if (line.value.contains("text")) q.text = string_field(line, "text", path, who);
-    if (const auto it = line.value.find("partner_present"); it != line.value.end()) {
-      check<FormatError>(it->is_boolean(), who, ": ", path, ":", line.line,
-                         ": field \"partner_present\" must be true or false");
-      q.partner_present = it->get<bool>();
-    }
-    const auto [previous, fresh] = seen.emplace(q.id, line.line);
-    check<FormatError>(fresh, who, ": ", path, ":", line.line, ": question_id ", q.id, " repeats line ",
-                       previous->second);
-    questions.push_back(std::move(q));
-  }
+  std::vector<PopeQuestion> questions =
+      read_keyed_lines<PopeQuestion>(path, who, [&](const JsonLine& line, PopeQuestion& q) {
+        q.question_id = line.value.at("question_id");
+        std::string label = string_field(line, "label", path, who);
+        label.erase(0, label.find_first_not_of(" \t\r\n"));
+        label.erase(label.find_last_not_of(" \t\r\n") + 1);
+        std::transform(label.begin(), label.end(), label.begin(),
+                       [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+        check<FormatError>(label == "yes" || label == "no", who, ": ", path, ":", line.line, ": unknown label \"",
+                           line.value.at("label").get<std::string>(), "\"; expected \"yes\" or \"no\"");
+        q.label = label == "yes" ? Answer::Yes : Answer::No;
+        if (line.value.contains("image")) q.image = string_field(line, "image", path, who);
+        if (line.value.contains("text")) q.text = string_field(line, "text", path, who);
+        if (const auto it = line.value.find("partner_present"); it != line.value.end()) {
+          check<FormatError>(it->is_boolean(), who, ": ", path, ":", line.line,
+                             ": field \"partner_present\" must be true or false");
+          q.partner_present = it->get<bool>();
+        }
+      });
   check<FormatError>(!questions.empty(), who, ": ", path, ": no questions");
   return questions;
 }
@@ -190,20 +179,10 @@ struct ModelAnswer {
 /// repeated ids.
 inline std::vector<ModelAnswer> read_model_answers(const std::string& path) {
   const std::string who = "agla::eval::read_model_answers";
-  std::vector<ModelAnswer> answers;
-  std::map<std::string, std::size_t> seen;
-  for (const JsonLine& line : read_jsonl(path, who)) {
-    ModelAnswer a;
-    a.line = line.line;
-    a.id = id_field(line, path, who);
+  return read_keyed_lines<ModelAnswer>(path, who, [&](const JsonLine& line, ModelAnswer& a) {
     const bool pope_style = !line.value.contains("text") && line.value.contains("answer");
     a.text = string_field(line, pope_style ? "answer" : "text", path, who);
-    const auto [previous, fresh] = seen.emplace(a.id, line.line);
-    check<FormatError>(fresh, who, ": ", path, ":", line.line, ": question_id ", a.id, " repeats line ",
-                       previous->second);
-    answers.push_back(std::move(a));
-  }
-  return answers;
+  });
 }
 
 /// The result of scoring an answers file against a question file.
