@@ -30,41 +30,6 @@ namespace {
 
 const std::string kProgram = "agla_caption";
 
-void usage(std::ostream& out) {
-  out << "usage: agla_caption [options]\n"
-         "Captions an image with regular decoding and with a method (AGLA by default; same seed) and writes\n"
-         "IPM's heat-map and augmented view. Without options it runs the shipped ShapesWorld models\n"
-         "(data/models) on the ShapesWorld sample image (data/sample.png).\n"
-         "  --image PATH          input image (PNG, JPEG, BMP; default: data/sample.png)\n"
-         "  --prompt TEXT         captioning instruction, put into the LVLM's prompt template (BLIP: text\n"
-         "                        after [DEC], default none; LLaVA: the user turn of the conversation)\n"
-         "  --itm-prompt TEXT     text IPM matches against the image (default: the prompt, else 'the image')\n"
-         "  --itm DIR             BLIP ITM model directory (default: data/models/shapesworld-itm)\n"
-         "  --lvlm DIR            captioning LVLM: a BLIP captioning directory (e.g.\n"
-         "                        Salesforce/blip-image-captioning-large) or a llava-hf LLaVA-1.5 directory,\n"
-         "                        or an InstructBLIP directory, detected from config.json (default:\n"
-         "                        data/models/shapesworld-lvlm)\n"
-         "  --prompt-ids IDS      comma-separated prompt token ids, used as given (no tokenizer, no template;\n"
-         "                        BLIP: start with [DEC]; LLaVA: include the image token; InstructBLIP: BOS first)\n"
-         "  --qformer-prompt-ids IDS  InstructBLIP without a tokenizer: the Q-Former's ids, [CLS] ... [SEP]\n"
-      << method_options_help()
-      << "                        (default method agla)\n"
-         "  --temperature T       sampling temperature, [0.001, 1000] (default 1)\n"
-         "  --top-k K             top-k filter (default 0 = off)\n"
-         "  --top-p P             nucleus filter, (0, 1] (default 1 = off)\n"
-         "  --greedy              argmax instead of sampling\n"
-         "  --seed N              sampling seed, the same for both captions (default 1)\n"
-         "  --max-new-tokens N    tokens per caption at most, [1, 4096] (default 30)\n"
-         "  --timing-runs N       decode each caption N times for tokens/s, [1, 100] (default: 3 to 15 runs,\n"
-         "                        about a second of decoding; 1 when the first two captions take 2 s or more)\n"
-         "  --out DIR             where heatmap.png, mask.png and augmented.png go (default ./agla_caption_out)\n"
-         "  --json                print one JSON object (prompt ids; ids, text and speed of each mode; IPM)\n"
-         "  --threads N           intra-op threads, [0, 1024] (default 0 = automatic: 1 for small models,\n"
-         "                        else the physical cores)\n"
-         "Exit status: 0 on success, 1 on any error (message on stderr).\n"
-      << data_dir_help() << "\n";
-}
-
 struct Options {
   std::string image;                      // empty: data/sample.png
   std::optional<std::string> prompt;      // captioning instruction
@@ -81,51 +46,22 @@ struct Options {
   std::string out = "agla_caption_out";
   bool json = false;
   int threads = 0;
-  bool help = false;
 };
 
-Options parse_options(const std::vector<std::string>& args) {
+/// The options of a run; nullopt for --help.
+std::optional<Options> parse_options(const std::vector<std::string>& args) {
   Options o;
-  ArgCursor cursor(args, kProgram);
-  while (cursor.more()) {
-    const std::string arg = cursor.next();
-    if (arg == "--help" || arg == "-h") {
-      o.help = true;
-    } else if (arg == "--image") {
-      o.image = cursor.value(arg);
-    } else if (arg == "--prompt") {
-      o.prompt = cursor.value(arg);
-    } else if (arg == "--itm-prompt") {
-      o.itm_prompt = cursor.value(arg);
-    } else if (arg == "--itm") {
-      o.itm = cursor.value(arg);
-    } else if (arg == "--lvlm") {
-      o.lvlm = cursor.value(arg);
-    } else if (arg == "--prompt-ids") {
-      o.prompt_ids = parse_id_list(kProgram, arg, cursor.value(arg));
-    } else if (arg == "--qformer-prompt-ids") {
-      o.qformer_prompt_ids = parse_id_list(kProgram, arg, cursor.value(arg));
-    } else if (arg == "--method") {
-      o.method = parse_method(cursor.value(arg));
-    } else if (parse_sampling_option(arg, cursor, o.sampling)) {
-    } else if (parse_method_option(arg, cursor, o.method_settings)) {
-    } else if (arg == "--seed") {
-      o.seed = parse_seed(kProgram, arg, cursor.value(arg));
-    } else if (arg == "--max-new-tokens") {
-      o.max_new_tokens = parse_integer(kProgram, arg, cursor.value(arg), 1, 4096);
-    } else if (arg == "--timing-runs") {
-      o.timing_runs = static_cast<int>(parse_integer(kProgram, arg, cursor.value(arg), 1, 100));
-    } else if (arg == "--out") {
-      o.out = cursor.value(arg);
-      check<InvalidArgument>(!o.out.empty(), kProgram, ": --out needs a directory");
-    } else if (arg == "--json") {
-      o.json = true;
-    } else if (arg == "--threads") {
-      o.threads = parse_threads(kProgram, cursor.value(arg));
-    } else {
-      throw InvalidArgument("agla_caption: unknown option '" + arg + "' (see --help)");
-    }
-  }
+  OptionParser parser(kProgram);
+  parser.text("--image", o.image).text("--prompt", o.prompt).text("--itm-prompt", o.itm_prompt);
+  parser.text("--itm", o.itm).text("--lvlm", o.lvlm).ids("--prompt-ids", o.prompt_ids);
+  parser.ids("--qformer-prompt-ids", o.qformer_prompt_ids).seed(o.seed).directory("--out", o.out);
+  parser.value("--method", [&](const std::string& name) { o.method = parse_method(name); });
+  parser.integer("--max-new-tokens", o.max_new_tokens, 1, 4096).integer("--timing-runs", o.timing_runs, 1, 100);
+  parser.flag("--json", o.json).threads(o.threads);
+  parser.group([&](const std::string& arg, ArgCursor& cursor) { return parse_sampling_option(arg, cursor, o.sampling); });
+  parser.group(
+      [&](const std::string& arg, ArgCursor& cursor) { return parse_method_option(arg, cursor, o.method_settings); });
+  if (!parser.parse(args)) return std::nullopt;
   check<InvalidArgument>(!(o.prompt && o.prompt_ids), kProgram,
                          ": give --prompt or --prompt-ids, not both (ids are used as given)");
   check<InvalidArgument>(o.qformer_prompt_ids.empty() || o.prompt_ids, kProgram,
@@ -305,14 +241,7 @@ int run(const Options& o, std::ostream& out, std::ostream& err) {
 }  // namespace
 
 int run_caption(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
-  return run_guarded(kProgram, err, [&] {
-    const Options o = parse_options(args);
-    if (o.help) {
-      usage(out);
-      return 0;
-    }
-    return run(o, out, err);
-  });
+  return run_program(kProgram, args, out, err, parse_options, run);
 }
 
 }  // namespace agla::tools

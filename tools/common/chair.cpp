@@ -34,51 +34,8 @@ namespace {
 
 const std::string kProgram = "agla_chair";
 
-void usage(std::ostream& out) {
-  out << "usage: agla_chair --images DIR --method NAME [options]   caption COCO images, write captions, score\n"
-         "       agla_chair --evaluate CAPTIONS.jsonl --instances FILE --coco-captions FILE --synonyms FILE [options]\n"
-         "Run mode:\n"
-         "  --images DIR          COCO images (e.g. val2014/); the image id is the number in the file name\n"
-         "                        (COCO_val2014_000000002239.jpg -> 2239)\n"
-         "  --image-list FILE     which images, in order: one file name per line, or jsonl lines with \"image\"\n"
-         "                        (e.g. less-is-more's chair-500.jsonl, AGLA's data/CHAIR/chair.jsonl)\n"
-         "                        (default: every .jpg/.jpeg/.png/.bmp in --images, by name)\n"
-         "  --captions FILE       captions jsonl to write: image_id, image, caption, method, protocol, metadata\n"
-         "                        (default captions.jsonl)\n"
-         "  --protocol NAME       agla | vcd | greedy | greedy-64: the reference settings (docs/reproducing.md);\n"
-         "                        explicit options below override it and are recorded\n"
-         "  --method NAME         regular | greedy | sharpened | cutoff-only | vcd | agla | agla-random-mask |\n"
-         "                        agla-released (default agla)\n"
-         "  --lvlm DIR, --itm DIR models (defaults: data/models/shapesworld-lvlm, shapesworld-itm)\n"
-         "  --model-id NAME       model name recorded with each caption (default: the LVLM folder's name)\n"
-         "  --caption-prompt T    the captioning instruction (default 'Please describe this image in detail.')\n"
-         "  --itm-caption-prompt T  IPM's text (default: the caption prompt)\n"
-         "  --alpha A, --beta B   fusion weight [0, 1000] and cutoff (0, 1]\n"
-         "  --temperature T, --top-k K, --top-p P, --greedy   sampling (defaults 1, 0 = off, 1 = off, sampling)\n"
-         "  --seed N              seed (default 1); image i samples from its own generator\n"
-         "  --noise-step N        VCD's diffusion step, [0, 999] (default 500)\n"
-         "  --max-new-tokens N    tokens per caption at most, [1, 4096] (default 64)\n"
-         "  --drop-incomplete-sentence   drop the last sentence when the token cap cut it\n"
-         "  --llava-hf-template, --pad-to-square   LLaVA prompt template and image preprocessing\n"
-         "  --num-chunks N --chunk-idx I   caption chunk I of N (concatenate the captions files, then --evaluate)\n"
-         "  --limit N             only the first N images, [1, 100000000]\n"
-         "  --quiet               no progress bar\n"
-         "Scoring (needs the COCO annotations and the synonym list; without them a run only writes captions):\n"
-         "  --instances FILE      COCO instances_val2014.json (repeatable: e.g. also instances_train2014.json)\n"
-         "  --coco-captions FILE  COCO captions_val2014.json (repeatable)\n"
-         "  --synonyms FILE       CHAIR's synonyms.txt\n"
-         "  --wordnet DIR         WordNet 3.0 dict folder (default /usr/share/wordnet)\n"
-         "  --image-id-key K, --caption-key K   --evaluate: the fields of CAPTIONS.jsonl (defaults image_id,\n"
-         "                        caption; for the AGLA/LLaVA answer files: image, text)\n"
-         "  --json                print CHAIR_s, CHAIR_i, recall, counts and per caption the mentions and\n"
-         "                        hallucinated words as one JSON object (run mode adds \"run\")\n"
-         "  --threads N           intra-op threads, [0, 1024] (default 0 = automatic)\n"
-         "Exit status: 0 on success, 1 on any error (message on stderr).\n"
-      << data_dir_help() << "\n";
-}
-
 struct Options {
-  bool evaluate = false, help = false;
+  bool evaluate = false;
   std::string images, image_list, captions = "captions.jsonl";
   std::optional<std::string> itm_caption_prompt;
   RunOptions run;
@@ -87,52 +44,25 @@ struct Options {
   std::set<std::string> given;  // the options named on the command line (they override a protocol)
 };
 
-Options parse_options(const std::vector<std::string>& args) {
+/// The options of a run; nullopt for --help.
+std::optional<Options> parse_options(const std::vector<std::string>& args) {
   Options o;
   o.run.settings.instruction = "Please describe this image in detail.";
   o.run.settings.max_new_tokens = 64;
   o.run.settings.parser = "chair";
-  bool run = false;
-  ArgCursor cursor(args, kProgram);
-  while (cursor.more()) {
-    const std::string arg = cursor.next();
-    o.given.insert(arg);
-    if (arg == "--help" || arg == "-h") {
-      o.help = true;
-    } else if (arg == "--evaluate") {
-      o.captions = cursor.value(arg);
-      o.evaluate = true;
-    } else if (arg == "--images") {
-      o.images = cursor.value(arg);
-      run = true;
-    } else if (arg == "--image-list") {
-      o.image_list = cursor.value(arg);
-    } else if (arg == "--captions") {
-      o.captions = cursor.value(arg);
-    } else if (arg == "--caption-prompt") {
-      o.run.settings.instruction = cursor.value(arg);
-    } else if (arg == "--itm-caption-prompt") {
-      o.itm_caption_prompt = cursor.value(arg);
-    } else if (arg == "--drop-incomplete-sentence") {
-      o.run.settings.drop_incomplete_sentence = true;
-    } else if (arg == "--instances") {
-      o.instances.push_back(cursor.value(arg));
-    } else if (arg == "--coco-captions") {
-      o.coco_captions.push_back(cursor.value(arg));
-    } else if (arg == "--synonyms") {
-      o.synonyms = cursor.value(arg);
-    } else if (arg == "--wordnet") {
-      o.wordnet = cursor.value(arg);
-    } else if (arg == "--image-id-key") {
-      o.image_id_key = cursor.value(arg);
-    } else if (arg == "--caption-key") {
-      o.caption_key = cursor.value(arg);
-    } else if (!parse_run_option(arg, cursor, o.run)) {
-      throw InvalidArgument("agla_chair: unknown option '" + arg + "' (see --help)");
-    }
-  }
-  if (o.help) return o;
-  check<InvalidArgument>(static_cast<int>(o.evaluate) + static_cast<int>(run) == 1,
+  OptionParser parser(kProgram);
+  parser.text("--evaluate", o.captions).text("--images", o.images).text("--image-list", o.image_list);
+  parser.text("--captions", o.captions).text("--synonyms", o.synonyms);
+  parser.text("--caption-prompt", o.run.settings.instruction).text("--itm-caption-prompt", o.itm_caption_prompt);
+  parser.flag("--drop-incomplete-sentence", o.run.settings.drop_incomplete_sentence);
+  parser.value("--instances", [&](const std::string& v) { o.instances.push_back(v); });
+  parser.value("--coco-captions", [&](const std::string& v) { o.coco_captions.push_back(v); });
+  parser.text("--wordnet", o.wordnet).text("--image-id-key", o.image_id_key).text("--caption-key", o.caption_key);
+  parser.group([&](const std::string& arg, ArgCursor& cursor) { return parse_run_option(arg, cursor, o.run); });
+  if (!parser.parse(args)) return std::nullopt;
+  o.given = parser.given();
+  o.evaluate = parser.named("--evaluate");
+  check<InvalidArgument>(o.evaluate != parser.named("--images"),
                          "agla_chair: give exactly one of --images DIR (run) or --evaluate CAPTIONS.jsonl (see --help)");
   const bool any_annotation = !o.instances.empty() || !o.coco_captions.empty() || !o.synonyms.empty();
   const bool all_annotations = !o.instances.empty() && !o.coco_captions.empty() && !o.synonyms.empty();
@@ -253,7 +183,8 @@ int run_captions(Options o, std::ostream& out, std::ostream& err) {
   const auto start = std::chrono::steady_clock::now();
   for (std::size_t i = chunk.begin; i < chunk.end; ++i) {
     const ImageItem& item = all[i];
-    Generation c = generator.generate((fs::path(o.images) / item.file).string(), r.settings.instruction, itm_text, i);
+    Generation c =
+        generator.generate(Item{(fs::path(o.images) / item.file).string(), r.settings.instruction, {}, itm_text, i, {}});
     std::string caption = c.text;
     if (c.hit_cap) {
       ++capped;
@@ -273,21 +204,10 @@ int run_captions(Options o, std::ostream& out, std::ostream& err) {
   generator.warn_unknown_words(err, chunk.size());
   captions.close();
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  nlohmann::json run{{"program", kProgram},
-                     {"model_id", model_id},
-                     {"lvlm", prepared.generator.lvlm_dir},
-                     {"method", method_name(r.method)},
-                     {"protocol", record},
-                     {"alpha", generator.decoding().alpha},
-                     {"beta", generator.decoding().beta},
-                     {"images", chunk.size()},
-                     {"captions_at_token_cap", capped},
-                     {"chunk", {{"index", r.chunk_idx}, {"count", r.num_chunks}}},
-                     {"captions", o.captions},
-                     {"threads", generator.threads()},
-                     {"seconds", seconds},
-                     {"tokens_per_second",
-                      seconds > 0 ? static_cast<double>(generator.generated_tokens()) / seconds : 0.0}};
+  nlohmann::json run = generator.run_record(prepared, r, seconds);
+  run["images"] = chunk.size();
+  run["captions_at_token_cap"] = capped;
+  run["captions"] = o.captions;
   if (capped > 0 && !r.settings.drop_incomplete_sentence)
     err << "agla_chair: warning: " << capped << " of " << chunk.size() << " captions stopped at the token cap ("
         << r.settings.max_new_tokens << "); their last sentence may be cut\n";
@@ -313,30 +233,28 @@ int run_captions(Options o, std::ostream& out, std::ostream& err) {
     j["run"] = run;
     out << j.dump() << "\n";
   } else {
-    out << eval::format_coco_chair(report) << "Model: " << model_id << ", method " << method_name(r.method)
-        << ", protocol " << record["name"].get<std::string>() << ", seed " << r.settings.seed << ", " << chunk.size()
-        << " images in " << std::fixed << std::setprecision(1) << seconds << " s\nCaptions: " << o.captions << "\n";
+    out << eval::format_coco_chair(report)
+        << run_summary_line(prepared, r.method, r.settings.seed, chunk.size(), "images", seconds)
+        << "Captions: " << o.captions << "\n";
   }
+  return 0;
+}
+
+/// Runs the mode the options chose.
+int run(const Options& o, std::ostream& out, std::ostream& err) {
+  if (!o.evaluate) return run_captions(o, out, err);
+  use_threads(o.run.threads, 0);
+  require_file(kProgram, "--evaluate", o.captions);
+  print_report(out, o.run.json,
+               eval::evaluate_coco_chair_files(annotation_files(o, o.captions, o.image_id_key, o.caption_key)),
+               eval::format_coco_chair);
   return 0;
 }
 
 }  // namespace
 
 int run_chair(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
-  return run_guarded(kProgram, err, [&] {
-    const Options o = parse_options(args);
-    if (o.help) {
-      usage(out);
-      return 0;
-    }
-    if (!o.evaluate) return run_captions(o, out, err);
-    use_threads(o.run.threads, 0);
-    require_file(kProgram, "--evaluate", o.captions);
-    const eval::CocoChairReport report =
-        eval::evaluate_coco_chair_files(annotation_files(o, o.captions, o.image_id_key, o.caption_key));
-    out << (o.run.json ? eval::to_json(report).dump() + "\n" : eval::format_coco_chair(report));
-    return 0;
-  });
+  return run_program(kProgram, args, out, err, parse_options, run);
 }
 
 }  // namespace agla::tools

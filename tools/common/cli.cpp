@@ -5,8 +5,10 @@
 #include <cstdlib>
 #include <filesystem>
 #include <limits>
+#include <stdexcept>
 
 #include "agla/error.hpp"
+#include "common/data.hpp"
 
 namespace agla::tools {
 
@@ -27,6 +29,97 @@ ArgCursor::ArgCursor(std::vector<std::string> args, std::string program)
 std::string ArgCursor::value(const std::string& option) {
   check<InvalidArgument>(more(), program_, ": ", option, " needs a value");
   return args_[index_++];
+}
+
+namespace detail {
+// Defined in the build's help_texts.cpp (tools/help/embed.cmake).
+const std::vector<std::pair<std::string, std::string>>& help_texts();
+}  // namespace detail
+
+namespace {
+
+const std::string& help_text(const std::string& name) {
+  for (const auto& [program, text] : detail::help_texts())
+    if (program == name) return text;
+  throw std::logic_error("agla::tools::print_help: no help text for '" + name + "' in tools/help");
+}
+
+void replace_all(std::string& text, const std::string& from, const std::string& to) {
+  for (std::size_t at = text.find(from); at != std::string::npos; at = text.find(from, at + to.size()))
+    text.replace(at, from.size(), to);
+}
+
+}  // namespace
+
+int print_help(const std::string& program, std::ostream& out) {
+  std::string text = help_text(program);
+  std::string methods = help_text("method_options");
+  if (!methods.empty() && methods.back() == '\n') methods.pop_back();
+  replace_all(text, "{method options}", methods);
+  replace_all(text, "{data directory}", data_dir_help());
+  out << text;
+  return 0;
+}
+
+void OptionParser::add(const std::string& option) {
+  if (values_.count(option) || flags_.count(option))
+    throw std::logic_error("agla::tools::OptionParser: " + program_ + " registers " + option + " twice");
+}
+
+OptionParser& OptionParser::value(const std::string& option, Store store) {
+  add(option);
+  values_.emplace(option, std::move(store));
+  return *this;
+}
+
+OptionParser& OptionParser::flag(const std::string& option, std::function<void()> set) {
+  add(option);
+  flags_.emplace(option, std::move(set));
+  return *this;
+}
+
+OptionParser& OptionParser::directory(const std::string& option, std::string& target) {
+  return value(option, [program = program_, option, &target](const std::string& v) {
+    check<InvalidArgument>(!v.empty(), program, ": ", option, " needs a directory");
+    target = v;
+  });
+}
+
+OptionParser& OptionParser::seed(std::uint64_t& target) {
+  return value("--seed", [program = program_, &target](const std::string& v) {
+    target = parse_seed(program, "--seed", v);
+  });
+}
+
+OptionParser& OptionParser::threads(int& target) {
+  return value("--threads", [program = program_, &target](const std::string& v) { target = parse_threads(program, v); });
+}
+
+OptionParser& OptionParser::group(Group group) {
+  groups_.push_back(std::move(group));
+  return *this;
+}
+
+bool OptionParser::parse(const std::vector<std::string>& args) {
+  bool help = false;
+  ArgCursor cursor(args, program_);
+  while (cursor.more()) {
+    const std::string option = cursor.next();
+    given_.insert(option);
+    if (option == "--help" || option == "-h") {
+      help = true;
+    } else if (const auto v = values_.find(option); v != values_.end()) {
+      v->second(cursor.value(option));
+    } else if (const auto f = flags_.find(option); f != flags_.end()) {
+      f->second();
+    } else {
+      bool taken = false;
+      for (const Group& group : groups_)
+        if ((taken = group(option, cursor))) break;
+      check<InvalidArgument>(taken, program_, ": unknown option '", option, "' (see --help)");
+    }
+  }
+  return !help;
 }
 
 std::int64_t parse_integer(const std::string& program, const std::string& option, const std::string& text,

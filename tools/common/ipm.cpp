@@ -28,58 +28,21 @@ namespace {
 
 const std::string kProgram = "agla_ipm";
 
-void usage(std::ostream& out) {
-  out << "usage: agla_ipm --itm DIR --image PATH --prompt TEXT [--block N] [--out DIR] [--json] [--threads N]\n"
-         "  --itm DIR      BLIP ITM model directory (config.json, model.safetensors, vocab.txt), e.g.\n"
-         "                 data/models/shapesworld-itm or Salesforce/blip-itm-large-coco\n"
-         "  --image PATH   input image (PNG, JPEG, BMP)\n"
-         "  --prompt TEXT  the prompt to match (a prompt none of whose words the ITM knows is refused)\n"
-         "  --block N      text layer whose cross-attention GradCAM reads (default: layers / 2, 6 for BLIP);\n"
-         "                 the last layer is refused: GradCAM is zero there by construction\n"
-         "  --out DIR      write heatmap.png, mask.png and augmented.png there\n"
-         "  --json         print one JSON object (itm_logits, itm_probability, itc, mask_ratio,\n"
-         "                 kept_fraction, grid, image_size, timings_ms, block, unknown_words)\n"
-         "  --threads N    intra-op threads, [0, 1024] (default 0 = automatic: 1 for small models,\n"
-         "                 else the physical cores)\n"
-         "Exit status: 0 on success, 1 on any error (message on stderr).\n"
-      << data_dir_help() << "\n";
-}
-
 struct Options {
   std::string itm, image, out;
   std::optional<std::string> prompt;
   std::optional<std::int64_t> block;
-  bool json = false, help = false;
+  bool json = false;
   int threads = 0;
 };
 
-Options parse_options(const std::vector<std::string>& args) {
+/// The options of a run; nullopt for --help.
+std::optional<Options> parse_options(const std::vector<std::string>& args) {
   Options o;
-  ArgCursor cursor(args, kProgram);
-  while (cursor.more()) {
-    const std::string arg = cursor.next();
-    if (arg == "--help" || arg == "-h") {
-      o.help = true;
-    } else if (arg == "--itm") {
-      o.itm = cursor.value(arg);
-    } else if (arg == "--image") {
-      o.image = cursor.value(arg);
-    } else if (arg == "--prompt") {
-      o.prompt = cursor.value(arg);
-    } else if (arg == "--block") {
-      o.block = parse_integer(kProgram, arg, cursor.value(arg), 0, 1000);
-    } else if (arg == "--out") {
-      o.out = cursor.value(arg);
-      check<InvalidArgument>(!o.out.empty(), kProgram, ": --out needs a directory");
-    } else if (arg == "--json") {
-      o.json = true;
-    } else if (arg == "--threads") {
-      o.threads = parse_threads(kProgram, cursor.value(arg));
-    } else {
-      throw InvalidArgument("agla_ipm: unknown option '" + arg + "' (see --help)");
-    }
-  }
-  if (o.help) return o;
+  OptionParser parser(kProgram);
+  parser.text("--itm", o.itm).text("--image", o.image).text("--prompt", o.prompt).directory("--out", o.out);
+  parser.integer("--block", o.block, 0, 1000).flag("--json", o.json).threads(o.threads);
+  if (!parser.parse(args)) return std::nullopt;
   check<InvalidArgument>(!o.itm.empty(), "agla_ipm: --itm DIR is required");
   check<InvalidArgument>(!o.image.empty(), "agla_ipm: --image PATH is required");
   check<InvalidArgument>(o.prompt.has_value(), "agla_ipm: --prompt TEXT is required");
@@ -151,14 +114,7 @@ int run(const Options& o, std::ostream& out, std::ostream& err) {
 }  // namespace
 
 int run_ipm(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
-  return run_guarded(kProgram, err, [&] {
-    const Options o = parse_options(args);
-    if (o.help) {
-      usage(out);
-      return 0;
-    }
-    return run(o, out, err);
-  });
+  return run_program(kProgram, args, out, err, parse_options, run);
 }
 
 }  // namespace agla::tools

@@ -31,46 +31,8 @@ namespace {
 const std::string kProgram = "agla_mme";
 const std::string kQuestionKey = "{question}";
 
-void usage(std::ostream& out) {
-  out << "usage: agla_mme --benchmark DIR --method NAME [options]   run a model over MME, write results, score\n"
-         "       agla_mme --evaluate RESULTS_DIR [--json]           score results files made elsewhere\n"
-         "Run mode:\n"
-         "  --benchmark DIR       the MME folder that holds one folder per subtask (MME_Benchmark_release_version):\n"
-         "                        images and question files side by side, or images/ and questions_answers_YN/\n"
-         "  --subtasks LIST       comma-separated subtasks, 'hallucination' (existence,count,position,color) or\n"
-         "                        'all' (default: every subtask whose folder is in DIR)\n"
-         "  --results DIR         results folder to write: <subtask>.txt in the official tool's format, plus\n"
-         "                        answers.jsonl (every answer with its metadata) and run.json (protocol,\n"
-         "                        method, model, chunk, timing) (default mme_results)\n"
-         "  --protocol NAME       agla | vcd | greedy: the reference scripts' settings (docs/reproducing.md);\n"
-         "                        explicit options below override it and are recorded\n"
-         "  --method NAME         regular | greedy | sharpened | cutoff-only | vcd | agla | agla-random-mask |\n"
-         "                        agla-released (default agla)\n"
-         "  --lvlm DIR, --itm DIR models (defaults: data/models/shapesworld-lvlm, shapesworld-itm)\n"
-         "  --model-id NAME       model name recorded in run.json (default: the LVLM folder's name)\n"
-         "  --alpha A, --beta B   fusion weight [0, 1000] and cutoff (0, 1]\n"
-         "  --temperature T, --top-k K, --top-p P, --greedy   sampling (defaults 1, 0 = off, 1 = off, sampling)\n"
-         "  --seed N              seed (default 1); question i samples from its own generator\n"
-         "  --noise-step N        VCD's diffusion step, [0, 999] (default 500)\n"
-         "  --max-new-tokens N    [1, 4096] (default 16)\n"
-         "  --question-template T the instruction with {question} replaced by the MME question (default\n"
-         "                        '{question}': MME questions end in 'Please answer yes or no.')\n"
-         "  --llava-hf-template, --pad-to-square   LLaVA prompt template and image preprocessing\n"
-         "  --num-chunks N --chunk-idx I   run the images of chunk I of N, each into its own --results folder;\n"
-         "                        concatenate the chunks' <subtask>.txt files, then --evaluate\n"
-         "  --limit N             only the first N images, [1, 100000000]\n"
-         "  --quiet               no progress bar\n"
-         "Scoring (the official calculation.py: prediction lower-cased, read from its first four characters;\n"
-         "acc, acc+ (both questions of an image right), score = (acc + acc+) * 100):\n"
-         "  --json                print {\"subtasks\": {name: {acc, acc_plus, score, other, ...}}, \"perception\",\n"
-         "                        \"cognition\", \"hallucination\"} (run mode adds \"run\")\n"
-         "  --threads N           intra-op threads, [0, 1024] (default 0 = automatic)\n"
-         "Exit status: 0 on success, 1 on any error (message on stderr).\n"
-      << data_dir_help() << "\n";
-}
-
 struct Options {
-  bool evaluate = false, help = false;
+  bool evaluate = false;
   std::string benchmark, results = "mme_results", evaluate_dir;
   std::vector<std::string> subtasks;
   RunOptions run;
@@ -98,38 +60,24 @@ std::vector<std::string> parse_subtasks(const std::string& text) {
   return names;
 }
 
-Options parse_options(const std::vector<std::string>& args) {
+/// The options of a run; nullopt for --help.
+std::optional<Options> parse_options(const std::vector<std::string>& args) {
   Options o;
   o.run.settings.instruction = kQuestionKey;
   o.run.settings.parser = "mme";
-  bool run = false;
-  ArgCursor cursor(args, kProgram);
-  while (cursor.more()) {
-    const std::string arg = cursor.next();
-    o.given.insert(arg);
-    if (arg == "--help" || arg == "-h") {
-      o.help = true;
-    } else if (arg == "--evaluate") {
-      o.evaluate_dir = cursor.value(arg);
-      o.evaluate = true;
-    } else if (arg == "--benchmark") {
-      o.benchmark = cursor.value(arg);
-      run = true;
-    } else if (arg == "--subtasks") {
-      o.subtasks = parse_subtasks(cursor.value(arg));
-    } else if (arg == "--results") {
-      o.results = cursor.value(arg);
-    } else if (arg == "--question-template") {
-      o.run.settings.instruction = cursor.value(arg);
-      check<InvalidArgument>(o.run.settings.instruction.find(kQuestionKey) != std::string::npos,
-                             "agla_mme: --question-template must contain {question}; got '",
-                             o.run.settings.instruction, "'");
-    } else if (!parse_run_option(arg, cursor, o.run)) {
-      throw InvalidArgument("agla_mme: unknown option '" + arg + "' (see --help)");
-    }
-  }
-  if (o.help) return o;
-  check<InvalidArgument>(static_cast<int>(o.evaluate) + static_cast<int>(run) == 1,
+  OptionParser parser(kProgram);
+  parser.text("--evaluate", o.evaluate_dir).text("--benchmark", o.benchmark);
+  parser.value("--subtasks", [&](const std::string& v) { o.subtasks = parse_subtasks(v); }).text("--results", o.results);
+  parser.value("--question-template", [&](const std::string& v) {
+    check<InvalidArgument>(v.find(kQuestionKey) != std::string::npos,
+                           "agla_mme: --question-template must contain {question}; got '", v, "'");
+    o.run.settings.instruction = v;
+  });
+  parser.group([&](const std::string& arg, ArgCursor& cursor) { return parse_run_option(arg, cursor, o.run); });
+  if (!parser.parse(args)) return std::nullopt;
+  o.given = parser.given();
+  o.evaluate = parser.named("--evaluate");
+  check<InvalidArgument>(o.evaluate != parser.named("--benchmark"),
                          "agla_mme: give exactly one of --benchmark DIR (run) or --evaluate RESULTS_DIR (see --help)");
   check_run_options(kProgram, o.run);
   return o;
@@ -170,7 +118,7 @@ int run_benchmark(Options o, std::ostream& out, std::ostream& err) {
     const eval::MmeQuestion& question = questions[q];
     std::string instruction = r.settings.instruction;
     instruction.replace(instruction.find(kQuestionKey), kQuestionKey.size(), question.question);
-    Generation answer = generator.generate(question.image_path, instruction, question.question, q);
+    Generation answer = generator.generate(Item{question.image_path, instruction, {}, question.question, q, {}});
     eval::AnswerRecord a;
     a.question_id = question.id();
     a.prompt = question.question;
@@ -189,21 +137,12 @@ int run_benchmark(Options o, std::ostream& out, std::ostream& err) {
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   eval::write_mme_results(o.results, asked, answers);
 
-  nlohmann::json run{{"program", kProgram},
-                     {"model_id", model_id},
-                     {"lvlm", prepared.generator.lvlm_dir},
-                     {"method", method_name(r.method)},
-                     {"protocol", record},
-                     {"alpha", generator.decoding().alpha},
-                     {"beta", generator.decoding().beta},
-                     {"benchmark", o.benchmark},
-                     {"images", chunk.size()},
-                     {"questions", chunk.size() * 2},
-                     {"chunk", {{"index", r.chunk_idx}, {"count", r.num_chunks}}},
-                     {"results", o.results},
-                     {"threads", generator.threads()},
-                     {"seconds", seconds},
-                     {"seconds_per_1000_questions", chunk.size() > 0 ? seconds * 500.0 / chunk.size() : 0.0}};
+  nlohmann::json run = generator.run_record(prepared, r, seconds);
+  run["benchmark"] = o.benchmark;
+  run["images"] = chunk.size();
+  run["questions"] = chunk.size() * 2;
+  run["results"] = o.results;
+  run["seconds_per_1000_questions"] = chunk.size() > 0 ? seconds * 500.0 / chunk.size() : 0.0;
   {
     const std::string path = (fs::path(o.results) / "run.json").string();
     std::ofstream file(path, std::ios::binary | std::ios::trunc);
@@ -234,29 +173,25 @@ int run_benchmark(Options o, std::ostream& out, std::ostream& err) {
     j["run"] = run;
     out << j.dump() << "\n";
   } else {
-    out << eval::format_mme_report(report) << "Model: " << model_id << ", method " << method_name(r.method)
-        << ", protocol " << record["name"].get<std::string>() << ", seed " << r.settings.seed << ", "
-        << chunk.size() * 2 << " questions in " << std::fixed << std::setprecision(1) << seconds << " s\n"
+    out << eval::format_mme_report(report)
+        << run_summary_line(prepared, r.method, r.settings.seed, chunk.size() * 2, "questions", seconds)
         << "Results: " << o.results << "\n";
   }
+  return 0;
+}
+
+/// Runs the mode the options chose.
+int run(const Options& o, std::ostream& out, std::ostream& err) {
+  if (!o.evaluate) return run_benchmark(o, out, err);
+  use_threads(o.run.threads, 0);
+  print_report(out, o.run.json, eval::evaluate_mme_results(o.evaluate_dir), eval::format_mme_report);
   return 0;
 }
 
 }  // namespace
 
 int run_mme(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
-  return run_guarded(kProgram, err, [&] {
-    const Options o = parse_options(args);
-    if (o.help) {
-      usage(out);
-      return 0;
-    }
-    if (!o.evaluate) return run_benchmark(o, out, err);
-    use_threads(o.run.threads, 0);
-    const eval::MmeReport report = eval::evaluate_mme_results(o.evaluate_dir);
-    out << (o.run.json ? eval::to_json(report).dump() + "\n" : eval::format_mme_report(report));
-    return 0;
-  });
+  return run_program(kProgram, args, out, err, parse_options, run);
 }
 
 }  // namespace agla::tools

@@ -3,10 +3,13 @@
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
+#include <iomanip>
+#include <sstream>
 #include <tuple>
 
 #include "agla/error.hpp"
 #include "agla/io/image.hpp"
+#include "agla/names.hpp"
 #include "agla/runtime.hpp"
 #include "common/cli.hpp"
 #include "common/data.hpp"
@@ -25,15 +28,9 @@ bool is_instructblip(const std::string& family) { return family == "instructblip
 }  // namespace
 
 const char* benchmark_name(Benchmark benchmark) {
-  switch (benchmark) {
-    case Benchmark::Pope:
-      return "pope";
-    case Benchmark::Mme:
-      return "mme";
-    case Benchmark::Chair:
-      return "chair";
-  }
-  return "?";
+  static constexpr NamedValue<Benchmark> kNames[] = {
+      {Benchmark::Pope, "pope"}, {Benchmark::Mme, "mme"}, {Benchmark::Chair, "chair"}};
+  return name_of(benchmark, kNames);
 }
 
 const std::vector<std::string>& protocol_names() {
@@ -263,6 +260,15 @@ PreparedRun prepare_run(const std::string& program, RunOptions& o, const std::se
   return run;
 }
 
+std::string run_summary_line(const PreparedRun& run, Method method, std::uint64_t seed, std::size_t items,
+                             const std::string& what, double seconds) {
+  std::ostringstream line;
+  line << "Model: " << run.model_id << ", method " << method_name(method) << ", protocol "
+       << run.record["name"].get<std::string>() << ", seed " << seed << ", " << items << " " << what << " in "
+       << std::fixed << std::setprecision(1) << seconds << " s\n";
+  return line.str();
+}
+
 struct ItemGenerator::Models {
   AnyLvlm lvlm;
   std::optional<blip::BlipItm> itm;
@@ -284,7 +290,7 @@ ItemGenerator::ItemGenerator(const GeneratorOptions& options, std::ostream& err)
   models_ = std::make_unique<Models>(Models{load_lvlm(options_.lvlm_dir, options_.settings.lvlm), {}, {}, {}, {}});
   // The questions of one image come one after another: its encoding (and LLaVA's prompt prefix)
   // is computed once (docs/performance.md); two entries: the original and a reusable extra view.
-  std::visit([](auto& model) { agla::enable_image_cache(model, 2); }, models_->lvlm);
+  if (options_.image_cache) std::visit([](auto& model) { agla::enable_image_cache(model, 2); }, models_->lvlm);
   if (!itm_dir.empty()) models_->itm.emplace(load_itm(itm_dir));
   if (!needs_itm) models_->itm.reset();  // checked, not needed by this method
   models_->views.emplace(models_->itm ? &*models_->itm : nullptr, models_->lvlm,
@@ -301,27 +307,36 @@ ItemGenerator::~ItemGenerator() = default;
 
 bool ItemGenerator::has_tokenizer() const { return lvlm_has_tokenizer(models_->lvlm); }
 
-Generation ItemGenerator::generate(const std::string& image_path, const std::string& instruction,
-                                   const std::string& itm_text, std::size_t index) {
+Prompt ItemGenerator::prompt_from_ids(const std::vector<std::int64_t>& ids,
+                                      const std::vector<std::int64_t>& qformer_ids) const {
+  return lvlm_prompt_from_ids(options_.program, models_->lvlm, ids, qformer_ids);
+}
+
+Generation ItemGenerator::generate(const Item& item) {
   const std::string& program = options_.program;
-  models_->current.load(program, "image", image_path, models_->lvlm);
+  const std::string name = item.name.empty() ? item.image_path : item.name;
+  models_->current.load(program, "the image of " + name, item.image_path, models_->lvlm);
   const at::Tensor& image = models_->current.image;
   const at::Tensor& original = models_->current.original;
   Generation g;
-  const std::vector<std::string> prompt_unknown =
-      check_lvlm_text(program, "the instruction for " + image_path, models_->lvlm, instruction);
-  const Prompt prompt = lvlm_prompt(models_->lvlm, instruction);
+  std::vector<std::string> prompt_unknown;
+  std::optional<std::string> instruction;  // the prompt's text, when it came as text
+  if (!item.prompt) {
+    instruction = item.instruction;
+    prompt_unknown = check_lvlm_text(program, "the instruction of " + name, models_->lvlm, item.instruction);
+  }
+  const Prompt prompt = item.prompt ? *item.prompt : lvlm_prompt(models_->lvlm, item.instruction);
   g.prompt_ids = prompt.ids;
   std::vector<std::string> itm_unknown;
-  if (models_->itm) itm_unknown = check_itm_text(program, "the IPM text for " + image_path, *models_->itm, itm_text);
+  if (models_->itm) itm_unknown = check_itm_text(program, "the IPM text of " + name, *models_->itm, item.itm_text);
   const std::uint64_t seed = options_.settings.seed;
   // Independent draws for the views (noise, random mask, transform) and for sampling, per item.
   const MethodViews view = models_->views->build_views(
-      options_.method, options_.method_settings, image, itm_text, prompt, instruction, original,
-      seeded_generator(question_seed(seed ^ 0x5EEDF00Dull, index)), program);
+      options_.method, options_.method_settings, image, item.itm_text, prompt, instruction, original,
+      seeded_generator(question_seed(seed ^ 0x5EEDF00Dull, item.index)), program);
   const std::int64_t cap = options_.settings.max_new_tokens;
   g.ids = lvlm_generate(models_->lvlm, prompt, original, view.views, decoding_, cap,
-                        seeded_generator(question_seed(seed, index)), program);
+                        seeded_generator(question_seed(seed, item.index)), program);
   generated_ += static_cast<long long>(g.ids.size());
   const auto& stops = models_->tokens.stop_ids;
   g.hit_cap = static_cast<std::int64_t>(g.ids.size()) >= cap &&
@@ -336,6 +351,7 @@ Generation ItemGenerator::generate(const std::string& image_path, const std::str
                 {"hit_token_cap", g.hit_cap},
                 {"parameters", parameters_},
                 {"views", view.record}};
+  if (!prompt.instruction_ids.empty()) g.metadata["qformer_prompt_ids"] = prompt.instruction_ids;
   if (view.match) {
     g.metadata["itc"] = view.itc;
     g.metadata["kept_fraction"] = view.kept_fraction;
@@ -350,6 +366,20 @@ Generation ItemGenerator::generate(const std::string& image_path, const std::str
     ++prompt_unknown_items_;
   }
   return g;
+}
+
+nlohmann::json ItemGenerator::run_record(const PreparedRun& run, const RunOptions& options, double seconds) const {
+  return {{"program", options_.program},
+          {"model_id", run.model_id},
+          {"lvlm", options_.lvlm_dir},
+          {"method", method_name(options_.method)},
+          {"protocol", run.record},
+          {"alpha", decoding_.alpha},
+          {"beta", decoding_.beta},
+          {"chunk", {{"index", options.chunk_idx}, {"count", options.num_chunks}}},
+          {"threads", threads_},
+          {"seconds", seconds},
+          {"tokens_per_second", seconds > 0 ? static_cast<double>(generated_) / seconds : 0.0}};
 }
 
 void ItemGenerator::warn_unknown_words(std::ostream& err, std::size_t items) const {

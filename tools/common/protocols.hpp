@@ -126,7 +126,18 @@ struct GeneratorOptions {
   Method method = Method::Agla;
   MethodSettings method_settings;
   RunSettings settings;
-  int threads = 0;  ///< 0: the thread policy's default
+  int threads = 0;          ///< 0: the thread policy's default
+  bool image_cache = true;  ///< encode each image (and LLaVA's prompt prefix) once for its items
+};
+
+/// One item of a run: the image, what the LVLM is asked about it and what IPM matches.
+struct Item {
+  std::string image_path;
+  std::string instruction;      ///< templated instruction; ignored when `prompt` is given
+  std::optional<Prompt> prompt; ///< prompt ids used as they are (checkpoints without a tokenizer)
+  std::string itm_text;         ///< what IPM matches
+  std::size_t index = 0;        ///< the item's position in the whole run (its seeds derive from it)
+  std::string name;             ///< the item in messages ("question 12"; empty: the image path)
 };
 
 /// One item's answer and what the run recorded about it.
@@ -150,6 +161,17 @@ struct PreparedRun {
 PreparedRun prepare_run(const std::string& program, RunOptions& options, const std::set<std::string>& given,
                         Benchmark benchmark);
 
+/// Prints a scoring `report` (an `agla::eval` report type) as one JSON line (`json`, `--json`) or
+/// as `format(report)`.
+template <class Report, class Format>
+void print_report(std::ostream& out, bool json, const Report& report, Format format) {
+  out << (json ? to_json(report).dump() + "\n" : format(report));  // eval::to_json, found by its argument
+}
+
+/// The line a run's text report ends with: "Model: M, method X, protocol P, seed S, N <items> in T s".
+std::string run_summary_line(const PreparedRun& run, Method method, std::uint64_t seed, std::size_t items,
+                             const std::string& what, double seconds);
+
 /// Loads the models of a run once and generates one item at a time: the prompt from the
 /// instruction, the method's augmented view and the decoding, each item drawing from its own
 /// generators (seeded by the run seed and the item's index), so chunks of a run answer as the
@@ -163,10 +185,11 @@ class ItemGenerator {
   ItemGenerator(const ItemGenerator&) = delete;
   ItemGenerator& operator=(const ItemGenerator&) = delete;
 
-  /// Answers `instruction` (already templated) about the image at `image_path`; `itm_text` is
-  /// what IPM matches; `index` is the item's position in the whole run.
-  Generation generate(const std::string& image_path, const std::string& instruction, const std::string& itm_text,
-                      std::size_t index);
+  /// Answers `item`: its prompt, the method's views of its image, the decoding.
+  Generation generate(const Item& item);
+
+  /// The LVLM's prompt from token ids given as they are (`qformer_ids`: InstructBLIP's Q-Former ids).
+  Prompt prompt_from_ids(const std::vector<std::int64_t>& ids, const std::vector<std::int64_t>& qformer_ids) const;
 
   /// Whether the LVLM has a tokenizer (else answers are token ids and cannot be scored as text).
   bool has_tokenizer() const;
@@ -176,12 +199,20 @@ class ItemGenerator {
   int threads() const { return threads_; }
   /// The decoding options of the run.
   const DecodeOptions& decoding() const { return decoding_; }
+  /// The method's parameters as every answer records them.
+  const nlohmann::json& parameters() const { return parameters_; }
   /// Generated tokens so far.
   long long generated_tokens() const { return generated_; }
   /// Writes one warning to `err` for each kind of text (prompts, IPM texts) in which some of the
   /// `items` generated so far had words outside the model's vocabulary (listed per item in its
   /// metadata); nothing when there were none.
   void warn_unknown_words(std::ostream& err, std::size_t items) const;
+  /// Items so far whose IPM text, and whose prompt, had words outside the vocabulary.
+  std::pair<std::size_t, std::size_t> unknown_word_items() const { return {itm_unknown_items_, prompt_unknown_items_}; }
+
+  /// What a run's record says of every run of `options` that took `seconds`: program, model, LVLM
+  /// directory, method, protocol, alpha, beta, chunk, threads, seconds, tokens/s.
+  nlohmann::json run_record(const PreparedRun& run, const RunOptions& options, double seconds) const;
 
  private:
   struct Models;

@@ -31,28 +31,6 @@ const std::string kProgram = "agla_shapesworld";
 /// Bounds that keep a run within minutes and a few hundred MB (docs/tools.md).
 constexpr std::int64_t kMaxQuestionsPerSplit = 10000, kMaxCaptions = 10000, kMaxStatsScenes = 10000000;
 
-void usage(std::ostream& out) {
-  out << "usage: agla_shapesworld --out DIR [--seed N] [--questions-per-split N] [--captions N] [--size PX]\n"
-         "       agla_shapesworld --stats SCENES [--seed N] [--size PX] [--out DIR]\n"
-         "  --out DIR               write the evaluation sets (images/*.png, shapesworld_*.jsonl, world.json);\n"
-         "                          with --stats also the statistics (DIR/shapesworld_stats.txt)\n"
-         "  --seed N                scene seed (default 1)\n"
-         "  --questions-per-split N questions in each POPE split and in the contrast split, even, [2, "
-      << kMaxQuestionsPerSplit
-      << "]\n"
-         "                          (default 1000)\n"
-         "  --captions N            images in the caption split, [1, "
-      << kMaxCaptions
-      << "] (default questions-per-split / 2)\n"
-         "  --size PX               image side in pixels, [32, 512] (default 64)\n"
-         "  --stats SCENES          print class frequencies and P(partner | class) of the biased, control and\n"
-         "                          unbiased distributions over SCENES scenes, [1, "
-      << kMaxStatsScenes
-      << "]\n"
-         "  --threads N             intra-op threads, [0, 1024] (default 0 = 1: nothing here is parallel)\n"
-         "Exit status: 0 on success, 1 on any error (message on stderr).\n";
-}
-
 void write_png(const std::string& path, const sw::Scene& scene) { io::write_png(path, sw::image_tensor(scene)); }
 
 std::string format(const char* pattern, double a, double b = 0, double c = 0, double d = 0) {
@@ -105,36 +83,16 @@ int run(const std::vector<std::string>& args, std::ostream& out) {
   sw::EvalOptions options;
   std::int64_t stats = 0;
   int threads = 0;
-  ArgCursor cursor(args, kProgram);
-  while (cursor.more()) {
-    const std::string arg = cursor.next();
-    if (arg == "--help" || arg == "-h") {
-      usage(out);
-      return 0;
-    } else if (arg == "--out") {
-      dir = cursor.value(arg);
-      check<InvalidArgument>(!dir.empty(), kProgram, ": --out needs a directory");
-    } else if (arg == "--seed") {
-      options.seed = parse_seed(kProgram, arg, cursor.value(arg));
-    } else if (arg == "--questions-per-split") {
-      options.questions_per_split =
-          static_cast<int>(parse_integer(kProgram, arg, cursor.value(arg), 2, kMaxQuestionsPerSplit));
-      check<InvalidArgument>(options.questions_per_split % 2 == 0, kProgram,
-                             ": --questions-per-split must be even (half yes, half no); got ",
-                             options.questions_per_split);
-    } else if (arg == "--captions") {
-      options.captions = static_cast<int>(parse_integer(kProgram, arg, cursor.value(arg), 1, kMaxCaptions));
-    } else if (arg == "--size") {
-      options.world.height = options.world.width =
-          static_cast<int>(parse_integer(kProgram, arg, cursor.value(arg), 32, 512));
-    } else if (arg == "--stats") {
-      stats = parse_integer(kProgram, arg, cursor.value(arg), 1, kMaxStatsScenes);
-    } else if (arg == "--threads") {
-      threads = parse_threads(kProgram, cursor.value(arg));
-    } else {
-      throw InvalidArgument("agla_shapesworld: unknown option '" + arg + "' (see --help)");
-    }
-  }
+  OptionParser parser(kProgram);
+  parser.directory("--out", dir).seed(options.seed).threads(threads);
+  parser.integer("--questions-per-split", options.questions_per_split, 2, kMaxQuestionsPerSplit);
+  parser.integer("--captions", options.captions, 1, kMaxCaptions).integer("--stats", stats, 1, kMaxStatsScenes);
+  parser.value("--size", [&](const std::string& v) {
+    options.world.height = options.world.width = static_cast<int>(parse_integer(kProgram, "--size", v, 32, 512));
+  });
+  if (!parser.parse(args)) return print_help(kProgram, out);
+  check<InvalidArgument>(options.questions_per_split % 2 == 0, kProgram,
+                         ": --questions-per-split must be even (half yes, half no); got ", options.questions_per_split);
   check<InvalidArgument>(stats > 0 || !dir.empty(), kProgram, ": give --out DIR or --stats SCENES (see --help)");
   use_threads(threads, 0);
   sw::validate(options.world);

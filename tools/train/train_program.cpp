@@ -28,8 +28,6 @@ namespace agla::train {
 namespace {
 
 namespace sw = agla::shapesworld;
-using tools::parse_integer;
-using tools::parse_number;
 
 const std::string kProgram = "agla_train";
 
@@ -41,29 +39,6 @@ struct Recipe {
 constexpr Recipe kEncoderRecipe{4000, 32, 1e-3};
 constexpr Recipe kItmRecipe{1200, 32, 1e-3};
 constexpr Recipe kLvlmRecipe{1500, 32, 1e-3};
-
-void usage(std::ostream& out) {
-  out << "usage: agla_train --stage encoder|itm|lvlm|all --out DIR [options]\n"
-         "  --stage S            encoder (dense vision pre-training), itm (ITM+ITC), lvlm (captions + yes/no\n"
-         "                       answers), all (the shipped recipe: encoder, lvlm biased, itm, lvlm control)\n"
-         "  --out DIR            encoder: writes DIR/encoder.safetensors; itm/lvlm: a Hugging Face model dir;\n"
-         "                       all: DIR/shapesworld-itm, DIR/shapesworld-lvlm, DIR/shapesworld-lvlm-control\n"
-         "  --work DIR           checkpoints (every --checkpoint-every steps); a restarted run resumes there\n"
-         "  --bias B             biased (default) or control training scenes (itm, lvlm)\n"
-         "  --init FILE          safetensors with vision_model.* tensors (encoder.safetensors or a model dir's\n"
-         "                       model.safetensors) to start the vision tower from (itm, lvlm)\n"
-         "  --steps N --batch N --lr X --seed N   schedule (defaults: the recipe of the stage; seed 1);\n"
-         "                       steps [0, 1000000], batch [1, 1024], lr (0, 1]\n"
-         "  --checkpoint-every N steps between checkpoints, [1, 1000000] (default 200)\n"
-         "  --eval N             scenes / questions for the gates, [2, 100000] (default 400)\n"
-         "  --no-patch-class-loss  encoder: per-patch presence BCE only (no dominant-class cross-entropy)\n"
-         "  --freeze-vision      itm/lvlm: keep the pre-trained vision tower fixed (default: it trains at\n"
-         "                       half the learning rate)\n"
-         "  --eval-only          itm/lvlm: only print the gates of the model in --out; encoder: of the\n"
-         "                       checkpoint in --work\n"
-         "  --threads N          intra-op threads, [0, 1024] (default 0 = 1: faster per job at these sizes)\n"
-         "Exit status: 0 on success, 1 on any error (message on stderr).\n";
-}
 
 std::string format(const char* pattern, double a, double b = 0, double c = 0, double d = 0, double e = 0) {
   char buffer[512];
@@ -114,46 +89,14 @@ int run(const std::vector<std::string>& args, std::ostream& out, std::ostream& e
   std::uint64_t seed = 1;
   int threads = 0;
   bool eval_only = false, patch_class_loss = true, freeze_vision = false;
-  tools::ArgCursor cursor(args, kProgram);
-  while (cursor.more()) {
-    const std::string arg = cursor.next();
-    if (arg == "--help" || arg == "-h") {
-      usage(out);
-      return 0;
-    } else if (arg == "--stage") {
-      stage = cursor.value(arg);
-    } else if (arg == "--out") {
-      dir = cursor.value(arg);
-    } else if (arg == "--work") {
-      work = cursor.value(arg);
-    } else if (arg == "--bias") {
-      bias = cursor.value(arg);
-    } else if (arg == "--init") {
-      init = cursor.value(arg);
-    } else if (arg == "--steps") {
-      steps = parse_integer(kProgram, arg, cursor.value(arg), 0, 1000000);
-    } else if (arg == "--batch") {
-      batch = parse_integer(kProgram, arg, cursor.value(arg), 1, 1024);
-    } else if (arg == "--lr") {
-      lr = parse_number(kProgram, arg, cursor.value(arg), 0.0, 1.0, true);
-    } else if (arg == "--seed") {
-      seed = tools::parse_seed(kProgram, arg, cursor.value(arg));
-    } else if (arg == "--checkpoint-every") {
-      every = parse_integer(kProgram, arg, cursor.value(arg), 1, 1000000);
-    } else if (arg == "--eval") {
-      eval_n = parse_integer(kProgram, arg, cursor.value(arg), 2, 100000);
-    } else if (arg == "--freeze-vision") {
-      freeze_vision = true;
-    } else if (arg == "--no-patch-class-loss") {
-      patch_class_loss = false;
-    } else if (arg == "--eval-only") {
-      eval_only = true;
-    } else if (arg == "--threads") {
-      threads = tools::parse_threads(kProgram, cursor.value(arg));
-    } else {
-      throw InvalidArgument("agla_train: unknown option '" + arg + "' (see --help)");
-    }
-  }
+  tools::OptionParser parser(kProgram);
+  parser.text("--stage", stage).text("--out", dir).text("--work", work).text("--bias", bias).text("--init", init);
+  parser.integer("--steps", steps, 0, 1000000).integer("--batch", batch, 1, 1024).seed(seed).threads(threads);
+  parser.value("--lr", [&](const std::string& v) { lr = tools::parse_number(kProgram, "--lr", v, 0.0, 1.0, true); });
+  parser.integer("--checkpoint-every", every, 1, 1000000).integer("--eval", eval_n, 2, 100000);
+  parser.flag("--freeze-vision", freeze_vision).flag("--no-patch-class-loss", patch_class_loss, false);
+  parser.flag("--eval-only", eval_only);
+  if (!parser.parse(args)) return tools::print_help(kProgram, out);
   check<InvalidArgument>(stage == "encoder" || stage == "itm" || stage == "lvlm" || stage == "all",
                          "agla_train: --stage must be encoder, itm, lvlm or all; got '", stage, "'");
   check<InvalidArgument>(!dir.empty(), "agla_train: --out DIR is required");
