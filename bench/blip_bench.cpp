@@ -11,6 +11,7 @@
 #include <benchmark/benchmark.h>
 #include <torch/autograd.h>
 
+#include <cstdint>
 #include <memory>
 #include <vector>
 
@@ -20,23 +21,23 @@
 
 namespace {
 
+// A BLIP-large `Model` with PyTorch's initial weights drawn after `at::manual_seed(seed)`, wrapped
+// with the BERT tokenizer.
+template <class Wrapper, class Model>
+Wrapper blip_large(std::uint64_t seed) {
+  at::manual_seed(seed);
+  Model module(agla::bench::blip_large_config());
+  agla::models::init_parameters(*module);
+  return Wrapper(module, agla::text::WordPieceTokenizer::bert_base_uncased());
+}
+
 agla::blip::BlipItm& itm() {
-  static agla::blip::BlipItm model = [] {
-    at::manual_seed(0);
-    agla::blip::BlipItmModel module(agla::bench::blip_large_config());
-    agla::models::init_parameters(*module);
-    return agla::blip::BlipItm(module, agla::text::WordPieceTokenizer::bert_base_uncased());
-  }();
+  static agla::blip::BlipItm model = blip_large<agla::blip::BlipItm, agla::blip::BlipItmModel>(0);
   return model;
 }
 
 agla::blip::BlipCaptioner& captioner() {
-  static agla::blip::BlipCaptioner model = [] {
-    at::manual_seed(1);
-    agla::blip::BlipCaptionModel module(agla::bench::blip_large_config());
-    agla::models::init_parameters(*module);
-    return agla::blip::BlipCaptioner(module, agla::text::WordPieceTokenizer::bert_base_uncased());
-  }();
+  static agla::blip::BlipCaptioner model = blip_large<agla::blip::BlipCaptioner, agla::blip::BlipCaptionModel>(1);
   return model;
 }
 
@@ -51,29 +52,35 @@ void BM_BlipEncodeImage(benchmark::State& state) {
   for (auto _ : state) benchmark::DoNotOptimize(model.encode_image(pixels));
 }
 
+// One image's tokens and one question's ids, the inputs every ITM/ITC case scores.
+struct ItmPair {
+  at::Tensor image;
+  agla::blip::TextBatch text;
+};
+
+const ItmPair& itm_pair() {
+  static const ItmPair pair{itm().encode_image(random_pixels()),
+                            itm().encode_text({"is there a dog sitting on the couch in the image?"})};
+  return pair;
+}
+
 void BM_BlipItmLogits(benchmark::State& state) {
-  auto& model = itm();
-  const at::Tensor image = model.encode_image(random_pixels());
-  const auto text = model.encode_text({"is there a dog sitting on the couch in the image?"});
-  for (auto _ : state) benchmark::DoNotOptimize(model.itm_logits(image, text.itm_input_ids, text.attention_mask));
+  const auto& [image, text] = itm_pair();
+  for (auto _ : state) benchmark::DoNotOptimize(itm().itm_logits(image, text.itm_input_ids, text.attention_mask));
 }
 
 // What IPM runs per (image, prompt): the forward with the layer-6 capture and the gradient w.r.t. it.
 void BM_BlipItmScoreWithGradient(benchmark::State& state) {
-  auto& model = itm();
-  const at::Tensor image = model.encode_image(random_pixels());
-  const auto text = model.encode_text({"is there a dog sitting on the couch in the image?"});
+  const auto& [image, text] = itm_pair();
   for (auto _ : state) {
-    const auto score = model.score_itm(image, text.itm_input_ids, text.attention_mask, 6);
+    const auto score = itm().score_itm(image, text.itm_input_ids, text.attention_mask, 6);
     benchmark::DoNotOptimize(torch::autograd::grad({score.logits.select(1, 1).sum()}, {score.attention}));
   }
 }
 
 void BM_BlipItcSimilarity(benchmark::State& state) {
-  auto& model = itm();
-  const at::Tensor image = model.encode_image(random_pixels());
-  const auto text = model.encode_text({"is there a dog sitting on the couch in the image?"});
-  for (auto _ : state) benchmark::DoNotOptimize(model.itc_similarity(image, text.input_ids, text.attention_mask));
+  const auto& [image, text] = itm_pair();
+  for (auto _ : state) benchmark::DoNotOptimize(itm().itc_similarity(image, text.input_ids, text.attention_mask));
 }
 
 // Per generated token at sequence length `state.range(0)`: one cached step (one new position) vs the

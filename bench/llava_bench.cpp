@@ -16,7 +16,6 @@
 #include <benchmark/benchmark.h>
 
 #include <cstdio>
-#include <cstring>
 #include <memory>
 #include <vector>
 
@@ -43,20 +42,13 @@ BenchModel& bench_model() {
   static BenchModel m = [] {
     BenchModel b;
     b.model = llava::LlavaModel(llava::parse_config(agla::bench::llava_bench_config(g_small)));
-    auto gen = at::make_generator<at::CPUGeneratorImpl>(1234);
-    agla::bench::init_bench_weights(*b.model, gen);
-    b.model->eval();
-    b.prompt = at::randint(3, 31000, {1, 60}, gen, at::kLong);
-    b.prompt[0][0] = 1;
-    b.prompt[0][35] = b.model->config().image_token_index;
+    auto [gen, count] = agla::bench::draw_bench_weights(*b.model);
+    b.prompt = agla::bench::llava_bench_prompt(60, b.model->config().image_token_index, gen);
     b.disturbed = at::cat({b.prompt.narrow(1, 0, 1), at::randint(3, 31000, {1, 12}, gen, at::kLong),
                            b.prompt.narrow(1, 1, b.prompt.size(1) - 1)},
                           1);
     b.original = at::randn({1, 3, 224, 224}, gen);
-    b.augmented = b.original.clone();
-    b.augmented.narrow(3, 112, 112).fill_(0.0);
-    std::size_t count = 0;
-    for (const auto& p : b.model->parameters()) count += static_cast<std::size_t>(p.numel());
+    b.augmented = agla::bench::half_blacked_out(b.original);
     std::printf("LLaVA-shaped model: %.3f B parameters (float32), %lld image tokens, prompt %lld tokens\n",
                 static_cast<double>(count) / 1e9, static_cast<long long>(b.model->config().image_tokens()),
                 static_cast<long long>(b.prompt.size(1)));
@@ -72,8 +64,7 @@ const agla::bench::LvlmCase<llava::LlavaLvlm>& bench_case() {
       [] { return std::make_unique<llava::LlavaLvlm>(bench_model().model); },
       [](int64_t streams, int64_t max_new_tokens) {
         const auto& m = bench_model();
-        return agla::LvlmInputs::images(m.prompt.repeat({streams, 1}), m.original.repeat({streams, 1, 1, 1}),
-                                        {m.augmented.repeat({streams, 1, 1, 1})}, max_new_tokens);
+        return agla::bench::repeated_image_inputs(m.prompt, m.original, m.augmented, streams, max_new_tokens);
       },
       [](int64_t streams, int64_t max_new_tokens, const std::vector<agla::ViewKind>& kinds) {
         const auto& m = bench_model();
@@ -98,9 +89,5 @@ int main(int argc, char** argv) {
   agla::bench::register_lvlm_benchmarks("BM_Llava", &bench_case());
   agla::bench::register_lvlm_method_benchmarks("BM_Llava", &bench_case());
   agla::bench::LvlmRatioReporter reporter("BM_Llava");
-  return agla::bench::run_benchmarks(argc, argv, 0, &reporter, [](const char* arg) {
-    if (std::strcmp(arg, "--llava-small") != 0) return false;
-    g_small = true;
-    return true;
-  });
+  return agla::bench::run_benchmarks(argc, argv, 0, &reporter, agla::bench::switch_flag("--llava-small", g_small));
 }

@@ -51,16 +51,10 @@ BenchModel& bench_model() {
   static BenchModel m = [] {
     BenchModel b;
     b.model = llava::LlavaModel(llava::parse_config(agla::bench::llava_bench_config(g_small)));
-    auto gen = at::make_generator<at::CPUGeneratorImpl>(1234);
-    agla::bench::init_bench_weights(*b.model, gen);
-    b.model->eval();
-    at::Tensor prefix = at::randint(3, 31000, {1, 36}, gen, at::kLong);
-    prefix[0][0] = 1;
-    prefix[0][35] = b.model->config().image_token_index;
+    auto [gen, count] = agla::bench::draw_bench_weights(*b.model);
+    const at::Tensor prefix = agla::bench::llava_bench_prompt(36, b.model->config().image_token_index, gen);
     for (int q = 0; q < kQuestionsPerImage; ++q)
       b.questions.push_back(at::cat({prefix, at::randint(3, 31000, {1, 20 + q}, gen, at::kLong)}, 1));
-    std::size_t count = 0;
-    for (const auto& p : b.model->parameters()) count += static_cast<std::size_t>(p.numel());
     std::printf("LLaVA-shaped model: %.3f B parameters (float32), %lld image tokens, prompts of %lld..%lld ids "
                 "(prefix through the image token: 36 ids, %lld positions)\n",
                 static_cast<double>(count) / 1e9, static_cast<long long>(b.model->config().image_tokens()),
@@ -209,9 +203,6 @@ int main(int argc, char** argv) {
       ->Unit(benchmark::kSecond)
       ->UseRealTime()
       ->MeasureProcessCPUTime();
-  return agla::bench::run_benchmarks(static_cast<int>(args.size()), args.data(), 0, nullptr, [](const char* arg) {
-    if (std::strcmp(arg, "--llava-small") != 0) return false;
-    g_small = true;
-    return true;
-  });
+  return agla::bench::run_benchmarks(static_cast<int>(args.size()), args.data(), 0, nullptr,
+                                     agla::bench::switch_flag("--llava-small", g_small));
 }

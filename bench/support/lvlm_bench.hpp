@@ -14,6 +14,7 @@
 #include <array>
 #include <cctype>
 #include <cstdio>
+#include <cstring>
 #include <functional>
 #include <map>
 #include <memory>
@@ -44,6 +45,62 @@ inline void init_bench_weights(torch::nn::Module& model, at::Generator& gen) {
       p.normal_(0.0, 0.02, gen);
     }
   }
+}
+
+/// What drawing a bench model leaves: the generator (seed 1234, after the weights) that draws its
+/// inputs next, and the model's parameter count.
+struct BenchDraw {
+  at::Generator gen;
+  std::size_t parameters = 0;
+};
+
+/// Bench weights (`init_bench_weights`, seed 1234) for `model`, in eval mode.
+inline BenchDraw draw_bench_weights(torch::nn::Module& model) {
+  BenchDraw draw{at::make_generator<at::CPUGeneratorImpl>(1234)};
+  init_bench_weights(model, draw.gen);
+  model.eval();
+  for (const auto& p : model.parameters()) draw.parameters += static_cast<std::size_t>(p.numel());
+  return draw;
+}
+
+/// Random language-model ids `[1, length]` in [3, 31000) (clear of the special ids) from `gen`,
+/// `first` (the BOS) at position 0.
+inline at::Tensor bench_prompt(int64_t length, int64_t first, at::Generator& gen) {
+  at::Tensor ids = at::randint(3, 31000, {1, length}, gen, at::kLong);
+  ids[0][0] = first;
+  return ids;
+}
+
+/// A llava_v1-shaped prompt `[1, length]` (length > 35): BOS, 34 ids where the system prompt and
+/// "USER:" stand, `image_token`, then question ids; random ids from `gen`.
+inline at::Tensor llava_bench_prompt(int64_t length, int64_t image_token, at::Generator& gen) {
+  at::Tensor ids = bench_prompt(length, 1, gen);
+  ids[0][35] = image_token;
+  return ids;
+}
+
+/// The benches' augmented view: `original` with its right half blacked out.
+inline at::Tensor half_blacked_out(const at::Tensor& original) {
+  at::Tensor view = original.clone();
+  view.narrow(3, view.size(3) / 2, view.size(3) - view.size(3) / 2).fill_(0.0);
+  return view;
+}
+
+/// `streams` copies of `prompt` `[1, L]` and `original` `[1, 3, S, S]` with `augmented` as the one
+/// image view: the inputs of the AGLA cases.
+inline LvlmInputs repeated_image_inputs(const at::Tensor& prompt, const at::Tensor& original,
+                                        const at::Tensor& augmented, int64_t streams, int64_t max_new_tokens) {
+  return LvlmInputs::images(prompt.repeat({streams, 1}), original.repeat({streams, 1, 1, 1}),
+                            {augmented.repeat({streams, 1, 1, 1})}, max_new_tokens);
+}
+
+/// A flag of the harness (`run_benchmarks`' `own_flag`) that sets `on` when the argument is `flag`.
+inline std::function<bool(const char*)> switch_flag(const char* flag, bool& on) {
+  return [flag, &on](const char* arg) {
+    if (std::strcmp(arg, flag) != 0) return false;
+    on = true;
+    return true;
+  };
 }
 
 /// How a benchmark decodes.
