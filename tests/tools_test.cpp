@@ -13,7 +13,9 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -129,6 +131,72 @@ TEST(ToolsCliTest, ParsesBoundedValuesAndNamesTheOption) {
   EXPECT_THROW(tl::parse_threads("p", "-1"), agla::InvalidArgument);
   EXPECT_THROW(tl::parse_threads("p", "1025"), agla::InvalidArgument);
   EXPECT_EQ(tl::parse_threads("p", "0"), 0);
+}
+
+TEST(ToolsCliTest, OptionParserStoresEachOptionAndRecordsWhatWasNamed) {
+  std::string text;
+  std::optional<std::string> maybe;
+  std::int64_t count = 7;
+  std::optional<int> small;
+  std::vector<std::int64_t> ids;
+  bool flag = false, grouped = false;
+  tl::OptionParser parser("prog");
+  parser.text("--text", text).text("--maybe", maybe).integer("--count", count, 1, 9).integer("--small", small, 0, 3);
+  parser.ids("--ids", ids).flag("--flag", flag);
+  parser.group([&](const std::string& option, tl::ArgCursor& cursor) {
+    if (option != "--pair") return false;
+    grouped = cursor.value(option) == "a" && cursor.value(option) == "b";
+    return true;
+  });
+  EXPECT_TRUE(parser.parse({"--text", "t", "--count", "3", "--small", "2", "--ids", "4,5", "--flag", "--pair", "a",
+                            "b"}));
+  EXPECT_EQ(text, "t");
+  EXPECT_FALSE(maybe.has_value());
+  EXPECT_EQ(count, 3);
+  EXPECT_EQ(small, 2);
+  EXPECT_EQ(ids, (std::vector<std::int64_t>{4, 5}));
+  EXPECT_TRUE(flag && grouped);
+  EXPECT_TRUE(parser.named("--pair") && !parser.named("--maybe"));
+  EXPECT_EQ(parser.given().size(), 6u);
+
+  // With -h (or --help) the other arguments are still parsed; parse returns false, and the caller
+  // prints the help.
+  tl::OptionParser help("prog");
+  help.text("--text", text);
+  EXPECT_FALSE(help.parse({"--text", "u", "-h"}));
+  EXPECT_EQ(text, "u");
+  const auto message = [](std::vector<std::string> args) {
+    return agla::test::error_message<agla::InvalidArgument>([&] {
+      std::int64_t n = 0;
+      tl::OptionParser bounded("prog");
+      bounded.integer("--n", n, 1, 9);
+      bounded.parse(args);
+    });
+  };
+  EXPECT_EQ(message({"--n"}), "prog: --n needs a value");
+  EXPECT_EQ(message({"--n", "10"}), "prog: --n must be in [1, 9]; got 10");
+  EXPECT_EQ(message({"--m"}), "prog: unknown option '--m' (see --help)");
+  tl::OptionParser twice("prog");
+  twice.flag("--flag", flag);
+  EXPECT_THROW(twice.text("--flag", text), std::logic_error);
+}
+
+TEST(ToolsCliTest, EveryProgramHasItsHelpTextFilledIn) {
+  for (const char* program :
+       {"agla_caption", "agla_chair", "agla_ipm", "agla_mme", "agla_pope", "agla_shapesworld", "agla_train"}) {
+    std::ostringstream out;
+    EXPECT_EQ(tl::print_help(program, out), 0);
+    const std::string help = out.str();
+    EXPECT_EQ(help.rfind(std::string("usage: ") + program, 0), 0u) << help;
+    EXPECT_EQ(help.find("{method options}"), std::string::npos) << program;
+    EXPECT_EQ(help.find("{data directory}"), std::string::npos) << program;
+  }
+  std::ostringstream pope;
+  tl::print_help("agla_pope", pope);
+  EXPECT_NE(pope.str().find("  --method NAME         regular | greedy"), std::string::npos);
+  EXPECT_NE(pope.str().find("data directory: "), std::string::npos);
+  std::ostringstream none;
+  EXPECT_THROW(tl::print_help("agla_nothing", none), std::logic_error);
 }
 
 TEST(ToolsCliTest, RequireFileNamesThePathAndWhatIsWrong) {

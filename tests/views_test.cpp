@@ -26,6 +26,22 @@ double max_diff(const at::Tensor& a, const at::Tensor& b) {
 
 }  // namespace
 
+TEST(NamesTest, OneTableGivesTheNameOfAValueAndTheValueOfAName) {
+  enum class Colour { Red, Green, Blue };
+  static constexpr agla::NamedValue<Colour> kNames[] = {{Colour::Red, "red"}, {Colour::Green, "green"}};
+  EXPECT_STREQ(agla::name_of(Colour::Green, kNames), "green");
+  EXPECT_STREQ(agla::name_of(Colour::Blue, kNames), "?");  // a value the table lacks
+  EXPECT_EQ(agla::value_of("red", kNames), Colour::Red);
+  EXPECT_FALSE(agla::value_of("blue", kNames).has_value());
+  EXPECT_EQ(agla::joined_names(kNames), "red|green");
+  // The library's tables name every value apart.
+  std::set<std::string> names;
+  for (agla::views::Transform t : agla::views::ritual_pool()) names.insert(agla::views::transform_name(t));
+  EXPECT_EQ(names, (std::set<std::string>{"horizontal flip", "vertical flip", "rotation", "color jitter",
+                                          "gaussian blur", "crop"}));
+  EXPECT_STREQ(agla::view_kind_name(agla::ViewKind::NoImage), "no-image");
+}
+
 TEST(TransformTest, FlipsAndRotationsMoveEveryPixelWhereExpected) {
   const at::Tensor image = test_image();
   EXPECT_TRUE(at::equal(agla::views::horizontal_flip(image)[3][0], image[3][31]));
