@@ -5,7 +5,7 @@ reference method (default: sharpened), with standard errors over the questions.
     tools/shapesworld_differences.py OUT [REFERENCE]
 
 OUT is the script's output folder (eval/, answers/). For every model, split and method it prints
-the adversarial false-positive rate and accuracy, and the contrast split's false-positive rates
+the accuracy and false-positive rate of the POPE splits (random, popular, adversarial), and the contrast split's false-positive rates
 with the partner present and absent and their gap. Each value is the mean over the seeds. Its
 standard error treats the questions (for the gap: the image pairs) as the sample, after averaging
 each question's outcome over the seeds. The difference to REFERENCE is paired: it is computed per
@@ -43,14 +43,17 @@ def mean_se(values):
 def cell(values, percent=True):
     mean, se = mean_se(values)
     scale = 100.0 if percent else 1.0
-    return f"{scale * mean:.1f} ± {scale * se:.1f}"
+    text = f"{scale * mean:.1f}"
+    return f"{'0.0' if text == '-0.0' else text} ± {scale * se:.1f}"
 
 
 def main():
     out = sys.argv[1]
     reference = sys.argv[2] if len(sys.argv) > 2 else "sharpened"
     questions = {}
-    for split, name in (("adversarial", "shapesworld_pope_adversarial.jsonl"), ("contrast", "shapesworld_contrast.jsonl")):
+    pope_splits = ("random", "popular", "adversarial")
+    files = [(split, f"shapesworld_pope_{split}.jsonl") for split in pope_splits]
+    for split, name in files + [("contrast", "shapesworld_contrast.jsonl")]:
         path = os.path.join(out, "eval", name)
         if os.path.exists(path):
             questions[split] = {str(q["question_id"]): q for q in read_jsonl(path)}
@@ -99,14 +102,13 @@ def main():
         print(f"\n### {model}\n")
         print(f"Mean over the seeds, ± standard error over the questions (percent); Δ = method − {reference}, "
               "paired on the same questions.\n")
-        if "adversarial" in questions:
-            qs = questions["adversarial"]
+        for split in (split for split in pope_splits if split in questions):
+            qs = questions[split]
             negatives = [i for i, q in qs.items() if q["label"] == "no"]
             ids = list(qs)
-            ref_fp, ref_ok = table(f"POPE adversarial ({len(ids)} questions, {len(negatives)} negatives)",
-                                   ["accuracy", "Δ accuracy", "FP rate", "Δ FP rate"], model, "adversarial",
-                                   negatives, ids)
-            for method, key, (fp, said) in runs(model, "adversarial", negatives, ids):
+            ref_fp, ref_ok = table(f"POPE {split} ({len(ids)} questions, {len(negatives)} negatives)",
+                                   ["accuracy", "Δ accuracy", "FP rate", "Δ FP rate"], model, split, negatives, ids)
+            for method, key, (fp, said) in runs(model, split, negatives, ids):
                 ok = [s if qs[i]["label"] == "yes" else 1.0 - s for i, s in zip(ids, said)]
                 row = [method, str(len(seeds[key])), cell(ok)]
                 if ref_ok is not None:
