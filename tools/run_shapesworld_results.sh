@@ -3,7 +3,7 @@
 # every decoding method x seed x model (biased, control) over the random / popular / adversarial /
 # contrast / caption splits with agla_pope, prints markdown tables of mean ± sd over the seeds, and
 # compares every method with sharpened decoding on the same questions, with standard errors over the
-# questions (tools/shapesworld_differences.py; adversarial and contrast splits).
+# questions (tools/shapesworld_differences.py; the POPE splits and the contrast split).
 #
 #   tools/run_shapesworld_results.sh [BUILD_DIR]
 #
