@@ -234,7 +234,7 @@ int run_captions(Options o, std::ostream& out, std::ostream& err) {
     out << j.dump() << "\n";
   } else {
     out << eval::format_coco_chair(report)
-        << run_summary_line(prepared, r.method, r.settings.seed, chunk.size(), "images", seconds)
+        << run_summary_line(prepared, chunk.size(), "images", seconds)
         << "Captions: " << o.captions << "\n";
   }
   return 0;

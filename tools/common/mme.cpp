@@ -174,7 +174,7 @@ int run_benchmark(Options o, std::ostream& out, std::ostream& err) {
     out << j.dump() << "\n";
   } else {
     out << eval::format_mme_report(report)
-        << run_summary_line(prepared, r.method, r.settings.seed, chunk.size() * 2, "questions", seconds)
+        << run_summary_line(prepared, chunk.size() * 2, "questions", seconds)
         << "Results: " << o.results << "\n";
   }
   return 0;

@@ -4,8 +4,6 @@
 
 #include "agla/eval/pope.hpp"
 
-#include <ATen/ATen.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -25,11 +23,8 @@
 #include "agla/eval/chair.hpp"
 #include "agla/eval/jsonl.hpp"
 #include "agla/eval/runner.hpp"
-#include "agla/io/image.hpp"
-#include "agla/runtime.hpp"
 #include "agla/shapesworld/world.hpp"
 #include "common/cli.hpp"
-#include "common/data.hpp"
 #include "common/methods.hpp"
 #include "common/models.hpp"
 #include "common/programs.hpp"

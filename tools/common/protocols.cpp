@@ -260,11 +260,11 @@ PreparedRun prepare_run(const std::string& program, RunOptions& o, const std::se
   return run;
 }
 
-std::string run_summary_line(const PreparedRun& run, Method method, std::uint64_t seed, std::size_t items,
-                             const std::string& what, double seconds) {
+std::string run_summary_line(const PreparedRun& run, std::size_t items, const std::string& what, double seconds) {
   std::ostringstream line;
-  line << "Model: " << run.model_id << ", method " << method_name(method) << ", protocol "
-       << run.record["name"].get<std::string>() << ", seed " << seed << ", " << items << " " << what << " in "
+  line << "Model: " << run.model_id << ", method " << method_name(run.generator.method) << ", protocol "
+       << run.record["name"].get<std::string>() << ", seed " << run.generator.settings.seed << ", " << items << " "
+       << what << " in "
        << std::fixed << std::setprecision(1) << seconds << " s\n";
   return line.str();
 }

@@ -169,8 +169,7 @@ void print_report(std::ostream& out, bool json, const Report& report, Format for
 }
 
 /// The line a run's text report ends with: "Model: M, method X, protocol P, seed S, N <items> in T s".
-std::string run_summary_line(const PreparedRun& run, Method method, std::uint64_t seed, std::size_t items,
-                             const std::string& what, double seconds);
+std::string run_summary_line(const PreparedRun& run, std::size_t items, const std::string& what, double seconds);
 
 /// Loads the models of a run once and generates one item at a time: the prompt from the
 /// instruction, the method's augmented view and the decoding, each item drawing from its own
